@@ -1,0 +1,95 @@
+"""Composing configs from configs/ and key=value words, and rejecting bad ones in one line."""
+
+import pytest
+
+from vaelab.config import load_config
+from vaelab.config.compose import GROUPS, group_options
+from vaelab.config.help import help_text
+from vaelab.config.schema import Binarize, DatasetKind, DecoderKind, Objective
+from vaelab.errors import ConfigError
+
+
+def test_defaults_are_the_issue_defaults_for_bernoulli_on_mnist():
+    _, cfg = load_config([])
+    assert cfg.model.decoder is DecoderKind.bernoulli
+    assert cfg.model.hidden == [500, 500] and cfg.model.latent_dim == 20
+    assert cfg.model.activation.value == "softplus"
+    assert cfg.optim.name.value == "adam" and cfg.optim.lr == 1e-3
+    assert cfg.data.name is DatasetKind.mnist and cfg.data.batch_size == 100
+    assert cfg.data.binarize is Binarize.dynamic
+    assert cfg.eval.ll_samples == 5000
+
+
+def test_group_choice_and_dotted_overrides_win_in_order():
+    _, cfg = load_config(["model=gaussian_learned", "data=frey", "model.latent_dim=5", "model.latent_dim=7"])
+    assert cfg.model.decoder is DecoderKind.gaussian_learned
+    assert cfg.data.name is DatasetKind.frey and cfg.data.binarize is Binarize.none
+    assert cfg.model.latent_dim == 7
+
+
+def test_issue_example_iwae_command_composes():
+    _, cfg = load_config(["model=bernoulli", "model.objective=iwae", "model.k=50", "model.latent_dim=50"])
+    assert cfg.model.objective is Objective.iwae and cfg.model.k == 50 and cfg.model.latent_dim == 50
+
+
+def test_list_and_null_overrides():
+    _, cfg = load_config(["model.hidden=[200,100]", "trainer.gradient_clip_val=null", "run.dir=/tmp/x"])
+    assert cfg.model.hidden == [200, 100] and cfg.trainer.gradient_clip_val is None and cfg.run.dir == "/tmp/x"
+
+
+def test_experiment_sets_keys_and_command_line_still_wins():
+    _, cfg = load_config(["experiment=smoke", "trainer.max_epochs=3"])
+    assert cfg.trainer.limit_train_batches == 20 and cfg.trainer.max_epochs == 3
+
+
+def test_data_root_follows_environment_variable(monkeypatch, tmp_path):
+    monkeypatch.setenv("VAELAB_DATA_DIR", str(tmp_path))
+    node, cfg = load_config([])
+    assert cfg.data.root == str(tmp_path) and node.data.root == str(tmp_path)
+    _, cfg = load_config(["data.root=elsewhere"])
+    assert cfg.data.root == "elsewhere"
+
+
+@pytest.mark.parametrize(
+    "words, expected",
+    [
+        (["model=foo"], "unknown model 'foo': choose one of bernoulli, gaussian, gaussian_learned"),
+        (["data=cifar"], "unknown data 'cifar': choose one of frey, mnist"),
+        (["model.latnt_dim=3"], "unknown key 'model.latnt_dim'"),
+        (["model.latnt_dim=3"], "did you mean model.latent_dim?"),
+        (["trainer.foo=1"], "unknown key 'trainer.foo'"),
+        (["model.latent_dim=0"], "model.latent_dim=0 is invalid: expected an integer >= 1"),
+        (["model.k=0"], "model.k=0 is invalid"),
+        (["optim.lr=-1"], "optim.lr=-1.0 is invalid: expected a learning rate > 0"),
+        (["model.latent_dim=abc"], "bad value for model.latent_dim"),
+        (["optim.lr=fast"], "bad value for optim.lr"),
+        (["model.objective=vae"], "expected one of [elbo, iwae]"),
+        (["trainer.max_epochs=2.5"], "bad value for trainer.max_epochs"),
+        (["data=frey", "data.binarize=dynamic"], "data.binarize=dynamic is invalid"),
+        (["data.test_size=5"], "data.test_size=5 is invalid"),
+        (["latent_dim"], "cannot read 'latent_dim'"),
+    ],
+)
+def test_bad_configs_fail_with_one_clear_line(words, expected):
+    with pytest.raises(ConfigError) as error:
+        load_config(words)
+    message = str(error.value)
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_every_group_option_composes():
+    for group in GROUPS:
+        for option in group_options(group):
+            words = [f"{group}={option}"]
+            if group == "data" and option == "frey":
+                words.append("model=gaussian")
+            load_config(words)
+
+
+def test_help_lists_groups_options_and_keys():
+    text = help_text()
+    for group in GROUPS:
+        assert group in text
+    for token in ("gaussian_learned", "model.latent_dim", "eval.ll_samples", "elbo|iwae", "--cfg"):
+        assert token in text

@@ -1,0 +1,190 @@
+"""The math: log-densities against torch.distributions, KL, and the bounds against a
+linear-Gaussian model whose marginal likelihood is known in closed form."""
+
+import math
+
+import pytest
+import torch
+from torch import distributions as D
+
+from vaelab.config.schema import Activation, DecoderKind, KLMode, ModelConfig, Objective
+from vaelab.models.decoders import BernoulliDecoder, GaussianDecoder
+from vaelab.models.vae import VAE
+from vaelab.probability.bounds import importance_sampled_log_likelihood, iwae_bound
+from vaelab.probability.densities import (
+    bernoulli_log_prob,
+    gaussian_log_prob,
+    kl_to_standard_normal,
+    standard_normal_log_prob,
+)
+
+
+@pytest.fixture(autouse=True)
+def _float64_and_seed():
+    """Double precision, so tolerances test the formulas rather than rounding."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    torch.manual_seed(0)
+    yield
+    torch.set_default_dtype(previous)
+
+
+def test_gaussian_log_prob_matches_torch_distributions():
+    x, mean, log_var = torch.randn(3, 7, 5).unbind(0)
+    expected = D.Independent(D.Normal(mean, torch.exp(0.5 * log_var)), 1).log_prob(x)
+    torch.testing.assert_close(gaussian_log_prob(x, mean, log_var), expected)
+
+
+def test_standard_normal_log_prob_matches_torch_distributions():
+    z = torch.randn(4, 6, 3)
+    expected = D.MultivariateNormal(torch.zeros(3), torch.eye(3)).log_prob(z)
+    torch.testing.assert_close(standard_normal_log_prob(z), expected)
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_bernoulli_log_prob_matches_torch_distributions(binary):
+    logits = 4 * torch.randn(6, 11)
+    x = torch.bernoulli(torch.full((6, 11), 0.3)) if binary else torch.rand(6, 11)
+    expected = D.Independent(D.Bernoulli(logits=logits, validate_args=False), 1).log_prob(x)
+    torch.testing.assert_close(bernoulli_log_prob(x, logits), expected)
+
+
+def test_bernoulli_log_prob_is_stable_for_large_logits():
+    logits = torch.tensor([[1e4, -1e4]])
+    x = torch.tensor([[1.0, 0.0]])
+    assert bernoulli_log_prob(x, logits).item() == 0.0
+
+
+def test_analytic_kl_matches_torch_distributions():
+    mean, log_var = torch.randn(2, 9, 4).unbind(0)
+    q = D.Independent(D.Normal(mean, torch.exp(0.5 * log_var)), 1)
+    p = D.Independent(D.Normal(torch.zeros(4), torch.ones(4)), 1)
+    torch.testing.assert_close(kl_to_standard_normal(mean, log_var), D.kl_divergence(q, p))
+
+
+def test_monte_carlo_kl_agrees_with_analytic_kl():
+    mean, log_var = torch.randn(2, 5, 3).unbind(0)
+    z = mean + torch.exp(0.5 * log_var) * torch.randn(200_000, 5, 3)
+    monte_carlo = (gaussian_log_prob(z, mean, log_var) - standard_normal_log_prob(z)).mean(0)
+    torch.testing.assert_close(monte_carlo, kl_to_standard_normal(mean, log_var), atol=0.03, rtol=0.0)
+
+
+def test_decoder_likelihoods_match_torch_distributions():
+    z = torch.randn(3, 4, 2)
+    x = torch.rand(4, 6)
+    bernoulli = BernoulliDecoder(2, [5], 6, Activation.tanh)
+    expected = D.Independent(D.Bernoulli(logits=bernoulli(z), validate_args=False), 1).log_prob(x)
+    torch.testing.assert_close(bernoulli.log_prob(x, z), expected)
+    for sigma in (0.3, None):
+        gaussian = GaussianDecoder(2, [5], 6, Activation.relu, sigmoid_mean=True, sigma=sigma, var_floor=1e-2)
+        mean, log_var = gaussian(z)
+        std = torch.exp(0.5 * log_var).expand_as(mean)
+        expected = D.Independent(D.Normal(mean, std), 1).log_prob(x)
+        torch.testing.assert_close(gaussian.log_prob(x, z), expected)
+        if sigma is None:
+            assert (torch.exp(log_var) >= 1e-2).all()
+        else:
+            torch.testing.assert_close(std, torch.full_like(std, sigma))
+
+
+# --- a linear-Gaussian VAE: p(z) = N(0, I), p(x|z) = N(Wz + b, s^2 I), so p(x) = N(b, WW^T + s^2 I)
+
+DATA_DIM, LATENT_DIM, SIGMA = 6, 3, 0.5
+
+
+def linear_gaussian_vae(objective=Objective.elbo) -> VAE:
+    cfg = ModelConfig(
+        decoder=DecoderKind.gaussian, latent_dim=LATENT_DIM, hidden=[], sigma=SIGMA,
+        sigmoid_mean=False, objective=objective,
+    )
+    vae = VAE(cfg, DATA_DIM)
+    # Orthogonal columns make W^T W, hence the exact posterior covariance, diagonal.
+    q, _ = torch.linalg.qr(torch.randn(DATA_DIM, LATENT_DIM))
+    with torch.no_grad():
+        vae.decoder.mean_head.weight.copy_(q * torch.tensor([2.0, 1.0, 0.5]))
+        vae.decoder.mean_head.bias.copy_(torch.randn(DATA_DIM))
+    return vae
+
+
+def closed_form_log_likelihood(vae: VAE, x: torch.Tensor) -> torch.Tensor:
+    W, b = vae.decoder.mean_head.weight, vae.decoder.mean_head.bias
+    cov = W @ W.T + SIGMA**2 * torch.eye(DATA_DIM)
+    return D.MultivariateNormal(b, cov).log_prob(x)
+
+
+def set_posterior(vae: VAE, log_var_shift: float = 0.0, mean_shift: float = 0.0) -> None:
+    """q(z|x) = p(z|x) (covariance (I + W^T W / s^2)^-1, mean cov W^T (x - b) / s^2) when
+    the shifts are 0; otherwise a Gaussian near it."""
+    W, b = vae.decoder.mean_head.weight, vae.decoder.mean_head.bias
+    cov = torch.linalg.inv(torch.eye(LATENT_DIM) + W.T @ W / SIGMA**2)
+    gain = cov @ W.T / SIGMA**2
+    with torch.no_grad():
+        vae.encoder.mean.weight.copy_(gain)
+        vae.encoder.mean.bias.copy_(-gain @ b + mean_shift)
+        vae.encoder.log_var.weight.zero_()
+        vae.encoder.log_var.bias.copy_(torch.log(torch.diagonal(cov)) + log_var_shift)
+
+
+def test_bounds_are_exact_when_q_is_the_true_posterior():
+    """Then every log-weight equals log p(x): the constants of all densities are right."""
+    vae = linear_gaussian_vae()
+    set_posterior(vae)
+    x = torch.randn(8, DATA_DIM) * 2
+    exact = closed_form_log_likelihood(vae, x)
+    with torch.no_grad():
+        torch.testing.assert_close(vae.elbo(x, 3, KLMode.mc), exact)
+        # The analytic-KL estimator is exact only in expectation.
+        torch.testing.assert_close(vae.elbo(x, 100_000, KLMode.analytic), exact, atol=0.02, rtol=0.0)
+        torch.testing.assert_close(vae.iwae(x, 7), exact)
+        ll, elbo = vae.log_likelihood(x, num_samples=10, chunk_size=3)
+    torch.testing.assert_close(ll, exact)
+    torch.testing.assert_close(elbo, exact)
+
+
+def test_iwae_with_one_sample_equals_the_monte_carlo_elbo():
+    vae = linear_gaussian_vae()
+    x = torch.randn(5, DATA_DIM)
+    torch.manual_seed(1)
+    iwae = vae.iwae(x, 1)
+    torch.manual_seed(1)
+    elbo = vae.elbo(x, 1, KLMode.mc)
+    torch.testing.assert_close(iwae, elbo)
+
+
+def test_iwae_bound_grows_with_k_and_stays_below_log_likelihood():
+    vae = linear_gaussian_vae()
+    set_posterior(vae, log_var_shift=0.7, mean_shift=0.3)  # a wider, shifted q: L_k < log p(x)
+    x = torch.randn(4, DATA_DIM) * 2
+    exact = closed_form_log_likelihood(vae, x)
+    replicates = 400
+    with torch.no_grad():
+        bounds = {k: torch.stack([vae.iwae(x, k) for _ in range(replicates)]).mean(0) for k in (1, 5, 50)}
+        estimate, _ = vae.log_likelihood(x, num_samples=200_000, chunk_size=20_000)
+    assert (bounds[1] < bounds[5]).all() and (bounds[5] < bounds[50]).all()
+    assert (bounds[50] < exact).all()
+    torch.testing.assert_close(estimate, exact, atol=0.05, rtol=0.0)
+
+
+def test_analytic_and_mc_elbo_agree_in_expectation():
+    vae = linear_gaussian_vae()
+    set_posterior(vae, log_var_shift=-0.5, mean_shift=0.5)
+    x = torch.randn(4, DATA_DIM)
+    with torch.no_grad():
+        analytic = vae.elbo(x, 100_000, KLMode.analytic)
+        mc = vae.elbo(x, 100_000, KLMode.mc)
+    torch.testing.assert_close(analytic, mc, atol=0.02, rtol=0.0)
+
+
+def test_iwae_bound_is_log_mean_exp():
+    log_w = torch.randn(7, 3) * 10
+    expected = torch.log(torch.exp(log_w - log_w.max(0).values).mean(0)) + log_w.max(0).values
+    torch.testing.assert_close(iwae_bound(log_w), expected)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 4, 7, 100])
+def test_chunked_log_likelihood_equals_one_shot(chunk_size):
+    log_w = torch.randn(23, 5) * 30
+    chunks = iter(log_w.split(chunk_size))
+    ll, elbo = importance_sampled_log_likelihood(lambda n: next(chunks), 23, chunk_size)
+    torch.testing.assert_close(ll, torch.logsumexp(log_w, 0) - math.log(23))
+    torch.testing.assert_close(elbo, log_w.mean(0))

@@ -1,0 +1,1 @@
+"""vaelab: variational autoencoders on PyTorch Lightning."""

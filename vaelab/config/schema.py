@@ -1,0 +1,203 @@
+"""Typed schema of a vaelab run.
+
+OmegaConf checks types against these dataclasses while a config is composed (an unknown
+key or a string where a number belongs fails there); ``__post_init__`` checks ranges when
+the composed config is turned into these objects. Each ``help`` string is shown by
+``python -m vaelab.fit --help``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Optional
+
+from vaelab.errors import ConfigError
+
+
+class DecoderKind(str, Enum):
+    bernoulli = "bernoulli"
+    gaussian = "gaussian"
+    gaussian_learned = "gaussian_learned"
+
+
+class Activation(str, Enum):
+    tanh = "tanh"
+    softplus = "softplus"
+    relu = "relu"
+
+
+class Objective(str, Enum):
+    elbo = "elbo"
+    iwae = "iwae"
+
+
+class KLMode(str, Enum):
+    analytic = "analytic"
+    mc = "mc"
+
+
+class OptimizerKind(str, Enum):
+    adam = "adam"
+    adagrad = "adagrad"
+    sgd = "sgd"
+
+
+class DatasetKind(str, Enum):
+    mnist = "mnist"
+    frey = "frey"
+
+
+class Binarize(str, Enum):
+    none = "none"
+    dynamic = "dynamic"
+    static = "static"
+
+
+class LoggerKind(str, Enum):
+    csv = "csv"
+    wandb = "wandb"
+
+
+class WandbMode(str, Enum):
+    offline = "offline"
+    online = "online"
+    disabled = "disabled"
+
+
+def _require(condition: bool, key: str, value: object, expected: str) -> None:
+    if not condition:
+        raise ConfigError(f"{key}={value} is invalid: expected {expected}")
+
+
+def _help(text: str, default: object) -> object:
+    """A dataclass field with a default and a help string for ``--help``."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": text})
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class ModelConfig:
+    decoder: DecoderKind = _help("likelihood p(x|z)", DecoderKind.bernoulli)
+    latent_dim: int = _help("dimension of z", 20)
+    hidden: list[int] = _help("hidden layer sizes of the encoder MLP; the decoder mirrors them", [500, 500])
+    activation: Activation = _help("hidden-layer activation", Activation.softplus)
+    objective: Objective = _help("training bound: elbo (K&W eq. 7/10) or iwae (Burda et al. eq. 8)", Objective.elbo)
+    k: int = _help("samples per example: averaged for elbo, importance-weighted for iwae", 1)
+    kl: KLMode = _help("KL term of the elbo objective (iwae always uses log-weights)", KLMode.analytic)
+    sigma: float = _help("gaussian decoder: fixed standard deviation of p(x|z)", 0.1)
+    var_floor: float = _help("gaussian_learned decoder: lower bound on each pixel's variance", 1e-3)
+    sigmoid_mean: bool = _help("gaussian decoders: squash the mean to (0,1) with a sigmoid", False)
+
+    def __post_init__(self) -> None:
+        _require(self.latent_dim >= 1, "model.latent_dim", self.latent_dim, "an integer >= 1")
+        _require(self.k >= 1, "model.k", self.k, "an integer >= 1")
+        _require(all(h >= 1 for h in self.hidden), "model.hidden", self.hidden, "layer sizes >= 1")
+        _require(self.sigma > 0, "model.sigma", self.sigma, "a standard deviation > 0")
+        _require(self.var_floor > 0, "model.var_floor", self.var_floor, "a variance > 0")
+
+
+@dataclass
+class OptimConfig:
+    name: OptimizerKind = _help("optimizer (torch.optim)", OptimizerKind.adam)
+    lr: float = _help("learning rate", 1e-3)
+    weight_decay: float = _help("L2 penalty (as in torch.optim)", 0.0)
+
+    def __post_init__(self) -> None:
+        _require(self.lr > 0, "optim.lr", self.lr, "a learning rate > 0")
+        _require(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, "a value >= 0")
+
+
+@dataclass
+class DataConfig:
+    name: DatasetKind = _help("dataset", DatasetKind.mnist)
+    root: str = _help("folder holding MNIST/raw/ and FreyFaces/ (env VAELAB_DATA_DIR)", "data")
+    download: bool = _help("download missing files when a network is reachable", True)
+    batch_size: int = _help("training minibatch size per device", 100)
+    val_size: int = _help("examples carved from the training set for validation", 10000)
+    test_size: Optional[int] = _help("frey only: examples held out for test (mnist has its own test set)", None)
+    binarize: Binarize = _help("dynamic: a fresh draw each batch; static: one seeded draw", Binarize.dynamic)
+    split_seed: int = _help("seed of the validation/test split and of static binarization", 0)
+
+    def __post_init__(self) -> None:
+        _require(self.batch_size >= 1, "data.batch_size", self.batch_size, "an integer >= 1")
+        _require(self.val_size >= 0, "data.val_size", self.val_size, "an integer >= 0")
+        if self.name is DatasetKind.frey:
+            _require(
+                self.binarize is Binarize.none, "data.binarize", self.binarize.value,
+                "none for frey (continuous grey levels)",
+            )
+            _require(
+                self.test_size is not None and self.test_size >= 1, "data.test_size", self.test_size,
+                "an integer >= 1 for frey",
+            )
+        else:
+            _require(self.test_size is None, "data.test_size", self.test_size, "null for mnist (fixed 10000-image test set)")
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = _help("number of training epochs", 50)
+    accelerator: str = _help("Lightning accelerator: auto, cpu or gpu", "auto")
+    devices: int = _help("devices (GPUs or CPU processes) per node", 1)
+    num_nodes: int = _help("number of nodes", 1)
+    strategy: str = _help("Lightning strategy: auto, ddp, ...", "auto")
+    precision: str = _help("Lightning precision, e.g. 32-true or bf16-mixed", "32-true")
+    gradient_clip_val: Optional[float] = _help("clip gradient norm to this value (null: off)", None)
+    limit_train_batches: Optional[int] = _help("train on at most this many batches per epoch (null: all)", None)
+    limit_val_batches: Optional[int] = _help("validate on at most this many batches (null: all)", None)
+    limit_test_batches: Optional[int] = _help("test on at most this many batches (null: all)", None)
+    log_every_n_steps: int = _help("log training metrics every n steps", 50)
+    progress_bar: bool = _help("show a progress bar", True)
+
+    def __post_init__(self) -> None:
+        _require(self.max_epochs >= 1, "trainer.max_epochs", self.max_epochs, "an integer >= 1")
+        _require(self.devices >= 1, "trainer.devices", self.devices, "an integer >= 1")
+        _require(self.num_nodes >= 1, "trainer.num_nodes", self.num_nodes, "an integer >= 1")
+        _require(self.log_every_n_steps >= 1, "trainer.log_every_n_steps", self.log_every_n_steps, "an integer >= 1")
+        for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
+            value = getattr(self, key)
+            _require(value is None or value >= 1, f"trainer.{key}", value, "null or an integer >= 1")
+        clip = self.gradient_clip_val
+        _require(clip is None or clip > 0, "trainer.gradient_clip_val", clip, "null or a value > 0")
+
+
+@dataclass
+class LoggerConfig:
+    name: LoggerKind = _help("csv: metrics.csv; wandb: metrics.csv and Weights & Biases", LoggerKind.csv)
+    project: str = _help("W&B project", "vaelab")
+    entity: Optional[str] = _help("W&B entity (team or user); null: your default", None)
+    mode: WandbMode = _help("W&B mode (the environment variable WANDB_MODE wins)", WandbMode.offline)
+
+
+@dataclass
+class EvalConfig:
+    ll_samples: int = _help("importance samples per test image for log p(x) (Burda et al. use 5000)", 5000)
+    chunk_size: int = _help("importance samples evaluated at once; bounds memory", 250)
+    batch_size: int = _help("test images evaluated at once", 100)
+    num_images: int = _help("images in the sample and reconstruction grids", 64)
+
+    def __post_init__(self) -> None:
+        _require(self.ll_samples >= 1, "eval.ll_samples", self.ll_samples, "an integer >= 1")
+        _require(self.chunk_size >= 1, "eval.chunk_size", self.chunk_size, "an integer >= 1")
+        _require(self.batch_size >= 1, "eval.batch_size", self.batch_size, "an integer >= 1")
+        _require(self.num_images >= 1, "eval.num_images", self.num_images, "an integer >= 1")
+
+
+@dataclass
+class RunConfig:
+    dir: Optional[str] = _help("run directory (null: runs/<data>-<model>/<timestamp>)", None)
+    resume: Optional[str] = _help("checkpoint file or run directory to continue", None)
+
+
+@dataclass
+class FitConfig:
+    seed: int = _help("seed of initialisation, shuffling and sampling", 0)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    run: RunConfig = field(default_factory=RunConfig)

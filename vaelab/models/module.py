@@ -1,0 +1,79 @@
+"""The LightningModule that trains a :class:`VAE` and reports its bounds in nats per example."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import OmegaConf
+from torch import Tensor
+
+from vaelab.config.schema import EvalConfig, KLMode, ModelConfig, Objective, OptimConfig, OptimizerKind
+from vaelab.errors import TrainingDivergedError
+from vaelab.models.vae import VAE
+
+OPTIMIZERS = {
+    OptimizerKind.adam: torch.optim.Adam,
+    OptimizerKind.adagrad: torch.optim.Adagrad,
+    OptimizerKind.sgd: torch.optim.SGD,
+}
+
+
+def _typed(schema: type, values: dict):
+    """Rebuild a config dataclass from the plain dict kept in a checkpoint's hparams."""
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), values))
+
+
+class VAEModule(pl.LightningModule):
+    """Maximises the configured bound; validates on the ELBO; tests log p(x) by importance sampling.
+
+    Arguments are plain dicts (YAML-able) so that ``VAEModule.load_from_checkpoint`` can
+    rebuild the model from a checkpoint alone.
+    """
+
+    def __init__(self, model: dict, optim: dict, eval: dict, data_dim: int, image_shape: tuple[int, int]):
+        super().__init__()
+        self.save_hyperparameters()
+        self.model_cfg: ModelConfig = _typed(ModelConfig, model)
+        self.optim_cfg: OptimConfig = _typed(OptimConfig, optim)
+        self.eval_cfg: EvalConfig = _typed(EvalConfig, eval)
+        self.vae = VAE(self.model_cfg, data_dim)
+        self.image_shape = tuple(image_shape)
+        self._nonfinite_loss = torch.zeros((), dtype=torch.bool)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        optimizer = OPTIMIZERS[self.optim_cfg.name]
+        return optimizer(self.parameters(), lr=self.optim_cfg.lr, weight_decay=self.optim_cfg.weight_decay)
+
+    def training_step(self, x: Tensor, batch_idx: int) -> Tensor:
+        bound = self.vae.training_bound(x).mean()
+        self._nonfinite_loss = self._nonfinite_loss.to(bound.device) | ~torch.isfinite(bound.detach())
+        self.log(f"train/{self._bound_name()}", bound, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(x))
+        return -bound
+
+    def on_train_batch_end(self, outputs: object, batch: Tensor, batch_idx: int) -> None:
+        """Stop with a clear error once the loss is NaN/inf, checked without a per-step sync.
+
+        The check runs every ``log_every_n_steps`` and on the epoch's last batch, so it
+        always runs before validation and hence before any checkpoint is written.
+        """
+        last = batch_idx + 1 >= self.trainer.num_training_batches
+        if (last or (batch_idx + 1) % self.trainer.log_every_n_steps == 0) and bool(self._nonfinite_loss):
+            raise TrainingDivergedError(
+                f"the training loss became NaN or infinite in epoch {self.current_epoch}: lower optim.lr, "
+                "set trainer.gradient_clip_val, or for gaussian_learned raise model.var_floor; "
+                "checkpoints from earlier epochs are kept"
+            )
+
+    def validation_step(self, x: Tensor, batch_idx: int) -> None:
+        self.log("val/elbo", self.vae.elbo(x, 1, KLMode.analytic).mean(), batch_size=len(x), sync_dist=True)
+        if self.model_cfg.objective is Objective.iwae and self.model_cfg.k > 1:
+            self.log(f"val/{self._bound_name()}", self.vae.iwae(x, self.model_cfg.k).mean(), batch_size=len(x), sync_dist=True)
+
+    def test_step(self, x: Tensor, batch_idx: int) -> None:
+        log_likelihood, elbo = self.vae.log_likelihood(x, self.eval_cfg.ll_samples, self.eval_cfg.chunk_size)
+        self.log("test/ll", log_likelihood.mean(), batch_size=len(x), sync_dist=True)
+        self.log("test/elbo", elbo.mean(), batch_size=len(x), sync_dist=True)
+
+    def _bound_name(self) -> str:
+        cfg = self.model_cfg
+        return "elbo" if cfg.objective is Objective.elbo else f"iwae{cfg.k}"
