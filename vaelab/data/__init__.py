@@ -1,0 +1,12 @@
+"""Datasets held in memory as [N, D] tensors and cut into minibatches on their device."""
+
+from vaelab.config.schema import DataConfig
+from vaelab.data.batches import EpochPermutation, InMemoryBatches
+from vaelab.data.datamodule import VAEDataModule
+
+__all__ = ["EpochPermutation", "InMemoryBatches", "VAEDataModule", "build_datamodule"]
+
+
+def build_datamodule(cfg: DataConfig, seed: int, eval_batch_size: int = 100) -> VAEDataModule:
+    """The data module described by ``cfg``; ``seed`` seeds the training shuffle."""
+    return VAEDataModule(cfg, seed=seed, eval_batch_size=eval_batch_size)

@@ -1,0 +1,88 @@
+"""Minibatches cut from one in-memory tensor, without a DataLoader."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+
+
+class EpochPermutation:
+    """The order of the examples in each epoch.
+
+    With ``shuffle`` an epoch's order is ``torch.randperm`` from a CPU generator seeded with
+    ``seed + epoch``, so every DDP rank draws the same permutation; otherwise it is 0..N-1.
+    Lightning calls :meth:`set_epoch` on a loader's ``sampler`` before each epoch.
+    """
+
+    def __init__(self, num_examples: int, shuffle: bool, seed: int) -> None:
+        self.num_examples = num_examples
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def indices(self) -> Tensor:
+        """The current epoch's order: int64 indices on the CPU."""
+        if not self.shuffle:
+            return torch.arange(self.num_examples)
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return torch.randperm(self.num_examples, generator=generator)
+
+
+class InMemoryBatches:
+    """An iterable over minibatches of the rows of ``data`` ([N, D]), sharded across ranks.
+
+    Rank ``r`` of ``world_size`` takes positions r, r + world_size, ... of the epoch's order.
+    When N is not a multiple of world_size the order is padded by repeating its first
+    examples (as torch's ``DistributedSampler`` does), so every rank gets ceil(N / world_size)
+    examples and the same number of batches, which DDP needs; up to world_size - 1 examples
+    are then seen twice per epoch. The last batch of an epoch may be smaller than batch_size.
+    """
+
+    # Lightning reads ``batch_sampler`` whenever a loader has a ``sampler``.
+    batch_sampler = None
+
+    def __init__(
+        self, data: Tensor, batch_size: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1
+    ) -> None:
+        if data.dim() != 2:
+            raise ValueError(f"data must have shape [N, D], got {tuple(data.shape)}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+        self.data = data
+        self.batch_size = batch_size
+        self.rank = rank
+        self.world_size = world_size
+        self.sampler = EpochPermutation(len(data), shuffle, seed)
+
+    @property
+    def examples_per_rank(self) -> int:
+        return math.ceil(len(self.data) / self.world_size)
+
+    def __len__(self) -> int:
+        return math.ceil(self.examples_per_rank / self.batch_size)
+
+    def __iter__(self) -> Iterator[Tensor]:
+        # A generator: the order is drawn at the first batch. Lightning calls ``iter`` before
+        # ``set_epoch`` when it resumes from a checkpoint, and ``next`` after it.
+        shard = self._shard(self.sampler.indices()).to(self.data.device)
+        for start in range(0, len(shard), self.batch_size):
+            yield self.data.index_select(0, shard[start : start + self.batch_size])
+
+    def to(self, device: torch.device | str) -> InMemoryBatches:
+        """Moves the data to ``device`` (batches are then cut there) and returns ``self``."""
+        self.data = self.data.to(device)
+        return self
+
+    def _shard(self, order: Tensor) -> Tensor:
+        total = self.examples_per_rank * self.world_size
+        if total > len(order):
+            order = order.repeat(math.ceil(total / len(order)))[:total]
+        return order[self.rank : total : self.world_size]

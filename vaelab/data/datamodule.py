@@ -1,0 +1,120 @@
+"""The Lightning data module: MNIST or Frey faces as [N, D] tensors in [0, 1]."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+
+from vaelab.config.schema import Binarize, DataConfig, DatasetKind
+from vaelab.data.batches import InMemoryBatches
+from vaelab.data.frey import IMAGE_SIZE as FREY_SIZE
+from vaelab.data.frey import ensure_frey, load_frey
+from vaelab.data.mnist import IMAGE_SIZE as MNIST_SIZE
+from vaelab.data.mnist import ensure_mnist, load_mnist
+from vaelab.errors import DataError
+
+
+class VAEDataModule(pl.LightningDataModule):
+    """Holds the train / validation / test splits in memory and cuts their minibatches.
+
+    MNIST: validation is ``val_size`` images carved from the 60000 training images by a
+    permutation seeded with ``split_seed``; test is the official 10000. Frey: the faces are
+    permuted with ``split_seed`` into test (``test_size``), validation (``val_size``) and train.
+
+    Binarization: ``static`` draws every split once; ``dynamic`` draws validation and test once
+    (the same draws as ``static``, so evaluation is deterministic) and each training batch
+    afresh on its device; ``none`` keeps grey levels. The seeded draws use ``split_seed``.
+    """
+
+    def __init__(self, cfg: DataConfig, seed: int, eval_batch_size: int = 100) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.seed = seed
+        self.eval_batch_size = eval_batch_size
+        self.image_shape = MNIST_SIZE if cfg.name is DatasetKind.mnist else FREY_SIZE
+        self.binary = cfg.binarize is not Binarize.none
+        self.train_data: Tensor | None = None
+        self.val_data: Tensor | None = None
+        self.test_data: Tensor | None = None
+        self.test_labels: Tensor | None = None
+
+    def prepare_data(self) -> None:
+        if self.cfg.name is DatasetKind.mnist:
+            ensure_mnist(self.cfg.root, self.cfg.download)
+        else:
+            ensure_frey(self.cfg.root, self.cfg.download)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_data is None:
+            self._load()
+        if self.trainer is not None and self.trainer.strategy.root_device.type == "cuda":
+            self._move_to(self.trainer.strategy.root_device)
+
+    def train_dataloader(self) -> InMemoryBatches:
+        return self._batches(self.train_data, self.cfg.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> InMemoryBatches | list:
+        if self.cfg.val_size == 0:
+            return []  # Lightning then skips validation
+        return self._batches(self.val_data, self.cfg.batch_size, shuffle=False)
+
+    def test_dataloader(self) -> InMemoryBatches:
+        return self._batches(self.test_data, self.eval_batch_size, shuffle=False)
+
+    def on_after_batch_transfer(self, batch: Tensor, dataloader_idx: int) -> Tensor:
+        if self.cfg.binarize is Binarize.dynamic and self.trainer.training:
+            return torch.bernoulli(batch)
+        return batch
+
+    def _load(self) -> None:
+        cfg = self.cfg
+        generator = torch.Generator().manual_seed(cfg.split_seed)
+        if cfg.name is DatasetKind.mnist:
+            mnist = load_mnist(cfg.root)
+            pool, test = _flatten(mnist.train_images), _flatten(mnist.test_images)
+            self.test_labels = mnist.test_labels.long()
+            order = _split_order(len(pool), cfg.val_size, "data.val_size", generator)
+            val, train = pool[order[: cfg.val_size]], pool[order[cfg.val_size :]]
+        else:
+            pool = _flatten(load_frey(cfg.root))
+            held_out = cfg.test_size + cfg.val_size
+            order = _split_order(len(pool), held_out, "data.val_size + data.test_size", generator)
+            test, val, train = (
+                pool[order[: cfg.test_size]],
+                pool[order[cfg.test_size : held_out]],
+                pool[order[held_out:]],
+            )
+        if cfg.binarize is not Binarize.none:
+            val, test = torch.bernoulli(val, generator=generator), torch.bernoulli(test, generator=generator)
+        if cfg.binarize is Binarize.static:
+            train = torch.bernoulli(train, generator=generator)
+        self.train_data, self.val_data, self.test_data = train, val, test
+
+    def _move_to(self, device: torch.device) -> None:
+        self.train_data = self.train_data.to(device)
+        self.val_data = self.val_data.to(device)
+        self.test_data = self.test_data.to(device)
+        if self.test_labels is not None:
+            self.test_labels = self.test_labels.to(device)
+
+    def _batches(self, data: Tensor | None, batch_size: int, shuffle: bool) -> InMemoryBatches:
+        if data is None:
+            raise RuntimeError("call setup() before asking for a data loader")
+        rank, world_size = (0, 1) if self.trainer is None else (self.trainer.global_rank, self.trainer.world_size)
+        return InMemoryBatches(data, batch_size, shuffle=shuffle, seed=self.seed, rank=rank, world_size=world_size)
+
+
+def _flatten(images: Tensor) -> Tensor:
+    """uint8 images [N, H, W] -> float32 rows [N, H*W] in [0, 1]."""
+    return images.reshape(len(images), -1).to(torch.float32).div_(255)
+
+
+def _split_order(num_examples: int, held_out: int, key: str, generator: torch.Generator) -> Tensor:
+    """A seeded permutation of the examples; the first ``held_out`` leave the training set."""
+    if held_out >= num_examples:
+        raise DataError(
+            f"{key} = {held_out} leaves no training data out of {num_examples} images; "
+            f"make it smaller than {num_examples}"
+        )
+    return torch.randperm(num_examples, generator=generator)

@@ -1,0 +1,180 @@
+"""``python -m vaelab.fit [group=option ...] [key=value ...]``: train, test, write results.
+
+See ``--help``. Every user error is one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
+
+from vaelab.config.compose import compose, parse_command_line, to_object
+from vaelab.config.help import help_text
+from vaelab.config.schema import Binarize, DecoderKind, FitConfig
+from vaelab.data import VAEDataModule, build_datamodule
+from vaelab.errors import VaelabError
+from vaelab.models.module import VAEModule
+from vaelab.results.clock import TrainingClock
+from vaelab.results.images import image_grids, save_grids
+from vaelab.results.loggers import build_loggers
+from vaelab.results.run_dir import (
+    CHECKPOINT_DIR,
+    ConfigWriter,
+    default_run_dir,
+    find_resume_point,
+    load_saved_config,
+)
+from vaelab.results.summary import summary_lines, write_summary
+
+RESUME_KEY = "run.resume="
+
+
+def _plain(node: DictConfig) -> dict:
+    return OmegaConf.to_container(node, enum_to_str=True)
+
+
+def _trainer(cfg: FitConfig, run_dir: Path, callbacks: list[pl.Callback], loggers: list) -> pl.Trainer:
+    t = cfg.trainer
+    return pl.Trainer(
+        default_root_dir=run_dir,
+        max_epochs=t.max_epochs,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        precision=t.precision,
+        gradient_clip_val=t.gradient_clip_val,
+        limit_train_batches=t.limit_train_batches,
+        limit_val_batches=t.limit_val_batches,
+        limit_test_batches=t.limit_test_batches,
+        log_every_n_steps=t.log_every_n_steps,
+        enable_progress_bar=t.progress_bar,
+        callbacks=callbacks,
+        logger=loggers,
+    )
+
+
+@dataclass
+class Run:
+    """Everything one fit needs, built from a composed config."""
+
+    cfg: FitConfig
+    run_dir: Path
+    datamodule: VAEDataModule
+    module: VAEModule
+    trainer: pl.Trainer
+    checkpoint: ModelCheckpoint
+    clock: TrainingClock
+
+
+def build_run(cfg_node: DictConfig) -> Run:
+    """Seed, then build the data module, model, callbacks, loggers and trainer."""
+    cfg = to_object(cfg_node)
+    run_dir = Path(cfg.run.dir) if cfg.run.dir else default_run_dir(cfg)
+    cfg_node.run.dir = str(run_dir)
+    if cfg.model.decoder is DecoderKind.bernoulli and cfg.data.binarize is Binarize.none:
+        rank_zero_warn(
+            "model=bernoulli on continuous data: the Bernoulli log-likelihood of grey levels is not a "
+            "normalised density, so its nats are not comparable with published ones"
+        )
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = build_datamodule(cfg.data, cfg.seed, cfg.eval.batch_size)
+    module = VAEModule(
+        model=_plain(cfg_node.model),
+        optim=_plain(cfg_node.optim),
+        eval=_plain(cfg_node.eval),
+        data_dim=datamodule.image_shape[0] * datamodule.image_shape[1],
+        image_shape=datamodule.image_shape,
+    )
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir / CHECKPOINT_DIR,
+        filename="best-epoch{epoch}",
+        auto_insert_metric_name=False,
+        monitor="val/elbo" if cfg.data.val_size > 0 else None,
+        mode="max",
+        save_last=True,
+    )
+    clock = TrainingClock()
+    callbacks = [ConfigWriter(run_dir, cfg_node), checkpoint, clock]
+    loggers = build_loggers(cfg.logger, run_dir, f"{run_dir.parent.name}/{run_dir.name}")
+    trainer = _trainer(cfg, run_dir, callbacks, loggers)
+    return Run(cfg, run_dir, datamodule, module, trainer, checkpoint, clock)
+
+
+def fit(cfg_node: DictConfig, resume_checkpoint: Path | None = None) -> dict:
+    """Train, test on the best checkpoint, write pictures and ``summary.json``; return the summary."""
+    run = build_run(cfg_node)
+    cfg, trainer, checkpoint = run.cfg, run.trainer, run.checkpoint
+    trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=resume_checkpoint)
+    best = checkpoint.best_model_path or checkpoint.last_model_path
+    tested = trainer.test(run.module, datamodule=run.datamodule, ckpt_path=best, verbose=False)[0]
+    summary = {
+        "run_dir": str(run.run_dir),
+        "test_elbo": tested["test/elbo"],
+        "test_ll": tested["test/ll"],
+        "ll_samples": cfg.eval.ll_samples,
+        "epochs": trainer.current_epoch,
+        "train_seconds": run.clock.seconds,
+        "best_checkpoint": best,
+        "best_val_elbo": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None,
+        "steps": trainer.global_step,
+        "model": cfg.model.decoder.value,
+        "data": cfg.data.name.value,
+        "seed": cfg.seed,
+    }
+    _write_results(run, summary)
+    return summary
+
+
+@rank_zero_only
+def _write_results(run: Run, summary: dict) -> None:
+    run.module.eval()
+    data = run.datamodule
+    grids = image_grids(run.module.vae, data.test_data, data.image_shape, run.cfg.eval.num_images, run.cfg.seed)
+    paths = save_grids(grids, run.run_dir)
+    for logger in run.trainer.loggers:
+        if hasattr(logger, "log_image"):
+            logger.log_image(key="pictures", images=list(grids.values()), caption=list(grids))
+        logger.finalize("success")
+    summary["images"] = {name: str(path) for name, path in paths.items()}
+    write_summary(run.run_dir, summary)
+    for line in summary_lines(summary):
+        print(line)
+
+
+def run(words: list[str]) -> int:
+    line = parse_command_line(words)
+    if line.flags & {"--help", "-h"}:
+        print(help_text())
+        return 0
+    resume = [w[len(RESUME_KEY):] for w in line.overrides if w.startswith(RESUME_KEY)]
+    saved, checkpoint = None, None
+    if resume and resume[-1] not in ("", "null"):
+        run_dir, checkpoint = find_resume_point(resume[-1])
+        saved = load_saved_config(run_dir)
+        saved.run.dir = str(run_dir)
+    cfg_node = compose(line, base=saved)
+    to_object(cfg_node)
+    if "--cfg" in line.flags:
+        print(OmegaConf.to_yaml(cfg_node), end="")
+        return 0
+    fit(cfg_node, checkpoint)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return run(sys.argv[1:] if argv is None else argv)
+    except VaelabError as error:
+        print(f"vaelab.fit: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

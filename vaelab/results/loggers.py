@@ -1,0 +1,57 @@
+"""Metrics loggers: a CSV file in the run directory, and Weights & Biases when asked for."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+
+from vaelab.config.schema import LoggerConfig, LoggerKind
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer, minus its deletion of an existing metrics.csv on start."""
+
+    def _check_log_dir_exists(self) -> None:
+        pass
+
+
+class AppendingCSVLogger(CSVLogger):
+    """Writes ``<run dir>/metrics.csv``; a resumed run appends to the same file."""
+
+    def __init__(self, run_dir: Path):
+        super().__init__(save_dir=run_dir, name="", version="")
+
+    @property
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
+def wandb_run_id(run_dir: Path) -> str:
+    """A W&B run id fixed by the run directory, so a resumed run continues the same W&B run."""
+    return hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:16]
+
+
+def build_loggers(cfg: LoggerConfig, run_dir: Path, run_name: str) -> list[Logger]:
+    loggers: list[Logger] = [AppendingCSVLogger(run_dir)]
+    if cfg.name is LoggerKind.wandb:
+        loggers.append(
+            WandbLogger(
+                project=cfg.project,
+                entity=cfg.entity,
+                name=run_name,
+                save_dir=str(run_dir),
+                # A sweep agent chooses the run id itself (WANDB_RUN_ID); otherwise fix it
+                # by the run directory so a resumed run logs into the same W&B run.
+                id=None if "WANDB_RUN_ID" in os.environ else wandb_run_id(run_dir),
+                resume="allow",
+                mode=os.environ.get("WANDB_MODE", cfg.mode.value),
+            )
+        )
+    return loggers

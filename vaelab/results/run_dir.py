@@ -1,0 +1,75 @@
+"""Run directories: one per run, holding config.yaml, checkpoints/, metrics and pictures."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from datetime import datetime
+from pathlib import Path
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+
+from vaelab.config.schema import FitConfig
+from vaelab.errors import CheckpointError
+
+CONFIG_FILE = "config.yaml"
+CHECKPOINT_DIR = "checkpoints"
+LAST_CHECKPOINT = "last.ckpt"
+
+
+def default_run_dir(cfg: FitConfig) -> Path:
+    """``runs/<data>-<model>/<timestamp>`` below the working directory."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    return Path("runs") / f"{cfg.data.name.value}-{cfg.model.decoder.value}" / stamp
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write text to path so that a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as tmp:
+        tmp.write(text)
+    os.replace(tmp.name, path)
+
+
+def save_config(run_dir: Path, cfg: DictConfig) -> None:
+    write_atomically(run_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg))
+
+
+def find_resume_point(target: str) -> tuple[Path, Path]:
+    """The run directory and checkpoint to continue from a checkpoint file or run directory."""
+    path = Path(target)
+    if path.is_dir():
+        checkpoint = path / CHECKPOINT_DIR / LAST_CHECKPOINT
+        run_dir = path
+    else:
+        checkpoint = path
+        run_dir = path.parent.parent if path.parent.name == CHECKPOINT_DIR else path.parent
+    if not checkpoint.is_file():
+        raise CheckpointError(
+            f"cannot resume: no checkpoint at {checkpoint}; pass run.resume=<run dir> holding "
+            f"{CHECKPOINT_DIR}/{LAST_CHECKPOINT} or run.resume=<file.ckpt>"
+        )
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise CheckpointError(f"cannot resume: {run_dir / CONFIG_FILE} is missing, so the run's config is unknown")
+    return run_dir, checkpoint
+
+
+def load_saved_config(run_dir: Path) -> DictConfig:
+    return OmegaConf.load(run_dir / CONFIG_FILE)
+
+
+class ConfigWriter(pl.Callback):
+    """Writes the resolved ``config.yaml`` into the run directory once the data are found.
+
+    Lightning prepares the data before it sets up callbacks, so a run that stops for a
+    missing file leaves no run directory behind.
+    """
+
+    def __init__(self, run_dir: Path, cfg: DictConfig) -> None:
+        self.run_dir = run_dir
+        self.cfg = cfg
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if trainer.is_global_zero and stage == "fit":
+            save_config(self.run_dir, self.cfg)
