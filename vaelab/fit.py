@@ -96,9 +96,12 @@ def build_run(cfg_node: DictConfig) -> Run:
         dirpath=run_dir / CHECKPOINT_DIR,
         filename="best-epoch{epoch}",
         auto_insert_metric_name=False,
-        monitor="val/elbo" if cfg.data.val_size > 0 else None,
+        monitor="val/elbo" if cfg.data.val_size > 0 and cfg.trainer.limit_val_batches != 0 else None,
         mode="max",
         save_last=True,
+        # Overwrite last.ckpt rather than add last-v1.ckpt when a run directory is reused
+        # (resumed after a move, or requeued), so run.resume always finds the newest.
+        enable_version_counter=False,
     )
     clock = TrainingClock()
     callbacks = [ConfigWriter(run_dir, cfg_node), checkpoint, clock]

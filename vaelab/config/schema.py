@@ -146,7 +146,7 @@ class TrainerConfig:
     precision: str = _help("Lightning precision, e.g. 32-true or bf16-mixed", "32-true")
     gradient_clip_val: Optional[float] = _help("clip gradient norm to this value (null: off)", None)
     limit_train_batches: Optional[int] = _help("train on at most this many batches per epoch (null: all)", None)
-    limit_val_batches: Optional[int] = _help("validate on at most this many batches (null: all)", None)
+    limit_val_batches: Optional[int] = _help("validate on at most this many batches (null: all; 0: no validation)", None)
     limit_test_batches: Optional[int] = _help("test on at most this many batches (null: all)", None)
     log_every_n_steps: int = _help("log training metrics every n steps", 50)
     progress_bar: bool = _help("show a progress bar", True)
@@ -156,9 +156,11 @@ class TrainerConfig:
         _require(self.devices >= 1, "trainer.devices", self.devices, "an integer >= 1")
         _require(self.num_nodes >= 1, "trainer.num_nodes", self.num_nodes, "an integer >= 1")
         _require(self.log_every_n_steps >= 1, "trainer.log_every_n_steps", self.log_every_n_steps, "an integer >= 1")
-        for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
+        for key in ("limit_train_batches", "limit_test_batches"):
             value = getattr(self, key)
             _require(value is None or value >= 1, f"trainer.{key}", value, "null or an integer >= 1")
+        val = self.limit_val_batches
+        _require(val is None or val >= 0, "trainer.limit_val_batches", val, "null or an integer >= 0")
         clip = self.gradient_clip_val
         _require(clip is None or clip > 0, "trainer.gradient_clip_val", clip, "null or a value > 0")
 

@@ -40,6 +40,12 @@ class VAEModule(pl.LightningModule):
         self.image_shape = tuple(image_shape)
         self._nonfinite_loss = torch.zeros((), dtype=torch.bool)
 
+    def setup(self, stage: str) -> None:
+        """Before training (and before a checkpoint, if any, is restored over it), start the
+        decoder's output bias at the training data's pixel means."""
+        if stage == "fit":
+            self.vae.decoder.init_output_bias(self.trainer.datamodule.train_data.mean(0).to(self.device))
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         optimizer = OPTIMIZERS[self.optim_cfg.name]
         return optimizer(self.parameters(), lr=self.optim_cfg.lr, weight_decay=self.optim_cfg.weight_decay)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import os
 from pathlib import Path
@@ -13,7 +14,13 @@ from vaelab.config.schema import LoggerConfig, LoggerKind
 
 
 class _AppendingWriter(ExperimentWriter):
-    """Lightning's CSV writer, minus its deletion of an existing metrics.csv on start."""
+    """Lightning's CSV writer, but an existing metrics.csv is continued, not deleted."""
+
+    def __init__(self, log_dir: str) -> None:
+        super().__init__(log_dir)
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                self.metrics_keys = sorted(csv.DictReader(file).fieldnames or [])
 
     def _check_log_dir_exists(self) -> None:
         pass

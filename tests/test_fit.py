@@ -1,0 +1,419 @@
+"""End-to-end tests of ``python -m vaelab.fit``: train, test, write a run directory.
+
+The fits run in-process through ``vaelab.fit.main`` on the real datasets of the shared
+folder with a tiny budget (``experiment=smoke`` shrunk further); the bad-input cases run as
+real subprocesses, all at once, to check the exit status and the one-line error on stderr.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from PIL import Image
+
+from vaelab.config import load_config
+from vaelab.data import build_datamodule
+from vaelab.fit import main
+from vaelab.models.module import VAEModule
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+MNIST_RAW = SHARED / "MNIST" / "raw"
+FREY_FILE = SHARED / "FreyFaces" / "frey_rawface.mat"
+MNIST_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
+PROJECT = Path(__file__).resolve().parents[1]
+
+needs_mnist = pytest.mark.skipif(
+    not all((MNIST_RAW / name).is_file() for name in MNIST_FILES),
+    reason=f"real MNIST not found: expected the 4 files {', '.join(MNIST_FILES)} in {MNIST_RAW}",
+)
+needs_frey = pytest.mark.skipif(
+    not FREY_FILE.is_file(), reason=f"real Frey faces not found: expected {FREY_FILE}"
+)
+NEEDS = {"mnist": needs_mnist, "frey": needs_frey}
+IMAGE_SHAPE = {"mnist": (28, 28), "frey": (28, 20)}
+
+# experiment=smoke, smaller still: 5 training batches, 20 importance samples per test image.
+TINY = [
+    "experiment=smoke",
+    "trainer.progress_bar=false",
+    "trainer.limit_train_batches=5",
+    "eval.ll_samples=20",
+    f"data.root={SHARED}",
+]
+# Fewer batches again, for the tests that fit several times.
+TINIER = [*TINY, "trainer.limit_train_batches=3", "trainer.limit_val_batches=2", "trainer.limit_test_batches=1"]
+
+ERROR_PREFIX = "vaelab.fit: error:"
+
+
+def fit(run_dir: Path, *words: str, base: list[str] = TINY) -> int:
+    """``python -m vaelab.fit`` in-process into ``run_dir``; returns the exit status."""
+    return main([*base, f"run.dir={run_dir}", *words])
+
+
+def read_summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "metrics.csv", newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def checkpoints(root: Path) -> list[Path]:
+    return sorted(root.rglob("*.ckpt"))
+
+
+def error_line(stderr: str) -> str:
+    """The last non-empty line of stderr, checked to be the CLI's one-line error."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert lines, "nothing on stderr"
+    assert lines[-1].startswith(ERROR_PREFIX), f"last stderr line is not the CLI error: {lines[-1]!r}"
+    assert "Traceback" not in stderr, stderr
+    return lines[-1]
+
+
+def grid_size(count: int, image_shape: tuple[int, int], rows_per_image: int = 1) -> tuple[int, int]:
+    """(width, height) of torchvision's make_grid of ``count`` images 8 per row, padding 2."""
+    per_row = min(8, count)
+    rows = (count // per_row) * rows_per_image
+    height, width = image_shape
+    return per_row * (width + 2) + 2, rows * (height + 2) + 2
+
+
+# ---------------------------------------------------------------- every model x data pair
+
+
+@pytest.mark.parametrize("data", [pytest.param(d, marks=NEEDS[d]) for d in ("mnist", "frey")])
+@pytest.mark.parametrize("model", ["bernoulli", "gaussian", "gaussian_learned"])
+def test_fit_writes_a_complete_run_directory(model, data, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    if (model, data) == ("bernoulli", "frey"):
+        with pytest.warns(UserWarning, match="model=bernoulli on continuous data"):
+            status = fit(run_dir, f"model={model}", f"data={data}")
+    else:
+        status = fit(run_dir, f"model={model}", f"data={data}")
+    assert status == 0
+
+    # summary.json: the headline numbers, all finite
+    summary = read_summary(run_dir)
+    for key in ("test_elbo", "test_ll", "ll_samples", "epochs", "train_seconds", "best_checkpoint"):
+        assert key in summary, f"summary.json lacks {key}"
+    for key in ("test_elbo", "test_ll", "train_seconds", "best_val_elbo"):
+        assert isinstance(summary[key], float) and math.isfinite(summary[key]), (key, summary[key])
+    assert summary["ll_samples"] == 20
+    assert summary["epochs"] == 1
+    assert summary["steps"] == 5
+    assert summary["train_seconds"] > 0
+    assert (summary["model"], summary["data"], summary["seed"]) == (model, data, 0)
+    assert Path(summary["run_dir"]) == run_dir
+    best = Path(summary["best_checkpoint"])
+    assert best.is_file() and best.parent == run_dir / "checkpoints", best
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    # log of a mean of importance weights >= mean of their logs, per image (Jensen), so also
+    # after averaging over the test images
+    assert summary["test_ll"] >= summary["test_elbo"] - 1e-3, summary
+
+    # config.yaml: the resolved config, reloadable
+    saved = OmegaConf.load(run_dir / "config.yaml")
+    assert saved.model.decoder == model
+    assert saved.data.name == data
+    assert saved.data.root == str(SHARED)
+    assert saved.trainer.limit_train_batches == 5 and saved.eval.ll_samples == 20
+    assert saved.run.dir == str(run_dir)
+
+    # metrics.csv: the validation ELBO of the epoch, and the test numbers of the summary
+    rows = read_metrics(run_dir)
+    assert "val/elbo" in rows[0], f"no val/elbo column: {list(rows[0])}"
+    val = [float(row["val/elbo"]) for row in rows if row["val/elbo"]]
+    assert len(val) == 1 and math.isfinite(val[0])
+    assert val[0] == pytest.approx(summary["best_val_elbo"])
+    test_rows = [row for row in rows if row.get("test/elbo")]
+    assert len(test_rows) == 1
+    assert float(test_rows[0]["test/elbo"]) == pytest.approx(summary["test_elbo"])
+    assert float(test_rows[0]["test/ll"]) == pytest.approx(summary["test_ll"])
+
+    # pictures: 64 prior samples in an 8x8 grid; 8 rows of inputs, each above its reconstructions
+    for name, rows_per_image in (("samples", 1), ("reconstructions", 2)):
+        path = run_dir / f"{name}.png"
+        assert summary["images"][name] == str(path)
+        with Image.open(path) as image:
+            image.load()
+            assert image.size == grid_size(64, IMAGE_SHAPE[data], rows_per_image), (name, image.size)
+            low, high = image.convert("L").getextrema()
+            assert high > low, f"{name}.png is a single flat colour"
+
+    # the closing lines name the run directory and the test numbers
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-3] == f"run directory: {run_dir}"
+    assert f"test ELBO: {summary['test_elbo']:.2f} nats" in out[-2]
+    assert f"test log-likelihood (20 importance samples): {summary['test_ll']:.2f} nats" in out[-2]
+    assert out[-1].startswith("epochs: 1 ") and f"best checkpoint: {best}" in out[-1]
+
+
+# ---------------------------------------------------------------- --cfg and --help
+
+
+def test_cfg_prints_the_composed_config_and_trains_nothing(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["--cfg", "model=gaussian", "data=frey", "model.latent_dim=5", f"run.dir={run_dir}"]) == 0
+    printed = OmegaConf.create(capsys.readouterr().out)
+    assert printed.model.latent_dim == 5
+    assert printed.model.decoder == "gaussian" and printed.model.sigma == 0.1
+    assert printed.data.name == "frey" and printed.data.test_size == 200
+    assert printed.run.dir == str(run_dir)
+    assert not run_dir.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cfg_validates_before_printing(tmp_path, capsys):
+    assert main(["--cfg", "model.latent_dim=0", f"run.dir={tmp_path / 'run'}"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert error_line(captured.err) == f"{ERROR_PREFIX} model.latent_dim=0 is invalid: expected an integer >= 1"
+
+
+def test_help_lists_usage_groups_and_keys(tmp_path, capsys):
+    assert main(["--help"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("usage: python -m vaelab.fit")
+    lines = text.splitlines()
+    for group, options in (
+        ("model", "bernoulli, gaussian, gaussian_learned"),
+        ("data", "frey, mnist"),
+        ("trainer", "cpu, default"),
+        ("logger", "csv, wandb"),
+        ("experiment", "smoke"),
+    ):
+        assert any(line.replace(",", " ").split() == [group, *options.replace(",", " ").split()] for line in lines), (
+            group,
+            text,
+        )
+    for key in ("model.latent_dim", "optim.lr", "data.root", "eval.ll_samples", "run.resume"):
+        assert f"  {key} " in text
+
+
+# ---------------------------------------------------------------- bad input, as a real subprocess
+
+
+def _truncated_mnist(root: Path) -> Path:
+    """A data root whose MNIST/raw/ holds the first 1000 bytes of each real .gz file."""
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in MNIST_FILES:
+        with open(MNIST_RAW / name, "rb") as file:
+            (raw / name).write_bytes(file.read(1000))
+    return root
+
+
+# case -> (extra words, substrings the error line must hold, whether a run directory may exist)
+BAD_INPUT = {
+    "latent_dim=0": (["model.latent_dim=0"], ["model.latent_dim=0 is invalid", "integer >= 1"]),
+    "unknown model": (["model=foo"], ["unknown model 'foo'", "bernoulli, gaussian, gaussian_learned"]),
+    "misspelt key": (["model.latnt_dim=3"], ["unknown key 'model.latnt_dim'", "did you mean model.latent_dim?"]),
+    "negative lr": (["optim.lr=-1"], ["optim.lr=-1.0 is invalid", "learning rate > 0"]),
+    "missing data": (
+        ["data.root={tmp}/no-such-folder", "data.download=false"],
+        ["MNIST file(s) not found", "{tmp}/no-such-folder/MNIST/raw/train-images-idx3-ubyte.gz", "data.download=true"],
+    ),
+    "truncated mnist": (
+        ["data.root={tmp}/truncated", "data.download=false"],
+        ["MNIST file {tmp}/truncated/MNIST/raw/train-images-idx3-ubyte.gz is truncated"],
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_input_runs(tmp_path_factory):
+    """Starts one subprocess per BAD_INPUT case, all at once; returns case -> (tmp, result)."""
+    if not all((MNIST_RAW / name).is_file() for name in MNIST_FILES):
+        pytest.skip(f"real MNIST not found in {MNIST_RAW}")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT), os.environ.get("PYTHONPATH")]))}
+    env.pop("VAELAB_DATA_DIR", None)
+    started = {}
+    for case, (words, _) in BAD_INPUT.items():
+        tmp = tmp_path_factory.mktemp("bad")
+        if case == "truncated mnist":
+            _truncated_mnist(tmp / "truncated")
+        argv = [
+            sys.executable, "-m", "vaelab.fit", *TINY, f"run.dir={tmp / 'run'}",
+            *(word.format(tmp=tmp) for word in words),
+        ]
+        process = subprocess.Popen(argv, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        started[case] = (tmp, process)
+    results = {}
+    for case, (tmp, process) in started.items():
+        out, err = process.communicate(timeout=300)
+        results[case] = (tmp, subprocess.CompletedProcess(process.args, process.returncode, out, err))
+    return results
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUT))
+def test_bad_input_exits_2_with_one_line_and_no_checkpoint(case, bad_input_runs):
+    tmp, result = bad_input_runs[case]
+    assert result.returncode == 2, result.stderr[-3000:]
+    line = error_line(result.stderr)
+    for expected in BAD_INPUT[case][1]:
+        assert expected.format(tmp=tmp) in line, line
+    assert "summary.json" not in result.stdout
+    assert checkpoints(tmp) == []
+    if case != "truncated mnist":  # a config error or a missing file stops before the run starts
+        assert not (tmp / "run").exists(), sorted(p.name for p in (tmp / "run").iterdir())
+    else:  # the files are found but cannot be read: at most an empty run directory
+        assert not (tmp / "run").exists() or list((tmp / "run").iterdir()) == []
+
+
+# ---------------------------------------------------------------- resume
+
+
+
+
+@pytest.fixture
+def first_session(tmp_path):
+    """A run directory after one epoch of a fit."""
+    if not all((MNIST_RAW / name).is_file() for name in MNIST_FILES):
+        pytest.skip(f"real MNIST not found in {MNIST_RAW}")
+    run_dir = tmp_path / "run"
+    assert fit(run_dir, "trainer.max_epochs=1", base=TINIER) == 0
+    summary = read_summary(run_dir)
+    assert summary["epochs"] == 1 and summary["steps"] == 3
+    return run_dir
+
+
+def check_resumed(run_dir: Path, before: dict, first_rows: list[dict[str, str]], out: str) -> None:
+    """The run in ``run_dir`` went on from ``before`` (one epoch of 3 batches) to two epochs."""
+    summary = read_summary(run_dir)
+    assert Path(summary["run_dir"]) == run_dir
+    assert out.strip().splitlines()[-3] == f"run directory: {run_dir}"
+    assert summary["epochs"] == 2
+    assert summary["steps"] == 6  # 3 batches per epoch, the first epoch's not repeated
+    assert summary["train_seconds"] >= before["train_seconds"]
+    assert math.isfinite(summary["test_elbo"]) and summary["test_ll"] >= summary["test_elbo"] - 1e-3
+    assert Path(summary["best_checkpoint"]).is_file()
+    assert Path(summary["best_checkpoint"]).parent == run_dir / "checkpoints"
+    # Lightning stores the 0-based index of the epoch a checkpoint was saved in: 1 is the second
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert (last["epoch"], last["global_step"]) == (1, 6)
+    saved = OmegaConf.load(run_dir / "config.yaml")
+    assert saved.trainer.max_epochs == 2 and saved.run.dir == str(run_dir)
+
+    rows = read_metrics(run_dir)
+    val = {int(row["epoch"]): float(row["val/elbo"]) for row in rows if row.get("val/elbo")}
+    first_val = [float(row["val/elbo"]) for row in first_rows if row.get("val/elbo")]
+    assert sorted(val) == [0, 1], rows
+    assert val[0] == pytest.approx(first_val[0])  # the first session's row survived
+    assert len(rows) > len(first_rows)
+
+
+def test_resume_continues_the_same_run(first_session, capsys):
+    run_dir = first_session
+    before, first_rows = read_summary(run_dir), read_metrics(run_dir)
+    capsys.readouterr()
+    assert main([f"run.resume={run_dir}", "trainer.max_epochs=2"]) == 0
+    check_resumed(run_dir, before, first_rows, capsys.readouterr().out)
+
+
+def test_resume_a_moved_run_directory(first_session, tmp_path, capsys):
+    run_dir = tmp_path / "moved"
+    shutil.move(first_session, run_dir)
+    before, first_rows = read_summary(run_dir), read_metrics(run_dir)
+    capsys.readouterr()
+    assert main([f"run.resume={run_dir}", "trainer.max_epochs=2"]) == 0
+    check_resumed(run_dir, before, first_rows, capsys.readouterr().out)
+    lasts = sorted(path.name for path in (run_dir / "checkpoints").iterdir() if path.name.startswith("last"))
+    assert lasts == ["last.ckpt"]
+
+
+def test_resume_from_a_missing_directory_fails_in_one_line(tmp_path, capsys):
+    missing = tmp_path / "no-such-run"
+    assert main([f"run.resume={missing}", "trainer.max_epochs=2"]) == 2
+    line = error_line(capsys.readouterr().err)
+    assert line.startswith(f"{ERROR_PREFIX} cannot resume: no checkpoint at {missing}"), line
+    assert "run.resume=<run dir>" in line
+    assert not missing.exists()
+
+
+def test_cfg_with_resume_prints_the_saved_config_with_overrides(first_session, capsys):
+    run_dir = first_session
+    files = {path: path.stat().st_mtime_ns for path in run_dir.rglob("*")}
+    capsys.readouterr()
+    assert main(["--cfg", f"run.resume={run_dir}", "trainer.max_epochs=2"]) == 0
+    printed = OmegaConf.create(capsys.readouterr().out)
+    assert printed.trainer.max_epochs == 2
+    assert printed.trainer.limit_train_batches == 3 and printed.eval.ll_samples == 20  # kept from the run
+    assert printed.run.dir == str(run_dir) and printed.run.resume == str(run_dir)
+    assert {path: path.stat().st_mtime_ns for path in run_dir.rglob("*")} == files
+
+
+def test_resume_refuses_group_choices(first_session, capsys):
+    run_dir = first_session
+    files = {path: path.stat().st_mtime_ns for path in run_dir.rglob("*")}
+    capsys.readouterr()
+    assert main([f"run.resume={run_dir}", "model=gaussian", "trainer.max_epochs=2"]) == 2
+    line = error_line(capsys.readouterr().err)
+    assert "a resumed run keeps its saved config: drop model=" in line, line
+    assert {path: path.stat().st_mtime_ns for path in run_dir.rglob("*")} == files
+
+
+# ---------------------------------------------------------------- reproducibility
+
+
+@needs_mnist
+def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path):
+    numbers = {}
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        assert fit(tmp_path / name, f"seed={seed}", "trainer.accelerator=cpu", base=TINIER) == 0
+        summary = read_summary(tmp_path / name)
+        numbers[name] = (summary["test_elbo"], summary["test_ll"], summary["best_val_elbo"])
+    assert numbers["a"] == numbers["b"]  # exactly: same seed, same CPU
+    assert all(x != y for x, y in zip(numbers["a"], numbers["c"])), numbers
+
+
+# ---------------------------------------------------------------- divergence
+
+
+@needs_mnist
+def test_divergence_stops_with_one_line_and_no_checkpoint(tmp_path, capsys):
+    words = ["optim.name=sgd", "optim.lr=1e30", "trainer.limit_train_batches=3"]
+    # the premise: one SGD step of this size sends the training bound to NaN/inf
+    node, cfg = load_config([*TINY, *words])
+    torch.manual_seed(0)
+    data = build_datamodule(cfg.data, cfg.seed)
+    data.setup("fit")
+    module = VAEModule(
+        OmegaConf.to_container(node.model), OmegaConf.to_container(node.optim), OmegaConf.to_container(node.eval),
+        data_dim=784, image_shape=(28, 28),
+    )
+    optimizer = module.configure_optimizers()
+    batch = torch.bernoulli(data.train_data[:100])
+    bounds = []
+    for _ in range(2):
+        bound = module.vae.training_bound(batch).mean()
+        bounds.append(bound.item())
+        optimizer.zero_grad()
+        (-bound).backward()
+        optimizer.step()
+    assert math.isfinite(bounds[0]) and not math.isfinite(bounds[1]), bounds
+
+    run_dir = tmp_path / "run"
+    assert fit(run_dir, *words) == 2
+    line = error_line(capsys.readouterr().err)
+    assert "the training loss became NaN or infinite in epoch 0" in line, line
+    assert "lower optim.lr" in line
+    assert checkpoints(tmp_path) == []
+    assert not (run_dir / "summary.json").exists()
