@@ -115,7 +115,7 @@ class DataConfig:
     root: str = _help("folder holding MNIST/raw/ and FreyFaces/ (env VAELAB_DATA_DIR)", "data")
     download: bool = _help("download missing files when a network is reachable", True)
     batch_size: int = _help("training minibatch size per device", 100)
-    val_size: int = _help("examples carved from the training set for validation", 10000)
+    val_size: int = _help("examples carved from the training set for validation", 5000)
     test_size: Optional[int] = _help("frey only: examples held out for test (mnist has its own test set)", None)
     binarize: Binarize = _help("dynamic: a fresh draw each batch; static: one seeded draw", Binarize.dynamic)
     split_seed: int = _help("seed of the validation/test split and of static binarization", 0)
@@ -176,7 +176,7 @@ class LoggerConfig:
 @dataclass
 class EvalConfig:
     ll_samples: int = _help("importance samples per test image for log p(x) (Burda et al. use 5000)", 5000)
-    chunk_size: int = _help("importance samples evaluated at once; bounds memory", 250)
+    chunk_size: int = _help("importance samples evaluated at once; bounds memory", 50)
     batch_size: int = _help("test images evaluated at once", 100)
     num_images: int = _help("images in the sample and reconstruction grids", 64)
 

@@ -32,11 +32,6 @@ class BernoulliDecoder(nn.Module):
     def mean(self, z: Tensor) -> Tensor:
         return torch.sigmoid(self(z))
 
-    @torch.no_grad()
-    def init_output_bias(self, pixel_mean: Tensor) -> None:
-        """Start from the data's marginal: logits = log-odds of each pixel's mean (as Burda et al.)."""
-        self.logits.bias.copy_(torch.logit(pixel_mean, eps=1e-3))
-
 
 class GaussianDecoder(nn.Module):
     """p(x|z) = N(x; mu(z), diag(sigma^2)) (Kingma & Welling appendix C.2).
@@ -82,11 +77,6 @@ class GaussianDecoder(nn.Module):
 
     def mean(self, z: Tensor) -> Tensor:
         return self(z)[0]
-
-    @torch.no_grad()
-    def init_output_bias(self, pixel_mean: Tensor) -> None:
-        """Start the mean at each pixel's average over the training data."""
-        self.mean_head.bias.copy_(torch.logit(pixel_mean, eps=1e-3) if self.sigmoid_mean else pixel_mean)
 
 
 def build_decoder(cfg: ModelConfig, data_dim: int) -> nn.Module:

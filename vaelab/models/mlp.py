@@ -18,3 +18,11 @@ def mlp(in_features: int, hidden: list[int], activation: Activation) -> nn.Seque
         layers += [nn.Linear(in_features, width), ACTIVATIONS[activation]()]
         in_features = width
     return nn.Sequential(*layers)
+
+
+def glorot_init_(module: nn.Module) -> None:
+    """Glorot & Bengio (2010) uniform weights and zero biases for a Linear layer, the
+    initialisation Burda et al. (section 5) use; other modules are left as they are."""
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_uniform_(module.weight)
+        nn.init.zeros_(module.bias)

@@ -5,6 +5,7 @@ from torch import Tensor, nn
 from vaelab.config.schema import KLMode, ModelConfig, Objective
 from vaelab.models.decoders import build_decoder
 from vaelab.models.encoder import GaussianEncoder, reparameterize
+from vaelab.models.mlp import glorot_init_
 from vaelab.probability.bounds import importance_sampled_log_likelihood, iwae_bound
 from vaelab.probability.densities import (
     gaussian_log_prob,
@@ -21,6 +22,7 @@ class VAE(nn.Module):
         self.cfg = cfg
         self.encoder = GaussianEncoder(data_dim, cfg.hidden, cfg.latent_dim, cfg.activation)
         self.decoder = build_decoder(cfg, data_dim)
+        self.apply(glorot_init_)
 
     def log_weights(self, x: Tensor, k: int, posterior: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """log w = log p(x|z) + log p(z) - log q(z|x) for k samples z ~ q(z|x): [k, batch]."""
