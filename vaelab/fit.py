@@ -26,7 +26,8 @@ from vaelab.results.loggers import build_loggers
 from vaelab.results.run_dir import (
     CHECKPOINT_DIR,
     ConfigWriter,
-    default_run_dir,
+    choose_run_dir,
+    exported_run_dir,
     find_resume_point,
     load_saved_config,
 )
@@ -76,7 +77,7 @@ class Run:
 def build_run(cfg_node: DictConfig) -> Run:
     """Seed, then build the data module, model, callbacks, loggers and trainer."""
     cfg = to_object(cfg_node)
-    run_dir = Path(cfg.run.dir) if cfg.run.dir else default_run_dir(cfg)
+    run_dir = choose_run_dir(cfg)
     cfg_node.run.dir = str(run_dir)
     if cfg.model.decoder is DecoderKind.bernoulli and cfg.data.binarize is Binarize.none:
         rank_zero_warn(
@@ -114,7 +115,8 @@ def fit(cfg_node: DictConfig, resume_checkpoint: Path | None = None) -> dict:
     """Train, test on the best checkpoint, write pictures and ``summary.json``; return the summary."""
     run = build_run(cfg_node)
     cfg, trainer, checkpoint = run.cfg, run.trainer, run.checkpoint
-    trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=resume_checkpoint)
+    with exported_run_dir(run.run_dir):
+        trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=resume_checkpoint)
     best = checkpoint.best_model_path or checkpoint.last_model_path
     tested = trainer.test(run.module, datamodule=run.datamodule, ckpt_path=best, verbose=False)[0]
     summary = {

@@ -140,7 +140,7 @@ class DataConfig:
 class TrainerConfig:
     max_epochs: int = _help("number of training epochs", 50)
     accelerator: str = _help("Lightning accelerator: auto, cpu or gpu", "auto")
-    devices: int = _help("devices (GPUs or CPU processes) per node", 1)
+    devices: int = _help("devices (GPUs or CPU processes) per node; -1: every GPU", 1)
     num_nodes: int = _help("number of nodes", 1)
     strategy: str = _help("Lightning strategy: auto, ddp, ...", "auto")
     precision: str = _help("Lightning precision, e.g. 32-true or bf16-mixed", "32-true")
@@ -153,7 +153,7 @@ class TrainerConfig:
 
     def __post_init__(self) -> None:
         _require(self.max_epochs >= 1, "trainer.max_epochs", self.max_epochs, "an integer >= 1")
-        _require(self.devices >= 1, "trainer.devices", self.devices, "an integer >= 1")
+        _require(self.devices >= 1 or self.devices == -1, "trainer.devices", self.devices, "an integer >= 1, or -1")
         _require(self.num_nodes >= 1, "trainer.num_nodes", self.num_nodes, "an integer >= 1")
         _require(self.log_every_n_steps >= 1, "trainer.log_every_n_steps", self.log_every_n_steps, "an integer >= 1")
         for key in ("limit_train_batches", "limit_test_batches"):

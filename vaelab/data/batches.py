@@ -41,14 +41,23 @@ class InMemoryBatches:
     When N is not a multiple of world_size the order is padded by repeating its first
     examples (as torch's ``DistributedSampler`` does), so every rank gets ceil(N / world_size)
     examples and the same number of batches, which DDP needs; up to world_size - 1 examples
-    are then seen twice per epoch. The last batch of an epoch may be smaller than batch_size.
+    are then seen twice per epoch. With ``pad=False`` (for evaluation, where every example
+    must count exactly once and ranks need not take equal steps) rank r takes positions
+    r, r + world_size, ... and nothing more. The last batch may be smaller than batch_size.
     """
 
     # Lightning reads ``batch_sampler`` whenever a loader has a ``sampler``.
     batch_sampler = None
 
     def __init__(
-        self, data: Tensor, batch_size: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1
+        self,
+        data: Tensor,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        pad: bool = True,
     ) -> None:
         if data.dim() != 2:
             raise ValueError(f"data must have shape [N, D], got {tuple(data.shape)}")
@@ -60,11 +69,14 @@ class InMemoryBatches:
         self.batch_size = batch_size
         self.rank = rank
         self.world_size = world_size
+        self.pad = pad
         self.sampler = EpochPermutation(len(data), shuffle, seed)
 
     @property
     def examples_per_rank(self) -> int:
-        return math.ceil(len(self.data) / self.world_size)
+        if self.pad:
+            return math.ceil(len(self.data) / self.world_size)
+        return len(range(self.rank, len(self.data), self.world_size))
 
     def __len__(self) -> int:
         return math.ceil(self.examples_per_rank / self.batch_size)
@@ -82,6 +94,8 @@ class InMemoryBatches:
         return self
 
     def _shard(self, order: Tensor) -> Tensor:
+        if not self.pad:
+            return order[self.rank :: self.world_size]
         total = self.examples_per_rank * self.world_size
         if total > len(order):
             order = order.repeat(math.ceil(total / len(order)))[:total]

@@ -57,10 +57,10 @@ class VAEDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> InMemoryBatches | list:
         if self.cfg.val_size == 0:
             return []  # Lightning then skips validation
-        return self._batches(self.val_data, self.cfg.batch_size, shuffle=False)
+        return self._batches(self.val_data, self.cfg.batch_size, shuffle=False, pad=False)
 
     def test_dataloader(self) -> InMemoryBatches:
-        return self._batches(self.test_data, self.eval_batch_size, shuffle=False)
+        return self._batches(self.test_data, self.eval_batch_size, shuffle=False, pad=False)
 
     def on_after_batch_transfer(self, batch: Tensor, dataloader_idx: int) -> Tensor:
         if self.cfg.binarize is Binarize.dynamic and self.trainer.training:
@@ -98,11 +98,13 @@ class VAEDataModule(pl.LightningDataModule):
         if self.test_labels is not None:
             self.test_labels = self.test_labels.to(device)
 
-    def _batches(self, data: Tensor | None, batch_size: int, shuffle: bool) -> InMemoryBatches:
+    def _batches(self, data: Tensor | None, batch_size: int, shuffle: bool, pad: bool = True) -> InMemoryBatches:
+        """Batches of this rank's shard: training pads so that ranks take equal steps;
+        evaluation does not, so each example counts exactly once."""
         if data is None:
             raise RuntimeError("call setup() before asking for a data loader")
         rank, world_size = (0, 1) if self.trainer is None else (self.trainer.global_rank, self.trainer.world_size)
-        return InMemoryBatches(data, batch_size, shuffle=shuffle, seed=self.seed, rank=rank, world_size=world_size)
+        return InMemoryBatches(data, batch_size, shuffle, self.seed, rank, world_size, pad)
 
 
 def _flatten(images: Tensor) -> Tensor:

@@ -6,6 +6,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf
 from torch import Tensor
+from torchmetrics import MeanMetric
 
 from vaelab.config.schema import EvalConfig, KLMode, ModelConfig, Objective, OptimConfig, OptimizerKind
 from vaelab.errors import TrainingDivergedError
@@ -38,6 +39,9 @@ class VAEModule(pl.LightningModule):
         self.eval_cfg: EvalConfig = _typed(EvalConfig, eval)
         self.vae = VAE(self.model_cfg, data_dim)
         self.image_shape = tuple(image_shape)
+        # Means over every evaluated example, reduced exactly across DDP ranks (sums and counts).
+        self.val_elbo, self.val_bound = MeanMetric(), MeanMetric()
+        self.test_ll, self.test_elbo = MeanMetric(), MeanMetric()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """The configured torch.optim optimizer, in its fused form (one kernel per step for all
@@ -71,7 +75,11 @@ class VAEModule(pl.LightningModule):
         always runs before validation and hence before any checkpoint is written.
         """
         last = batch_idx + 1 >= self.trainer.num_training_batches
-        if (last or (batch_idx + 1) % self.trainer.log_every_n_steps == 0) and not torch.isfinite(self._bound_sum):
+        if not (last or (batch_idx + 1) % self.trainer.log_every_n_steps == 0):
+            return
+        # Every DDP rank takes the same decision, so all stop together instead of waiting.
+        diverged = self.trainer.strategy.reduce_boolean_decision(not torch.isfinite(self._bound_sum), all=False)
+        if diverged:
             raise TrainingDivergedError(
                 f"the training loss became NaN or infinite in epoch {self.current_epoch}: lower optim.lr, "
                 "set trainer.gradient_clip_val, or for gaussian_learned raise model.var_floor; "
@@ -83,14 +91,20 @@ class VAEModule(pl.LightningModule):
         self.log(f"train/{self._bound_name()}_epoch", mean, prog_bar=True, sync_dist=True)
 
     def validation_step(self, x: Tensor, batch_idx: int) -> None:
-        self.log("val/elbo", self.vae.elbo(x, 1, KLMode.analytic).mean(), batch_size=len(x), sync_dist=True)
+        """The ELBO (analytic KL, one sample) selects the best checkpoint; an IWAE run also
+        reports its own bound."""
+        self.val_elbo.update(self.vae.elbo(x, 1, KLMode.analytic))
+        self.log("val/elbo", self.val_elbo)
         if self.model_cfg.objective is Objective.iwae and self.model_cfg.k > 1:
-            self.log(f"val/{self._bound_name()}", self.vae.iwae(x, self.model_cfg.k).mean(), batch_size=len(x), sync_dist=True)
+            self.val_bound.update(self.vae.iwae(x, self.model_cfg.k))
+            self.log(f"val/{self._bound_name()}", self.val_bound)
 
     def test_step(self, x: Tensor, batch_idx: int) -> None:
         log_likelihood, elbo = self.vae.log_likelihood(x, self.eval_cfg.ll_samples, self.eval_cfg.chunk_size)
-        self.log("test/ll", log_likelihood.mean(), batch_size=len(x), sync_dist=True)
-        self.log("test/elbo", elbo.mean(), batch_size=len(x), sync_dist=True)
+        self.test_ll.update(log_likelihood)
+        self.test_elbo.update(elbo)
+        self.log("test/ll", self.test_ll)
+        self.log("test/elbo", self.test_elbo)
 
     def _bound_name(self) -> str:
         cfg = self.model_cfg

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 import tempfile
 from datetime import datetime
 from pathlib import Path
@@ -14,14 +16,36 @@ from vaelab.config.schema import FitConfig
 from vaelab.errors import CheckpointError
 
 CONFIG_FILE = "config.yaml"
+# The launching process exports its run directory here, so that the DDP worker processes
+# Lightning starts (which run the same command again) write into the same one.
+RUN_DIR_ENV = "VAELAB_RUN_DIR"
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
 
 
-def default_run_dir(cfg: FitConfig) -> Path:
-    """``runs/<data>-<model>/<timestamp>`` below the working directory."""
+def choose_run_dir(cfg: FitConfig) -> Path:
+    """``run.dir`` if set; else the launching process's choice (``$VAELAB_RUN_DIR``); else
+    ``runs/<data>-<model>/<timestamp>`` below the working directory."""
+    if cfg.run.dir:
+        return Path(cfg.run.dir)
+    if os.environ.get(RUN_DIR_ENV):
+        return Path(os.environ[RUN_DIR_ENV])
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
     return Path("runs") / f"{cfg.data.name.value}-{cfg.model.decoder.value}" / stamp
+
+
+@contextmanager
+def exported_run_dir(run_dir: Path) -> Iterator[None]:
+    """Export ``run_dir`` to worker processes started inside this block."""
+    previous = os.environ.get(RUN_DIR_ENV)
+    os.environ[RUN_DIR_ENV] = str(run_dir)
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[RUN_DIR_ENV]
+        else:
+            os.environ[RUN_DIR_ENV] = previous
 
 
 def write_atomically(path: Path, text: str) -> None:
