@@ -12,6 +12,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 
 from vaelab.config.compose import compose, parse_command_line, to_object
@@ -106,7 +107,7 @@ def build_run(cfg_node: DictConfig) -> Run:
     )
     clock = TrainingClock()
     callbacks = [ConfigWriter(run_dir, cfg_node), checkpoint, clock]
-    loggers = build_loggers(cfg.logger, run_dir, f"{run_dir.parent.name}/{run_dir.name}")
+    loggers = build_loggers(cfg.logger, run_dir, f"{run_dir.parent.name}/{run_dir.name}", _plain(cfg_node))
     trainer = _trainer(cfg, run_dir, callbacks, loggers)
     return Run(cfg, run_dir, datamodule, module, trainer, checkpoint, clock)
 
@@ -143,12 +144,15 @@ def _write_results(run: Run, summary: dict) -> None:
     data = run.datamodule
     grids = image_grids(run.module.vae, data.test_data, data.image_shape, run.cfg.eval.num_images, run.cfg.seed)
     paths = save_grids(grids, run.run_dir)
-    for logger in run.trainer.loggers:
-        if hasattr(logger, "log_image"):
-            logger.log_image(key="pictures", images=list(grids.values()), caption=list(grids))
-        logger.finalize("success")
     summary["images"] = {name: str(path) for name, path in paths.items()}
     write_summary(run.run_dir, summary)
+    for logger in run.trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_image(key="pictures", images=list(grids.values()), caption=list(grids))
+            logger.experiment.summary.update({k: v for k, v in summary.items() if isinstance(v, (int, float))})
+        logger.finalize("success")
+        if isinstance(logger, WandbLogger):
+            logger.experiment.finish()  # flush now: the next fit in this process is a new run
     for line in summary_lines(summary):
         print(line)
 

@@ -45,7 +45,19 @@ def wandb_run_id(run_dir: Path) -> str:
     return hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:16]
 
 
-def build_loggers(cfg: LoggerConfig, run_dir: Path, run_name: str) -> list[Logger]:
+def wandb_mode(cfg: LoggerConfig) -> str:
+    """``$WANDB_MODE`` if set; online when a W&B sweep agent launched this run; else ``logger.mode``."""
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if os.environ.get("WANDB_SWEEP_ID"):
+        return "online"
+    return cfg.mode.value
+
+
+def build_loggers(cfg: LoggerConfig, run_dir: Path, run_name: str, run_config: dict) -> list[Logger]:
+    """The CSV logger, and with ``logger=wandb`` a W&B logger that records ``run_config``
+    (the resolved config, the same on every rank: sweep values arrive as command-line
+    overrides and are never read back from ``wandb.config``)."""
     loggers: list[Logger] = [AppendingCSVLogger(run_dir)]
     if cfg.name is LoggerKind.wandb:
         loggers.append(
@@ -58,7 +70,8 @@ def build_loggers(cfg: LoggerConfig, run_dir: Path, run_name: str) -> list[Logge
                 # by the run directory so a resumed run logs into the same W&B run.
                 id=None if "WANDB_RUN_ID" in os.environ else wandb_run_id(run_dir),
                 resume="allow",
-                mode=os.environ.get("WANDB_MODE", cfg.mode.value),
+                mode=wandb_mode(cfg),
+                config=run_config,
             )
         )
     return loggers
