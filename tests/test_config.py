@@ -93,3 +93,14 @@ def test_help_lists_groups_options_and_keys():
         assert group in text
     for token in ("gaussian_learned", "model.latent_dim", "eval.ll_samples", "elbo|iwae", "--cfg"):
         assert token in text
+
+
+def test_trainer_settings_lightning_rejects_are_one_config_error(tmp_path):
+    from vaelab.fit import build_run
+    from vaelab.config.compose import compose, parse_command_line
+
+    for word, expected in [("trainer.precision=17", "Precision '17' is invalid"), ("trainer.strategy=foo", "strategy='foo'")]:
+        node = compose(parse_command_line([word, f"run.dir={tmp_path}"]))
+        with pytest.raises(ConfigError) as error:
+            build_run(node)
+        assert expected in str(error.value) and "\n" not in str(error.value)

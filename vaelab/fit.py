@@ -14,12 +14,13 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from vaelab.config.compose import compose, parse_command_line, to_object
 from vaelab.config.help import help_text
-from vaelab.config.schema import Binarize, DecoderKind, FitConfig
+from vaelab.config.schema import Binarize, DecoderKind, FitConfig, TrainerConfig
 from vaelab.data import VAEDataModule, build_datamodule
-from vaelab.errors import VaelabError
+from vaelab.errors import ConfigError, VaelabError
 from vaelab.models.module import VAEModule
 from vaelab.results.clock import TrainingClock
 from vaelab.results.images import image_grids, save_grids
@@ -43,10 +44,18 @@ def _plain(node: DictConfig) -> dict:
 
 def _trainer(cfg: FitConfig, run_dir: Path, callbacks: list[pl.Callback], loggers: list) -> pl.Trainer:
     t = cfg.trainer
+    try:
+        return _lightning_trainer(t, run_dir, callbacks, loggers)
+    except (MisconfigurationException, ValueError) as error:
+        reason = str(error).strip().splitlines()[0]
+        raise ConfigError(f"Lightning rejects the trainer settings: {reason} (see trainer.* in --help)") from error
+
+
+def _lightning_trainer(t: TrainerConfig, run_dir: Path, callbacks: list[pl.Callback], loggers: list) -> pl.Trainer:
     return pl.Trainer(
         default_root_dir=run_dir,
         max_epochs=t.max_epochs,
-        accelerator=t.accelerator,
+        accelerator=t.accelerator.value,
         devices=t.devices,
         num_nodes=t.num_nodes,
         strategy=t.strategy,

@@ -54,6 +54,14 @@ class Binarize(str, Enum):
     static = "static"
 
 
+class AcceleratorKind(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    gpu = "gpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
 class LoggerKind(str, Enum):
     csv = "csv"
     wandb = "wandb"
@@ -139,7 +147,7 @@ class DataConfig:
 @dataclass
 class TrainerConfig:
     max_epochs: int = _help("number of training epochs", 50)
-    accelerator: str = _help("Lightning accelerator: auto, cpu or gpu", "auto")
+    accelerator: AcceleratorKind = _help("Lightning accelerator (auto: a GPU if there is one)", AcceleratorKind.auto)
     devices: int = _help("devices (GPUs or CPU processes) per node; -1: every GPU", 1)
     num_nodes: int = _help("number of nodes", 1)
     strategy: str = _help("Lightning strategy: auto, ddp, ...", "auto")
