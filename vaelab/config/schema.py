@@ -86,10 +86,23 @@ def _help(text: str, default: object) -> object:
 
 
 @dataclass
+class StochasticLayerConfig:
+    hidden: list[int] = _help("deterministic layer sizes between this stochastic layer and the one below", [100, 100])
+    latent_dim: int = _help("dimension of this stochastic layer", 50)
+
+    def __post_init__(self) -> None:
+        _require(self.latent_dim >= 1, "model.upper_layers[].latent_dim", self.latent_dim, "an integer >= 1")
+        _require(all(h >= 1 for h in self.hidden), "model.upper_layers[].hidden", self.hidden, "layer sizes >= 1")
+
+
+@dataclass
 class ModelConfig:
     decoder: DecoderKind = _help("likelihood p(x|z)", DecoderKind.bernoulli)
-    latent_dim: int = _help("dimension of z", 20)
+    latent_dim: int = _help("dimension of z (of z_1, the layer next to x, in a hierarchy)", 20)
     hidden: list[int] = _help("hidden layer sizes of the encoder MLP; the decoder mirrors them", [500, 500])
+    upper_layers: list[StochasticLayerConfig] = _help(
+        "stochastic layers stacked above z_1, e.g. [{hidden: [100, 100], latent_dim: 50}]", []
+    )
     activation: Activation = _help("hidden-layer activation", Activation.softplus)
     objective: Objective = _help("training bound: elbo (K&W eq. 7/10) or iwae (Burda et al. eq. 8)", Objective.elbo)
     k: int = _help("samples per example: averaged for elbo, importance-weighted for iwae", 1)

@@ -1,10 +1,15 @@
-"""The variational autoencoder: encoder q(z|x), prior p(z) = N(0, I), decoder p(x|z)."""
+"""The variational autoencoder, with one or more stochastic layers z_1 (next to x) ... z_L.
+
+Generative model: p(z_L) = N(0, I), p(z_l | z_{l+1}) diagonal Gaussians, p(x | z_1) the
+decoder. Recognition model: q(z_1 | x), q(z_{l+1} | z_l). With one layer this is Kingma &
+Welling's model; with more, Burda et al.'s (section 5). Every bound is per example, in nats.
+"""
 
 from torch import Tensor, nn
 
 from vaelab.config.schema import KLMode, ModelConfig, Objective
 from vaelab.models.decoders import build_decoder
-from vaelab.models.encoder import GaussianEncoder, reparameterize
+from vaelab.models.gaussian_layer import GaussianLayer, reparameterize
 from vaelab.models.mlp import glorot_init_
 from vaelab.probability.bounds import importance_sampled_log_likelihood, iwae_bound
 from vaelab.probability.densities import (
@@ -13,34 +18,76 @@ from vaelab.probability.densities import (
     standard_normal_log_prob,
 )
 
+Posterior = tuple[Tensor, Tensor]
+
 
 class VAE(nn.Module):
-    """Auto-Encoding Variational Bayes model; every bound is per example, in nats."""
+    """Auto-Encoding Variational Bayes model with a stack of Gaussian stochastic layers."""
 
     def __init__(self, cfg: ModelConfig, data_dim: int):
         super().__init__()
         self.cfg = cfg
-        self.encoder = GaussianEncoder(data_dim, cfg.hidden, cfg.latent_dim, cfg.activation)
+        hidden = [cfg.hidden] + [layer.hidden for layer in cfg.upper_layers]
+        sizes = [data_dim, cfg.latent_dim] + [layer.latent_dim for layer in cfg.upper_layers]
+        # q(z_1|x), q(z_2|z_1), ...; p(z_1|z_2), ... mirror them, and the decoder p(x|z_1).
+        self.encoders = nn.ModuleList(
+            GaussianLayer(sizes[i], hidden[i], sizes[i + 1], cfg.activation) for i in range(len(hidden))
+        )
+        self.priors = nn.ModuleList(
+            GaussianLayer(sizes[i + 1], list(reversed(hidden[i])), sizes[i], cfg.activation)
+            for i in range(1, len(hidden))
+        )
         self.decoder = build_decoder(cfg, data_dim)
         self.apply(glorot_init_)
 
-    def log_weights(self, x: Tensor, k: int, posterior: tuple[Tensor, Tensor] | None = None) -> Tensor:
-        """log w = log p(x|z) + log p(z) - log q(z|x) for k samples z ~ q(z|x): [k, batch]."""
-        mean, log_var = self.encoder(x) if posterior is None else posterior
+    @property
+    def top_latent_dim(self) -> int:
+        """Dimension of z_L, the layer whose prior is N(0, I)."""
+        return self.encoders[-1].mean.out_features
+
+    def _sample_posterior(self, x: Tensor, k: int, first: Posterior | None) -> tuple[list[Tensor], Tensor, Posterior]:
+        """k samples of z_1..z_L from q, their log q, and the top layer's q parameters."""
+        mean, log_var = self.encoders[0](x) if first is None else first
         z = reparameterize(mean, log_var, k)
-        return self.decoder.log_prob(x, z) + standard_normal_log_prob(z) - gaussian_log_prob(z, mean, log_var)
+        zs, log_q = [z], gaussian_log_prob(z, mean, log_var)
+        for encoder in self.encoders[1:]:
+            mean, log_var = encoder(z)
+            z = reparameterize(mean, log_var)
+            zs.append(z)
+            log_q = log_q + gaussian_log_prob(z, mean, log_var)
+        return zs, log_q, (mean, log_var)
+
+    def _log_joint_below_top(self, x: Tensor, zs: list[Tensor]) -> Tensor:
+        """log p(x|z_1) + sum_l log p(z_l|z_{l+1}): every generative term but log p(z_L)."""
+        log_p = self.decoder.log_prob(x, zs[0])
+        for index, prior in enumerate(self.priors):
+            mean, log_var = prior(zs[index + 1])
+            log_p = log_p + gaussian_log_prob(zs[index], mean, log_var)
+        return log_p
+
+    def log_weights(self, x: Tensor, k: int, posterior: Posterior | None = None) -> Tensor:
+        """log w = log p(x, z_1..z_L) - log q(z_1..z_L | x) for k samples from q: [k, batch].
+
+        ``posterior`` may pass q(z_1|x)'s parameters, computed once for many calls.
+        """
+        zs, log_q, _ = self._sample_posterior(x, k, posterior)
+        return self._log_joint_below_top(x, zs) + standard_normal_log_prob(zs[-1]) - log_q
 
     def elbo(self, x: Tensor, k: int, kl: KLMode) -> Tensor:
         """SGVB estimate of the ELBO averaged over k samples: [batch].
 
-        ``analytic``: mean_k log p(x|z) - KL(q||p) (Kingma & Welling eq. 10);
-        ``mc``: mean_k log w (eq. 7).
+        ``mc``: mean_k log w (Kingma & Welling eq. 7). ``analytic``: the top layer's
+        KL(q(z_L|.) || N(0, I)) in closed form, the other terms sampled; with one layer this
+        is mean_k log p(x|z) - KL(q(z|x) || p(z)) (eq. 10).
         """
         if kl is KLMode.mc:
             return self.log_weights(x, k).mean(0)
-        mean, log_var = self.encoder(x)
-        z = reparameterize(mean, log_var, k)
-        return self.decoder.log_prob(x, z).mean(0) - kl_to_standard_normal(mean, log_var)
+        zs, log_q, (top_mean, top_log_var) = self._sample_posterior(x, k, None)
+        log_q_below_top = log_q - gaussian_log_prob(zs[-1], top_mean, top_log_var)
+        top_kl = kl_to_standard_normal(top_mean, top_log_var)
+        if top_kl.dim() < log_q.dim():  # one layer: q(z_1|x) has no sample dimension
+            top_kl = top_kl.unsqueeze(0)
+        return (self._log_joint_below_top(x, zs) - log_q_below_top - top_kl).mean(0)
 
     def iwae(self, x: Tensor, k: int) -> Tensor:
         """Importance-weighted bound with k samples (Burda et al. eq. 8): [batch]."""
@@ -54,11 +101,26 @@ class VAE(nn.Module):
 
     def log_likelihood(self, x: Tensor, num_samples: int, chunk_size: int) -> tuple[Tensor, Tensor]:
         """Importance-sampled estimates of log p(x) and of the ELBO, each [batch]."""
-        posterior = self.encoder(x)
+        first = self.encoders[0](x)
         return importance_sampled_log_likelihood(
-            lambda n: self.log_weights(x, n, posterior), num_samples, chunk_size
+            lambda n: self.log_weights(x, n, first), num_samples, chunk_size
         )
 
+    def posterior_means(self, x: Tensor) -> list[Tensor]:
+        """E_q[z_l] of each layer, following the means upwards: [batch, latent_l] each."""
+        means, h = [], x
+        for encoder in self.encoders:
+            h = encoder(h)[0]
+            means.append(h)
+        return means
+
+    def decode_from_top(self, z_top: Tensor) -> Tensor:
+        """E[x | z_L] along the generative means: z_L -> mean of p(z_{L-1}|z_L) -> ... -> x."""
+        z = z_top
+        for prior in reversed(self.priors):
+            z = prior(z)[0]
+        return self.decoder.mean(z)
+
     def reconstruct(self, x: Tensor) -> Tensor:
-        """Decoder mean at the posterior mean, E[x | z = mu(x)]."""
-        return self.decoder.mean(self.encoder(x)[0])
+        """Decoder mean at the posterior mean of z_1, E[x | z_1 = mu_1(x)]."""
+        return self.decoder.mean(self.encoders[0](x)[0])

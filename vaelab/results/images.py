@@ -23,8 +23,8 @@ def image_grids(vae: VAE, test_images: Tensor, image_shape: tuple[int, int], cou
     per_row = min(8, count)
     count -= count % per_row  # whole rows, so each input sits above its reconstruction
     generator = torch.Generator().manual_seed(seed)
-    z = torch.randn(count, vae.cfg.latent_dim, generator=generator).to(device)
-    samples = _as_images(vae.decoder.mean(z), image_shape)
+    z = torch.randn(count, vae.top_latent_dim, generator=generator).to(device)
+    samples = _as_images(vae.decode_from_top(z), image_shape)
     inputs = test_images[:count].to(device)
     recon = _as_images(vae.reconstruct(inputs), image_shape)
     pairs = []
