@@ -10,7 +10,7 @@ from pathlib import Path
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
-from vaelab.config.schema import LoggerConfig, LoggerKind
+from vaelab.config.schema import LoggerConfig, LoggerKind, WandbMode
 
 
 class _AppendingWriter(ExperimentWriter):
@@ -46,11 +46,12 @@ def wandb_run_id(run_dir: Path) -> str:
 
 
 def wandb_mode(cfg: LoggerConfig) -> str:
-    """``$WANDB_MODE`` if set; online when a W&B sweep agent launched this run; else ``logger.mode``."""
+    """``$WANDB_MODE`` if set; online when a W&B sweep agent launched this run (so the sweep
+    sees its metrics) unless ``logger.mode=disabled``; else ``logger.mode``."""
     if os.environ.get("WANDB_MODE"):
         return os.environ["WANDB_MODE"]
-    if os.environ.get("WANDB_SWEEP_ID"):
-        return "online"
+    if os.environ.get("WANDB_SWEEP_ID") and cfg.mode is WandbMode.offline:
+        return WandbMode.online.value
     return cfg.mode.value
 
 
