@@ -103,11 +103,12 @@ def build_run(cfg_node: DictConfig) -> Run:
         data_dim=datamodule.image_shape[0] * datamodule.image_shape[1],
         image_shape=datamodule.image_shape,
     )
+    validates = cfg.data.val_size > 0 and cfg.trainer.limit_val_batches != 0
     checkpoint = ModelCheckpoint(
         dirpath=run_dir / CHECKPOINT_DIR,
-        filename="best-epoch{epoch}",
+        filename="best-epoch{epoch}" if validates else "epoch{epoch}",
         auto_insert_metric_name=False,
-        monitor="val/elbo" if cfg.data.val_size > 0 and cfg.trainer.limit_val_batches != 0 else None,
+        monitor="val/elbo" if validates else None,
         mode="max",
         save_last=True,
         # Overwrite last.ckpt rather than add last-v1.ckpt when a run directory is reused

@@ -27,6 +27,11 @@ class Activation(str, Enum):
     relu = "relu"
 
 
+class Init(str, Enum):
+    glorot = "glorot"
+    normal = "normal"
+
+
 class Objective(str, Enum):
     elbo = "elbo"
     iwae = "iwae"
@@ -41,6 +46,11 @@ class OptimizerKind(str, Enum):
     adam = "adam"
     adagrad = "adagrad"
     sgd = "sgd"
+
+
+class LRSchedule(str, Enum):
+    constant = "constant"
+    burda = "burda"
 
 
 class DatasetKind(str, Enum):
@@ -104,6 +114,8 @@ class ModelConfig:
         "stochastic layers stacked above z_1, e.g. [{hidden: [100, 100], latent_dim: 50}]", []
     )
     activation: Activation = _help("hidden-layer activation", Activation.softplus)
+    init: Init = _help("weights: glorot (uniform, Burda et al.) or normal N(0, init_std^2) (Kingma & Welling); biases 0", Init.glorot)
+    init_std: float = _help("standard deviation of init=normal", 0.01)
     objective: Objective = _help("training bound: elbo (K&W eq. 7/10) or iwae (Burda et al. eq. 8)", Objective.elbo)
     k: int = _help("samples per example: averaged for elbo, importance-weighted for iwae", 1)
     kl: KLMode = _help("KL term of the elbo objective (iwae always uses log-weights)", KLMode.analytic)
@@ -117,6 +129,7 @@ class ModelConfig:
         _require(all(h >= 1 for h in self.hidden), "model.hidden", self.hidden, "layer sizes >= 1")
         _require(self.sigma > 0, "model.sigma", self.sigma, "a standard deviation > 0")
         _require(self.var_floor > 0, "model.var_floor", self.var_floor, "a variance > 0")
+        _require(self.init_std > 0, "model.init_std", self.init_std, "a standard deviation > 0")
 
 
 @dataclass
@@ -124,10 +137,18 @@ class OptimConfig:
     name: OptimizerKind = _help("optimizer (torch.optim)", OptimizerKind.adam)
     lr: float = _help("learning rate", 1e-3)
     weight_decay: float = _help("L2 penalty (as in torch.optim)", 0.0)
+    betas: list[float] = _help("Adam's decay rates of the moment estimates", [0.9, 0.999])
+    eps: float = _help("Adam's epsilon", 1e-8)
+    schedule: LRSchedule = _help(
+        "constant, or burda: lr * 10^(-i/7) for 3^i epochs, i = 0..7 (Burda et al. section 5; 3280 epochs)",
+        LRSchedule.constant,
+    )
 
     def __post_init__(self) -> None:
         _require(self.lr > 0, "optim.lr", self.lr, "a learning rate > 0")
         _require(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, "a value >= 0")
+        _require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "optim.betas", self.betas, "two values in [0, 1)")
+        _require(self.eps > 0, "optim.eps", self.eps, "a value > 0")
 
 
 @dataclass

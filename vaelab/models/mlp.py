@@ -2,7 +2,7 @@
 
 from torch import nn
 
-from vaelab.config.schema import Activation
+from vaelab.config.schema import Activation, Init
 
 ACTIVATIONS: dict[Activation, type[nn.Module]] = {
     Activation.tanh: nn.Tanh,
@@ -20,9 +20,13 @@ def mlp(in_features: int, hidden: list[int], activation: Activation) -> nn.Seque
     return nn.Sequential(*layers)
 
 
-def glorot_init_(module: nn.Module) -> None:
-    """Glorot & Bengio (2010) uniform weights and zero biases for a Linear layer, the
-    initialisation Burda et al. (section 5) use; other modules are left as they are."""
+def init_linear_(module: nn.Module, init: Init, std: float) -> None:
+    """Initialise a Linear layer's weights (Glorot & Bengio's uniform heuristic, as Burda et
+    al. section 5, or N(0, std^2), as Kingma & Welling section 5) and zero its bias; other
+    modules are left as they are."""
     if isinstance(module, nn.Linear):
-        nn.init.xavier_uniform_(module.weight)
+        if init is Init.glorot:
+            nn.init.xavier_uniform_(module.weight)
+        else:
+            nn.init.normal_(module.weight, std=std)
         nn.init.zeros_(module.bias)

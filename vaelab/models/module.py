@@ -8,15 +8,11 @@ from omegaconf import OmegaConf
 from torch import Tensor
 from torchmetrics import MeanMetric
 
-from vaelab.config.schema import EvalConfig, KLMode, ModelConfig, Objective, OptimConfig, OptimizerKind
+from vaelab.config.schema import EvalConfig, KLMode, ModelConfig, Objective, OptimConfig
 from vaelab.errors import TrainingDivergedError
+from vaelab.models.optim import build_optimizer, build_schedule
 from vaelab.models.vae import VAE
 
-OPTIMIZERS = {
-    OptimizerKind.adam: torch.optim.Adam,
-    OptimizerKind.adagrad: torch.optim.Adagrad,
-    OptimizerKind.sgd: torch.optim.SGD,
-}
 
 
 def _typed(schema: type, values: dict):
@@ -43,15 +39,12 @@ class VAEModule(pl.LightningModule):
         self.val_elbo, self.val_bound = MeanMetric(), MeanMetric()
         self.test_ll, self.test_elbo = MeanMetric(), MeanMetric()
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        """The configured torch.optim optimizer, in its fused form (one kernel per step for all
-        parameters) where torch has one for this device; else the default form."""
-        optimizer = OPTIMIZERS[self.optim_cfg.name]
-        kwargs = dict(lr=self.optim_cfg.lr, weight_decay=self.optim_cfg.weight_decay)
-        try:
-            return optimizer(self.parameters(), fused=True, **kwargs)
-        except RuntimeError:  # torch has no fused kernel for this optimizer on this device
-            return optimizer(self.parameters(), **kwargs)
+    def configure_optimizers(self):
+        optimizer = build_optimizer(self.optim_cfg, self.parameters())
+        schedule = build_schedule(self.optim_cfg, optimizer)
+        if schedule is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
 
     def on_train_epoch_start(self) -> None:
         self._bound_sum = torch.zeros((), device=self.device)

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from vaelab.config.schema import KLMode, ModelConfig, Objective
 from vaelab.models.decoders import build_decoder
 from vaelab.models.gaussian_layer import GaussianLayer, reparameterize
-from vaelab.models.mlp import glorot_init_
+from vaelab.models.mlp import init_linear_
 from vaelab.probability.bounds import importance_sampled_log_likelihood, iwae_bound
 from vaelab.probability.densities import (
     gaussian_log_prob,
@@ -38,7 +38,7 @@ class VAE(nn.Module):
             for i in range(1, len(hidden))
         )
         self.decoder = build_decoder(cfg, data_dim)
-        self.apply(glorot_init_)
+        self.apply(lambda module: init_linear_(module, cfg.init, cfg.init_std))
 
     @property
     def top_latent_dim(self) -> int:
