@@ -23,7 +23,7 @@ from vaelab.data import VAEDataModule, build_datamodule
 from vaelab.errors import ConfigError, VaelabError
 from vaelab.models.module import VAEModule
 from vaelab.results.clock import TrainingClock
-from vaelab.results.images import image_grids, save_grids
+from vaelab.results.pictures import image_grids, save_grids
 from vaelab.results.loggers import build_loggers
 from vaelab.results.run_dir import (
     CHECKPOINT_DIR,

@@ -221,12 +221,37 @@ class EvalConfig:
     chunk_size: int = _help("importance samples evaluated at once; bounds memory", 50)
     batch_size: int = _help("test images evaluated at once", 100)
     num_images: int = _help("images in the sample and reconstruction grids", 64)
+    iwae_k: list[int] = _help(
+        "vaelab.evaluate: report the IWAE bound L_k for each k (Burda et al. eq. 8), from groups of k samples", [1, 5, 50]
+    )
+    active_threshold: float = _help(
+        "vaelab.evaluate: a latent unit is active if Cov_x(E_q[u|x]) exceeds this (Burda et al. section 5.2)", 0.01
+    )
+    posterior_mean_samples: int = _help(
+        "vaelab.evaluate: samples of the layers below averaged for E_q[z_l|x] of layers l >= 2", 100
+    )
+    device: Optional[str] = _help("vaelab.evaluate: cpu, cuda, cuda:N or mps; null: from trainer.accelerator", None)
+    interpolation_pairs: int = _help("vaelab.evaluate: pairs of test images interpolated, one row each", 8)
+    interpolation_steps: int = _help("vaelab.evaluate: decoded points on each interpolation path, ends included", 10)
+    manifold_size: int = _help("vaelab.evaluate: 2-D top latent: the learned manifold is an n x n grid", 20)
 
     def __post_init__(self) -> None:
         _require(self.ll_samples >= 1, "eval.ll_samples", self.ll_samples, "an integer >= 1")
         _require(self.chunk_size >= 1, "eval.chunk_size", self.chunk_size, "an integer >= 1")
         _require(self.batch_size >= 1, "eval.batch_size", self.batch_size, "an integer >= 1")
         _require(self.num_images >= 1, "eval.num_images", self.num_images, "an integer >= 1")
+        _require(all(k >= 1 for k in self.iwae_k), "eval.iwae_k", self.iwae_k, "a list of integers >= 1")
+        _require(self.active_threshold >= 0, "eval.active_threshold", self.active_threshold, "a variance >= 0")
+        _require(
+            self.posterior_mean_samples >= 1, "eval.posterior_mean_samples", self.posterior_mean_samples, "an integer >= 1"
+        )
+        _require(
+            self.device in (None, "cpu", "cuda", "mps") or (self.device.startswith("cuda:") and self.device[5:].isdigit()),
+            "eval.device", self.device, "cpu, cuda, cuda:N, mps or null",
+        )
+        _require(self.interpolation_pairs >= 1, "eval.interpolation_pairs", self.interpolation_pairs, "an integer >= 1")
+        _require(self.interpolation_steps >= 2, "eval.interpolation_steps", self.interpolation_steps, "an integer >= 2")
+        _require(self.manifold_size >= 2, "eval.manifold_size", self.manifold_size, "an integer >= 2")
 
 
 @dataclass

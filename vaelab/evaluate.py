@@ -1,0 +1,506 @@
+"""``python -m vaelab.evaluate ckpt=<checkpoint or run dir> [key=value ...]``: score a trained VAE.
+
+On the test set of the run's data (``trainer.limit_test_batches`` batches of
+``eval.batch_size`` images, as in the test of ``vaelab.fit``; ``trainer.limit_test_batches=null``
+for all of them), in nats per image, each number the exact mean over the evaluated images of
+per-image values (summed in float64; the model runs in float32 whatever ``trainer.precision``
+was in training, with every constant of every density included):
+
+* ``test_ll``: log p(x) estimated by importance sampling with ``eval.ll_samples`` samples of
+  q(z|x) (default 5000, as Burda et al. section 5.1): the bound L_S = log (1/S) sum_s w_s,
+  computed in chunks of ``eval.chunk_size`` samples, so memory does not grow with S.
+* ``test_elbo``: the ELBO, estimated by the mean log-weight of the same S samples.
+* ``test_iwae``: the importance-weighted bound L_k (Burda et al. eq. 8) for each k of
+  ``eval.iwae_k``. The samples are drawn as one stream of P = max(S, max k) samples per image;
+  the estimate of L_k is the mean of log (1/k) sum w over the floor(P/k) consecutive groups of
+  k samples (unbiased for E[L_k], with far less variance than one group). The first S samples give
+  ``test_ll`` and ``test_elbo``. Where k divides k' the estimates are ordered
+  L_k <= L_k' per image (Jensen within each group), not only in expectation.
+* ``active_units``: per stochastic layer, the units u with Cov_x(E_{q(u|x)}[u]) above
+  ``eval.active_threshold`` (0.01: Burda et al. section 5.2), the variance over the evaluated
+  test images (divisor N, as numpy.var in Burda et al.'s code). For z_1, E_q[z_1|x] is the
+  encoder's mean; for a higher layer l,
+  E_q[z_l|x] = E_{q(z_{l-1}|x)}[mu_l(z_{l-1})] is averaged over ``eval.posterior_mean_samples``
+  draws of the layers below (following the means upwards instead, mu_l(mu_{l-1}(...)), is
+  exact only for linear encoders).
+* ``test_bits_per_dim``: continuous data only (``data.binarize=none``, Gaussian decoders): see
+  :func:`bits_per_dim`.
+
+Pictures, PNG files in the run directory named ``eval_<name>.png`` (the fit's own
+``samples.png`` and ``reconstructions.png`` are left alone): ``samples``, ``reconstructions``,
+``interpolation_linear`` and ``interpolation_slerp`` (decoded paths between the top layer's
+posterior means of pairs of test images), and for a 2-D top latent ``manifold`` (Kingma &
+Welling's Figure 4) and ``latent_scatter`` (the evaluated test images' top-layer posterior
+means, coloured by digit for MNIST). Runs that used ``logger=wandb`` get the numbers (summary,
+under ``eval/``) and the pictures logged into the same W&B run.
+
+Everything goes into ``eval.json`` in the run directory (written atomically) and a table on
+stdout. ``ckpt=`` takes a ``.ckpt`` file or a run directory (then ``checkpoints/best-*.ckpt``,
+else ``checkpoints/last.ckpt``); the keys after it are dotted overrides of the run's saved
+``config.yaml``. Every user error is one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+from torch import Tensor
+
+from vaelab.config.compose import compose, parse_command_line, to_object
+from vaelab.config.help import _key_lines
+from vaelab.config.schema import AcceleratorKind, Binarize, DecoderKind, EvalConfig, FitConfig, LoggerKind
+from vaelab.data import build_datamodule
+from vaelab.errors import CheckpointError, ConfigError, VaelabError
+from vaelab.models.gaussian_layer import reparameterize
+from vaelab.models.module import VAEModule
+from vaelab.models.vae import VAE
+from vaelab.results.loggers import wandb_mode, wandb_run_id
+from vaelab.results.pictures import image_grids, interpolation_grids, latent_scatter, manifold_grid, save_grids
+from vaelab.results.run_dir import CHECKPOINT_DIR, CONFIG_FILE, LAST_CHECKPOINT, load_saved_config, write_atomically
+
+PROG = "vaelab.evaluate"
+EVAL_FILE = "eval.json"
+PICTURE_PREFIX = "eval_"
+CKPT_KEY = "ckpt="
+
+USAGE = """\
+usage: python -m vaelab.evaluate ckpt=<run dir or file.ckpt> [key=value ...] [--help]
+
+Score a trained VAE on its test set: log-likelihood (importance sampling), ELBO, IWAE bounds,
+active units, bits/dim for continuous data; pictures of samples, reconstructions, latent
+interpolations and, for a 2-D latent, the learned manifold. Writes eval.json and eval_*.png
+into the run directory.
+  ckpt=D         a run directory (checkpoints/best-*.ckpt, else last.ckpt) or a .ckpt file
+  key=value      override one key of the run's saved config.yaml, e.g. eval.ll_samples=100
+                 eval.iwae_k=[1,5,50] data.root=... trainer.limit_test_batches=null eval.device=cpu
+"""
+
+
+# ---------------------------------------------------------------- the numbers
+
+
+def bits_per_dim(ll_nats: float, data_dim: int) -> float:
+    """Bits per dimension of 8-bit data from a log-density in nats of the data scaled to [0, 1].
+
+    bpd = (-ll / D + log 256) / log 2.
+
+    The convention of the density-estimation literature for 8-bit images (Theis, van den Oord &
+    Bethge 2016, *A note on the evaluation of generative models*, section 3.1; Dinh et al. 2017,
+    *Real NVP*; Papamakarios et al. 2017, *MAF*): pixel values x in {0, ..., 255}, modelled by a
+    density on y = x / 256 in [0, 1]^D. Going back to the integer scale multiplies the density by
+    the Jacobian 256^-D, i.e. subtracts D log 256 nats, and the result is divided by D log 2 to
+    turn nats per image into bits per pixel; for uniformly dequantised data (x + u, u ~ U[0, 1))
+    it bounds the discrete negative log-probability. A uniform density on [0, 1]^D (ll = 0) gives
+    exactly 8 bits/dim.
+
+    Two caveats for vaelab's numbers, stated so they are not over-read: the data are scaled by
+    1/255, not 1/256, so the exact change of variables to the integer scale would use log 255 (the
+    conventional number is higher by log2(256/255) = 0.0056 bits/dim); and the test images are not
+    dequantised, so the density is read at the grid points x / 255 and is not a bound on a discrete
+    probability (a model with narrow peaks on the grid could score arbitrarily well;
+    ``model.var_floor`` limits this for ``gaussian_learned``).
+    """
+    return (-ll_nats / data_dim + math.log(256)) / math.log(2)
+
+
+class _GroupedBound:
+    """Running L_k over consecutive groups of k log-weights, fed in chunks of any size."""
+
+    def __init__(self, k: int):
+        self.k = k
+        self.pending: Tensor | None = None  # the samples of an unfinished group: [< k, batch]
+        self.total: Tensor | None = None
+        self.groups = 0
+
+    def add(self, log_w: Tensor) -> None:
+        if self.pending is not None and len(self.pending):
+            log_w = torch.cat([self.pending, log_w])
+        groups = len(log_w) // self.k
+        if groups:
+            grouped = log_w[: groups * self.k].reshape(groups, self.k, -1)
+            bounds = (torch.logsumexp(grouped, dim=1) - math.log(self.k)).sum(0)
+            self.total = bounds if self.total is None else self.total + bounds
+            self.groups += groups
+        self.pending = log_w[groups * self.k :]
+
+    def value(self) -> Tensor:
+        return self.total / self.groups
+
+
+def score_batch(vae: VAE, x: Tensor, ll_samples: int, iwae_k: list[int], chunk_size: int) -> tuple[Tensor, Tensor, dict[int, Tensor]]:
+    """Per-image log p(x) estimate L_S, ELBO estimate, and L_k for each k: [batch] each.
+
+    One stream of max(S, max k) importance samples per image, drawn ``chunk_size`` at a time;
+    see the module docstring for how the estimates share it.
+    """
+    total = max([ll_samples, *iwae_k])
+    first = vae.encoders[0](x)  # q(z_1|x), computed once for every chunk
+    log_sum = weight_sum = None
+    grouped = {k: _GroupedBound(k) for k in sorted(set(iwae_k))}
+    for start in range(0, total, chunk_size):
+        log_w = vae.log_weights(x, min(chunk_size, total - start), first)
+        for bound in grouped.values():
+            bound.add(log_w)
+        for_ll = log_w[: max(0, ll_samples - start)]
+        if len(for_ll):
+            chunk_log_sum, chunk_sum = torch.logsumexp(for_ll, dim=0), for_ll.sum(0)
+            log_sum = chunk_log_sum if log_sum is None else torch.logaddexp(log_sum, chunk_log_sum)
+            weight_sum = chunk_sum if weight_sum is None else weight_sum + chunk_sum
+    ll = log_sum - math.log(ll_samples)
+    elbo = weight_sum / ll_samples
+    return ll, elbo, {k: bound.value() for k, bound in grouped.items()}
+
+
+def posterior_expectations(vae: VAE, x: Tensor, samples: int) -> list[Tensor]:
+    """E_q[z_l | x] for each stochastic layer l: [batch, latent_l] each.
+
+    z_1: the encoder's mean, exactly. Above: E_{q(z_{l-1}|x)}[mu_l(z_{l-1})], averaged over
+    ``samples`` joint draws of the layers below.
+    """
+    mean, log_var = vae.encoders[0](x)
+    expectations = [mean]
+    if len(vae.encoders) > 1:
+        z = reparameterize(mean, log_var, samples)
+        for encoder in vae.encoders[1:]:
+            mean, log_var = encoder(z)
+            expectations.append(mean.mean(0))
+            z = reparameterize(mean, log_var)
+    return expectations
+
+
+@dataclass
+class Scores:
+    """Per-image results on the CPU: ``ll``, ``elbo`` [N]; ``iwae`` k -> [N];
+    ``posterior_means``: E_q[z_l|x] per layer, [N, latent_l]."""
+
+    ll: Tensor
+    elbo: Tensor
+    iwae: dict[int, Tensor]
+    posterior_means: list[Tensor]
+
+
+def score(
+    vae: VAE,
+    data: Tensor,
+    ll_samples: int,
+    iwae_k: list[int],
+    chunk_size: int = 50,
+    batch_size: int = 100,
+    posterior_mean_samples: int = 100,
+) -> Scores:
+    """Score every row of ``data`` [N, D] in batches, on the device and in the dtype of ``vae``."""
+    parameter = next(vae.parameters())
+    lls, elbos, means = [], [], []
+    iwaes: dict[int, list[Tensor]] = {k: [] for k in sorted(set(iwae_k))}
+    was_training = vae.training
+    vae.eval()
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(data), batch_size):
+                x = data[start : start + batch_size].to(parameter.device, parameter.dtype)
+                ll, elbo, bounds = score_batch(vae, x, ll_samples, iwae_k, chunk_size)
+                lls.append(ll.cpu())
+                elbos.append(elbo.cpu())
+                for k, bound in bounds.items():
+                    iwaes[k].append(bound.cpu())
+                means.append([m.cpu() for m in posterior_expectations(vae, x, posterior_mean_samples)])
+    finally:
+        vae.train(was_training)
+    return Scores(
+        ll=torch.cat(lls),
+        elbo=torch.cat(elbos),
+        iwae={k: torch.cat(v) for k, v in iwaes.items()},
+        posterior_means=[torch.cat(layer) for layer in zip(*means)],
+    )
+
+
+def active_units(posterior_means: list[Tensor], threshold: float = 0.01) -> tuple[list[int], list[Tensor]]:
+    """Per layer: the number of units whose E_q[u|x] varies over x by more than ``threshold``
+    (Burda et al. section 5.2), and every unit's variance (divisor N, in float64)."""
+    variances = [means.double().var(dim=0, unbiased=False) for means in posterior_means]
+    return [int((v > threshold).sum()) for v in variances], variances
+
+
+def mean(values: Tensor) -> float:
+    """The exact mean of per-image values, summed in float64."""
+    return values.double().mean().item()
+
+
+def std_error(values: Tensor) -> float | None:
+    return (values.double().std() / math.sqrt(len(values))).item() if len(values) > 1 else None
+
+
+# ---------------------------------------------------------------- checkpoint, config, device
+
+
+def find_checkpoint(target: str) -> tuple[Path, Path, str]:
+    """The run directory, the checkpoint file and a few words on why that one."""
+    path = Path(target)
+    if path.is_dir():
+        run_dir, folder = path, path / CHECKPOINT_DIR
+        best = sorted(folder.glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)
+        if best:
+            why = "best by validation ELBO" if len(best) == 1 else f"the newest of {len(best)} best-*.ckpt"
+            return run_dir, best[-1], why
+        if (folder / LAST_CHECKPOINT).is_file():
+            return run_dir, folder / LAST_CHECKPOINT, f"no best-*.ckpt in {folder}: the last epoch's"
+        raise CheckpointError(
+            f"no checkpoint in {folder}: expected best-*.ckpt or {LAST_CHECKPOINT}; pass ckpt=<run dir> of a "
+            "vaelab.fit run or ckpt=<file.ckpt>"
+        )
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}: pass ckpt=<run dir> of a vaelab.fit run or ckpt=<file.ckpt>")
+    run_dir = path.parent.parent if path.parent.name == CHECKPOINT_DIR else path.parent
+    return run_dir, path, "as given"
+
+
+def load_config(run_dir: Path, overrides: list[str]) -> tuple[DictConfig, FitConfig]:
+    """The run's saved config with the dotted overrides applied, checked against the schema."""
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise CheckpointError(f"{run_dir / CONFIG_FILE} is missing, so the run's data and settings are unknown")
+    for word in overrides:
+        if word.split("=", 1)[0].startswith("model."):
+            raise ConfigError(f"the model comes from the checkpoint: drop the override '{word}'")
+    try:
+        saved = load_saved_config(run_dir)
+    except Exception as error:  # unreadable YAML of any kind
+        raise CheckpointError(f"cannot read {run_dir / CONFIG_FILE}: {_first_line(error)}") from error
+    line = parse_command_line(overrides, flags=())
+    if line.choices:
+        raise ConfigError(
+            f"evaluation keeps the run's saved config: drop {', '.join(f'{g}=' for g in line.choices)} "
+            "and change single keys with dotted overrides"
+        )
+    node = compose(line, base=saved)
+    return node, to_object(node)
+
+
+def choose_device(cfg: FitConfig) -> torch.device:
+    """``eval.device``, else from ``trainer.accelerator`` (auto: CUDA, else MPS, else the CPU)."""
+    name = cfg.eval.device
+    key = "eval.device"
+    if name is None:
+        key = "trainer.accelerator"
+        accelerator = cfg.trainer.accelerator
+        if accelerator is AcceleratorKind.auto:
+            if torch.cuda.is_available():
+                name = "cuda"
+            elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+                name = "mps"
+            else:
+                name = "cpu"
+        else:
+            name = {"gpu": "cuda"}.get(accelerator.value, accelerator.value)
+    if name.startswith("cuda"):
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+            raise ConfigError(f"{key} asks for {name} but torch sees {torch.cuda.device_count()} CUDA device(s); set eval.device=cpu")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        raise ConfigError(f"{key} asks for mps but it is not available; set eval.device=cpu")
+    return torch.device(name)
+
+
+def load_vae(checkpoint: Path, device: torch.device) -> tuple[VAE, int]:
+    """The VAE of a vaelab.fit checkpoint, in eval mode on ``device``, and its data dimension."""
+    try:
+        module = VAEModule.load_from_checkpoint(str(checkpoint), map_location=device)
+    except VaelabError:
+        raise
+    except Exception as error:  # a truncated file, not a checkpoint, or not one of vaelab's
+        raise CheckpointError(
+            f"cannot load checkpoint {checkpoint}: not a readable checkpoint of vaelab.fit ({_load_problem(error)})"
+        ) from error
+    module.eval()
+    return module.vae, int(module.hparams.data_dim)
+
+
+def _load_problem(error: BaseException) -> str:
+    """A short account of why torch or Lightning could not load a file."""
+    text = " ".join(str(error).split())
+    if "WeightsUnpickler error:" in text:  # torch's long weights_only notice; the reason is inside
+        text = text.split("WeightsUnpickler error:", 1)[1].split(" Check the documentation", 1)[0].strip()
+    if len(text) > 120:
+        text = text[:117] + "..."
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+# ---------------------------------------------------------------- the command
+
+
+def evaluate(cfg: FitConfig, run_dir: Path, checkpoint: Path, why: str = "as given") -> dict:
+    """Score ``checkpoint`` on the test set, write pictures and ``eval.json``; return eval.json's contents."""
+    started = time.perf_counter()
+    device = choose_device(cfg)
+    vae, model_dim = load_vae(checkpoint, device)
+    data = build_datamodule(cfg.data, cfg.seed, cfg.eval.batch_size)
+    data.prepare_data()
+    data.setup("test")
+    data_dim = data.image_shape[0] * data.image_shape[1]
+    if model_dim != data_dim:
+        raise ConfigError(
+            f"the checkpoint's model takes {model_dim}-dimensional data but data.name={cfg.data.name.value} "
+            f"has {data_dim} dimensions; evaluate on the run's own data"
+        )
+    limit = cfg.trainer.limit_test_batches
+    count = len(data.test_data) if limit is None else min(len(data.test_data), limit * cfg.eval.batch_size)
+    test = data.test_data[:count]
+    labels = None if data.test_labels is None else data.test_labels[:count].cpu()
+
+    e = cfg.eval
+    torch.manual_seed(cfg.seed)
+    scores = score(vae, test, e.ll_samples, e.iwae_k, e.chunk_size, e.batch_size, e.posterior_mean_samples)
+    counts, variances = active_units(scores.posterior_means, e.active_threshold)
+    # a density of grey levels; the Bernoulli "likelihood" of grey levels is not normalised
+    continuous = cfg.data.binarize is Binarize.none and vae.cfg.decoder is not DecoderKind.bernoulli
+    test_ll = mean(scores.ll)
+
+    with torch.inference_mode():
+        grids: dict = image_grids(vae, test, data.image_shape, e.num_images, cfg.seed)
+        pairs = min(e.interpolation_pairs, count // 2)
+        grids.update(
+            interpolation_grids(vae, test[: 2 * pairs], scores.posterior_means[-1][: 2 * pairs], data.image_shape, e.interpolation_steps)
+        )
+        if vae.top_latent_dim == 2:
+            grids["manifold"] = manifold_grid(vae, data.image_shape, e.manifold_size)
+            layer = len(scores.posterior_means)
+            grids["latent_scatter"] = latent_scatter(
+                scores.posterior_means[-1], labels, axis_names=(f"E_q[z{layer}|x]_1", f"E_q[z{layer}|x]_2"), seed=cfg.seed
+            )
+    pictures = save_grids(grids, run_dir, prefix=PICTURE_PREFIX)
+
+    results = {
+        "run_dir": str(run_dir),
+        "checkpoint": str(checkpoint),
+        "checkpoint_choice": why,
+        "device": str(device),
+        "data": cfg.data.name.value,
+        "binarize": cfg.data.binarize.value,
+        "model": vae.cfg.decoder.value,
+        "data_dim": data_dim,
+        "test_images": count,
+        "test_set_size": len(data.test_data),
+        "ll_samples": e.ll_samples,
+        "seed": cfg.seed,
+        "test_ll": test_ll,
+        "test_ll_std_error": std_error(scores.ll),
+        "test_elbo": mean(scores.elbo),
+        "test_iwae": {str(k): mean(v) for k, v in scores.iwae.items()},
+        "test_bits_per_dim": bits_per_dim(test_ll, data_dim) if continuous else None,
+        "active_units": counts,
+        "latent_dims": [m.shape[1] for m in scores.posterior_means],
+        "active_threshold": e.active_threshold,
+        "unit_variances": [v.tolist() for v in variances],
+        "pictures": {name: str(path) for name, path in pictures.items()},
+        "seconds": time.perf_counter() - started,
+    }
+    write_atomically(run_dir / EVAL_FILE, json.dumps(results, indent=2) + "\n")
+    if cfg.logger.name is LoggerKind.wandb:
+        _log_to_wandb(cfg, run_dir, results, pictures)
+    return results
+
+
+def _wandb_id(run_dir: Path) -> str:
+    """The id of the run's W&B run: from its folder in ``<run dir>/wandb/`` when there is one
+    (a sweep agent's id, or a run directory moved since), else ``wandb_run_id(run_dir)``."""
+    folders = [
+        p for p in (run_dir / "wandb").glob("*run-*-*")
+        if p.is_dir() and p.name.startswith(("run-", "offline-run-")) and p.name.count("-") >= 2
+    ]
+    newest = max(folders, key=lambda p: p.name.rsplit("-", 2)[1], default=None)  # by its timestamp
+    return newest.name.rsplit("-", 1)[1] if newest is not None else wandb_run_id(run_dir)
+
+
+def _log_to_wandb(cfg: FitConfig, run_dir: Path, results: dict, pictures: dict[str, Path]) -> None:
+    """Resume the run's W&B run and add the numbers (summary, ``eval/...``) and the pictures."""
+    mode = wandb_mode(cfg.logger)
+    if mode == "disabled":
+        return
+    import wandb
+
+    numbers = {f"eval/{k}": v for k, v in results.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    numbers.update({f"eval/iwae_{k}": v for k, v in results["test_iwae"].items()})
+    numbers.update({f"eval/active_units_layer{i + 1}": n for i, n in enumerate(results["active_units"])})
+    try:
+        run = wandb.init(
+            project=cfg.logger.project, entity=cfg.logger.entity, id=_wandb_id(run_dir), resume="allow",
+            dir=str(run_dir), mode=mode, name=f"{run_dir.parent.name}/{run_dir.name}",
+        )
+        run.log({f"eval/{name}": wandb.Image(str(path), caption=name) for name, path in pictures.items()})
+        run.summary.update(numbers)
+        run.finish()
+    except Exception as error:  # eval.json is written; W&B trouble should not hide it
+        warnings.warn(f"could not log the evaluation to W&B: {_first_line(error)}", stacklevel=2)
+
+
+def table_lines(results: dict) -> list[str]:
+    """The printed summary: where, on what, and the numbers in nats per image."""
+    s = results["ll_samples"]
+    shown = f"{results['test_images']} of {results['test_set_size']}"
+    lines = [
+        f"checkpoint: {results['checkpoint']} ({results['checkpoint_choice']})",
+        f"device: {results['device']}   test images: {shown}   data: {results['data']} "
+        f"(binarize={results['binarize']})   model: {results['model']}",
+        "",
+        f"{'':<30}{'nats per image':>16}",
+    ]
+    se = results["test_ll_std_error"]
+    lines.append(f"{f'log-likelihood L_{s}':<30}{results['test_ll']:>16.2f}" + (f"   (s.e. {se:.2f})" if se else ""))
+    lines.append(f"{f'ELBO ({s} samples)':<30}{results['test_elbo']:>16.2f}")
+    for k, value in results["test_iwae"].items():
+        lines.append(f"{f'IWAE bound L_{k}':<30}{value:>16.2f}")
+    if results["test_bits_per_dim"] is not None:
+        lines.append(f"{'bits/dim (8-bit convention)':<30}{results['test_bits_per_dim']:>16.3f}")
+    for layer, (active, dim) in enumerate(zip(results["active_units"], results["latent_dims"]), start=1):
+        lines.append(f"{f'active units, layer {layer}':<30}{f'{active} of {dim}':>16}")
+    lines += [
+        "",
+        f"results: {Path(results['run_dir']) / EVAL_FILE}",
+        f"pictures: {', '.join(Path(p).name for p in results['pictures'].values())}",
+    ]
+    return lines
+
+
+def help_text() -> str:
+    keys = _key_lines(EvalConfig, "eval.")
+    return "\n".join([USAGE, "eval keys (and every key of python -m vaelab.fit --help):", *keys])
+
+
+def run(words: list[str]) -> int:
+    if {"--help", "-h"} & set(words):
+        print(help_text())
+        return 0
+    targets = [w[len(CKPT_KEY):] for w in words if w.startswith(CKPT_KEY)]
+    overrides = [w for w in words if not w.startswith(CKPT_KEY)]
+    if not targets or not targets[-1]:
+        raise ConfigError("say which run to evaluate: ckpt=<run dir> or ckpt=<file.ckpt>; see --help")
+    run_dir, checkpoint, why = find_checkpoint(targets[-1])
+    _, cfg = load_config(run_dir, overrides)
+    results = evaluate(cfg, run_dir, checkpoint, why)
+    for line in table_lines(results):
+        print(line)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return run(sys.argv[1:] if argv is None else argv)
+    except VaelabError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
