@@ -4,6 +4,9 @@ Every error that reaches the command line is a :class:`VaelabError`: the CLI pri
 message as one line and exits non-zero. The message says what is wrong and how to fix it.
 """
 
+import sys
+from collections.abc import Callable
+
 
 class VaelabError(Exception):
     """Base class of every error vaelab reports to the user as one line."""
@@ -23,3 +26,13 @@ class TrainingDivergedError(VaelabError):
 
 class CheckpointError(VaelabError):
     """A checkpoint or run directory to resume from is missing or unusable."""
+
+
+def run_command(prog: str, run: Callable[[list[str]], int], argv: list[str] | None = None) -> int:
+    """Run a command's ``run(words)``; a :class:`VaelabError` becomes one line on stderr,
+    ``<prog>: error: <message>``, and exit status 2."""
+    try:
+        return run(sys.argv[1:] if argv is None else argv)
+    except VaelabError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2

@@ -58,7 +58,7 @@ from vaelab.config.compose import compose, parse_command_line, to_object
 from vaelab.config.help import _key_lines
 from vaelab.config.schema import AcceleratorKind, Binarize, DecoderKind, EvalConfig, FitConfig, LoggerKind
 from vaelab.data import build_datamodule
-from vaelab.errors import CheckpointError, ConfigError, VaelabError
+from vaelab.errors import CheckpointError, ConfigError, VaelabError, run_command
 from vaelab.models.gaussian_layer import reparameterize
 from vaelab.models.module import VAEModule
 from vaelab.models.vae import VAE
@@ -495,11 +495,7 @@ def run(words: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        return run(sys.argv[1:] if argv is None else argv)
-    except VaelabError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2
+    return run_command(PROG, run, argv)
 
 
 if __name__ == "__main__":

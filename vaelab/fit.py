@@ -20,7 +20,7 @@ from vaelab.config.compose import compose, parse_command_line, to_object
 from vaelab.config.help import help_text
 from vaelab.config.schema import Binarize, DecoderKind, FitConfig, TrainerConfig
 from vaelab.data import VAEDataModule, build_datamodule
-from vaelab.errors import ConfigError, VaelabError
+from vaelab.errors import ConfigError, run_command
 from vaelab.models.module import VAEModule
 from vaelab.results.clock import TrainingClock
 from vaelab.results.pictures import image_grids, save_grids
@@ -188,11 +188,7 @@ def run(words: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        return run(sys.argv[1:] if argv is None else argv)
-    except VaelabError as error:
-        print(f"vaelab.fit: error: {error}", file=sys.stderr)
-        return 2
+    return run_command("vaelab.fit", run, argv)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ from typing import Any, Iterable
 import yaml
 
 from vaelab.config import load_config
-from vaelab.errors import ConfigError, VaelabError
+from vaelab.errors import ConfigError, VaelabError, run_command
 
 PROG = "vaelab.sweep"
 # W&B's command when a sweep file has none (wandb.sdk.launch.sweeps.utils.DEFAULT_SWEEP_COMMAND).
@@ -686,11 +686,7 @@ def run(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        return run(sys.argv[1:] if argv is None else argv)
-    except VaelabError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2
+    return run_command(PROG, run, argv)
 
 
 if __name__ == "__main__":
