@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
+from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
@@ -19,6 +21,7 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from vaelab.config.compose import compose, parse_command_line, to_object
 from vaelab.config.help import help_text
 from vaelab.config.schema import Binarize, DecoderKind, FitConfig, TrainerConfig
+from vaelab.cluster import SlurmRequeue
 from vaelab.data import VAEDataModule, build_datamodule
 from vaelab.errors import ConfigError, run_command
 from vaelab.models.module import VAEModule
@@ -52,7 +55,12 @@ def _trainer(cfg: FitConfig, run_dir: Path, callbacks: list[pl.Callback], logger
 
 
 def _lightning_trainer(t: TrainerConfig, run_dir: Path, callbacks: list[pl.Callback], loggers: list) -> pl.Trainer:
+    plugins = []
+    if SLURMEnvironment.detect():  # requeue on SIGUSR1 by vaelab's handler, not Lightning's
+        plugins.append(SLURMEnvironment(auto_requeue=False))
+        callbacks = [*callbacks, SlurmRequeue()]
     return pl.Trainer(
+        plugins=plugins,
         default_root_dir=run_dir,
         max_epochs=t.max_epochs,
         accelerator=t.accelerator.value,
@@ -145,6 +153,9 @@ def fit(cfg_node: DictConfig, resume_checkpoint: Path | None = None) -> dict:
         "seed": cfg.seed,
     }
     _write_results(run, summary)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        trainer.strategy.barrier("vaelab-results")
+        torch.distributed.destroy_process_group()  # a clean exit for every rank (gloo aborts otherwise)
     return summary
 
 

@@ -46,6 +46,10 @@ class VAEModule(pl.LightningModule):
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
 
+    def on_train_start(self) -> None:
+        # A run resumed mid-epoch (a SLURM requeue's hpc checkpoint) skips on_train_epoch_start.
+        self.on_train_epoch_start()
+
     def on_train_epoch_start(self) -> None:
         self._bound_sum = torch.zeros((), device=self.device)
         self._examples = 0
