@@ -40,14 +40,7 @@ ERROR_PREFIX = "vaelab.evaluate: error:"
 # ================================================================ the estimators, in float64
 
 
-@pytest.fixture
-def float64():
-    """Double precision, so tolerances test the estimators rather than rounding."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    torch.manual_seed(0)
-    yield
-    torch.set_default_dtype(previous)
+# (the float64 fixture is in conftest.py)
 
 
 # A linear-Gaussian VAE: p(z) = N(0, I), p(x|z) = N(Wz + b, s^2 I), so p(x) = N(b, W W^T + s^2 I);
