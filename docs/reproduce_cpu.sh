@@ -7,11 +7,11 @@ OUT="${1:-runs/results}"
 FIT="uv run python -m vaelab.fit trainer.progress_bar=false"
 
 for nz in 3 5 10 20 200; do
-  $FIT experiment=kingma_mnist model.latent_dim=$nz trainer.max_epochs=10 eval.ll_samples=1000 \
+  $FIT experiment=kingma_mnist model.latent_dim=$nz trainer.max_epochs=10 eval.ll_samples=1000 eval.track_test=true \
     run.dir="$OUT/kingma_mnist-nz$nz"
 done
 for nz in 2 5 10 20; do
-  $FIT experiment=kingma_frey model.latent_dim=$nz trainer.max_epochs=500 eval.ll_samples=1000 \
+  $FIT experiment=kingma_frey model.latent_dim=$nz trainer.max_epochs=500 eval.ll_samples=1000 eval.track_test=true \
     run.dir="$OUT/kingma_frey-nz$nz"
 done
 for objective in elbo iwae; do

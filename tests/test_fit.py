@@ -426,3 +426,14 @@ def test_default_model_beats_minus_142_nats_after_one_epoch(tmp_path):
     summary = read_summary(tmp_path / "run")
     assert summary["epochs"] == 1 and summary["steps"] == 550
     assert summary["test_elbo"] > -142.0, summary
+
+
+@needs_mnist
+def test_track_test_scores_the_test_set_after_every_epoch(tmp_path):
+    run_dir = tmp_path / "run"
+    assert fit(run_dir, "eval.track_test=true", "trainer.max_epochs=2", base=TINIER) == 0
+    rows = read_metrics(run_dir)
+    curve = {int(row["epoch"]): float(row["curve/test_elbo"]) for row in rows if row.get("curve/test_elbo")}
+    val = {int(row["epoch"]) for row in rows if row.get("val/elbo")}
+    assert sorted(curve) == [0, 1] and sorted(val) == [0, 1]
+    assert all(math.isfinite(value) for value in curve.values())

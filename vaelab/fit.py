@@ -103,7 +103,7 @@ def build_run(cfg_node: DictConfig) -> Run:
             "normalised density, so its nats are not comparable with published ones"
         )
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = build_datamodule(cfg.data, cfg.seed, cfg.eval.batch_size)
+    datamodule = build_datamodule(cfg.data, cfg.seed, cfg.eval.batch_size, cfg.eval.track_test)
     module = VAEModule(
         model=_plain(cfg_node.model),
         optim=_plain(cfg_node.optim),
@@ -111,7 +111,7 @@ def build_run(cfg_node: DictConfig) -> Run:
         data_dim=datamodule.image_shape[0] * datamodule.image_shape[1],
         image_shape=datamodule.image_shape,
     )
-    validates = cfg.data.val_size > 0 and cfg.trainer.limit_val_batches != 0
+    validates = cfg.data.val_size > 0 and cfg.trainer.limit_val_batches != 0  # else no val/elbo to pick by
     checkpoint = ModelCheckpoint(
         dirpath=run_dir / CHECKPOINT_DIR,
         filename="best-epoch{epoch}" if validates else "epoch{epoch}",

@@ -235,6 +235,10 @@ class EvalConfig:
     interpolation_steps: int = _help("vaelab.evaluate: decoded points on each interpolation path, ends included", 10)
     manifold_size: int = _help("vaelab.evaluate: 2-D top latent: the learned manifold is an n x n grid", 20)
 
+    track_test: bool = _help(
+        "also score the test set's ELBO after every epoch (metric curve/test_elbo), for learning curves", False
+    )
+
     def __post_init__(self) -> None:
         _require(self.ll_samples >= 1, "eval.ll_samples", self.ll_samples, "an integer >= 1")
         _require(self.chunk_size >= 1, "eval.chunk_size", self.chunk_size, "an integer >= 1")

@@ -27,11 +27,14 @@ class VAEDataModule(pl.LightningDataModule):
     afresh on its device; ``none`` keeps grey levels. The seeded draws use ``split_seed``.
     """
 
-    def __init__(self, cfg: DataConfig, seed: int, eval_batch_size: int = 100) -> None:
+    def __init__(self, cfg: DataConfig, seed: int, eval_batch_size: int = 100, track_test: bool = False) -> None:
         super().__init__()
         self.cfg = cfg
         self.seed = seed
         self.eval_batch_size = eval_batch_size
+        # The sets scored after every training epoch, in the order of val_dataloader's loaders:
+        # the validation split, and the test set too for test-set learning curves.
+        self.validation_sets = (["val"] if cfg.val_size > 0 else []) + (["test"] if track_test else [])
         self.image_shape = MNIST_SIZE if cfg.name is DatasetKind.mnist else FREY_SIZE
         self.binary = cfg.binarize is not Binarize.none
         self.train_data: Tensor | None = None
@@ -54,10 +57,11 @@ class VAEDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> InMemoryBatches:
         return self._batches(self.train_data, self.cfg.batch_size, shuffle=True)
 
-    def val_dataloader(self) -> InMemoryBatches | list:
-        if self.cfg.val_size == 0:
-            return []  # Lightning then skips validation
-        return self._batches(self.val_data, self.cfg.batch_size, shuffle=False, pad=False)
+    def val_dataloader(self) -> list[InMemoryBatches]:
+        """One loader per name in ``validation_sets``; none (Lightning then skips validation)
+        when there is no validation split and the test set is not tracked."""
+        data = {"val": (self.val_data, self.cfg.batch_size), "test": (self.test_data, self.eval_batch_size)}
+        return [self._batches(*data[name], shuffle=False, pad=False) for name in self.validation_sets]
 
     def test_dataloader(self) -> InMemoryBatches:
         return self._batches(self.test_data, self.eval_batch_size, shuffle=False, pad=False)

@@ -36,7 +36,7 @@ class VAEModule(pl.LightningModule):
         self.vae = VAE(self.model_cfg, data_dim)
         self.image_shape = tuple(image_shape)
         # Means over every evaluated example, reduced exactly across DDP ranks (sums and counts).
-        self.val_elbo, self.val_bound = MeanMetric(), MeanMetric()
+        self.val_elbo, self.val_bound, self.curve_test_elbo = MeanMetric(), MeanMetric(), MeanMetric()
         self.test_ll, self.test_elbo = MeanMetric(), MeanMetric()
 
     def configure_optimizers(self):
@@ -87,14 +87,20 @@ class VAEModule(pl.LightningModule):
         mean = self._bound_sum / max(self._examples, 1)
         self.log(f"train/{self._bound_name()}_epoch", mean, prog_bar=True, sync_dist=True)
 
-    def validation_step(self, x: Tensor, batch_idx: int) -> None:
-        """The ELBO (analytic KL, one sample) selects the best checkpoint; an IWAE run also
-        reports its own bound."""
-        self.val_elbo.update(self.vae.elbo(x, 1, KLMode.analytic))
-        self.log("val/elbo", self.val_elbo)
+    def validation_step(self, x: Tensor, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """The ELBO (analytic KL, one sample) of the validation split selects the best
+        checkpoint; an IWAE run also reports its own bound. With ``eval.track_test`` the
+        test set's ELBO is scored too, for learning curves (``curve/test_elbo``)."""
+        elbo = self.vae.elbo(x, 1, KLMode.analytic)
+        if self.trainer.datamodule.validation_sets[dataloader_idx] == "test":
+            self.curve_test_elbo.update(elbo)
+            self.log("curve/test_elbo", self.curve_test_elbo, add_dataloader_idx=False)
+            return
+        self.val_elbo.update(elbo)
+        self.log("val/elbo", self.val_elbo, add_dataloader_idx=False)
         if self.model_cfg.objective is Objective.iwae and self.model_cfg.k > 1:
             self.val_bound.update(self.vae.iwae(x, self.model_cfg.k))
-            self.log(f"val/{self._bound_name()}", self.val_bound)
+            self.log(f"val/{self._bound_name()}", self.val_bound, add_dataloader_idx=False)
 
     def test_step(self, x: Tensor, batch_idx: int) -> None:
         log_likelihood, elbo = self.vae.log_likelihood(x, self.eval_cfg.ll_samples, self.eval_cfg.chunk_size)
