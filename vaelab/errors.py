@@ -28,6 +28,12 @@ class CheckpointError(VaelabError):
     """A checkpoint or run directory to resume from is missing or unusable."""
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (or its type's name if it has none)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def run_command(prog: str, run: Callable[[list[str]], int], argv: list[str] | None = None) -> int:
     """Run a command's ``run(words)``; a :class:`VaelabError` becomes one line on stderr,
     ``<prog>: error: <message>``, and exit status 2."""

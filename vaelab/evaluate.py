@@ -58,7 +58,7 @@ from vaelab.config.compose import compose, parse_command_line, to_object
 from vaelab.config.help import _key_lines
 from vaelab.config.schema import AcceleratorKind, Binarize, DecoderKind, EvalConfig, FitConfig, LoggerKind
 from vaelab.data import build_datamodule
-from vaelab.errors import CheckpointError, ConfigError, VaelabError, run_command
+from vaelab.errors import CheckpointError, ConfigError, VaelabError, first_line, run_command
 from vaelab.models.gaussian_layer import reparameterize
 from vaelab.models.module import VAEModule
 from vaelab.models.vae import VAE
@@ -272,7 +272,7 @@ def load_config(run_dir: Path, overrides: list[str]) -> tuple[DictConfig, FitCon
     try:
         saved = load_saved_config(run_dir)
     except Exception as error:  # unreadable YAML of any kind
-        raise CheckpointError(f"cannot read {run_dir / CONFIG_FILE}: {_first_line(error)}") from error
+        raise CheckpointError(f"cannot read {run_dir / CONFIG_FILE}: {first_line(error)}") from error
     line = parse_command_line(overrides, flags=())
     if line.choices:
         raise ConfigError(
@@ -330,11 +330,6 @@ def _load_problem(error: BaseException) -> str:
     if len(text) > 120:
         text = text[:117] + "..."
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 # ---------------------------------------------------------------- the command
@@ -442,7 +437,7 @@ def _log_to_wandb(cfg: FitConfig, run_dir: Path, results: dict, pictures: dict[s
         run.summary.update(numbers)
         run.finish()
     except Exception as error:  # eval.json is written; W&B trouble should not hide it
-        warnings.warn(f"could not log the evaluation to W&B: {_first_line(error)}", stacklevel=2)
+        warnings.warn(f"could not log the evaluation to W&B: {first_line(error)}", stacklevel=2)
 
 
 def table_lines(results: dict) -> list[str]:

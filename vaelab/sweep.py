@@ -47,6 +47,7 @@ import yaml
 
 from vaelab.config import load_config
 from vaelab.errors import ConfigError, VaelabError, run_command
+from vaelab.results.run_dir import write_atomically
 
 PROG = "vaelab.sweep"
 # W&B's command when a sweep file has none (wandb.sdk.launch.sweeps.utils.DEFAULT_SWEEP_COMMAND).
@@ -340,12 +341,6 @@ def _cell(value: Any) -> Any:
     return value if isinstance(value, (int, float, str)) else json.dumps(value)
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_table(out: Path, source: str, sweep: dict, extra: list[str], records: list[RunRecord]) -> None:
     """``results.csv`` and ``results.json`` in ``out``, rewritten whole after every change."""
     metric = sweep.get("metric")
@@ -364,7 +359,7 @@ def write_table(out: Path, source: str, sweep: dict, extra: list[str], records: 
             *(_cell(r.summary.get(c)) for c in extras), "yes" if r is best else "",
             _cell(r.exit_code), _cell(None if r.seconds is None else round(r.seconds, 1)), r.run_dir, _cell(r.note),
         ])
-    _write_atomically(out / RESULTS_CSV, text.getvalue())
+    write_atomically(out / RESULTS_CSV, text.getvalue())
     document = {
         "sweep": source,
         "method": sweep["method"],
@@ -373,7 +368,7 @@ def write_table(out: Path, source: str, sweep: dict, extra: list[str], records: 
         "best": best.name if best else None,
         "runs": [asdict(r) for r in records],
     }
-    _write_atomically(out / RESULTS_JSON, json.dumps(document, indent=2) + "\n")
+    write_atomically(out / RESULTS_JSON, json.dumps(document, indent=2) + "\n")
 
 
 def _load_records(out: Path) -> list[RunRecord]:
@@ -473,7 +468,7 @@ class Runner:
             self.continued = True
         else:
             self.out.mkdir(parents=True, exist_ok=True)
-            _write_atomically(saved, yaml.safe_dump(json.loads(json.dumps(dict(self.sweep))), sort_keys=False))
+            write_atomically(saved, yaml.safe_dump(json.loads(json.dumps(dict(self.sweep))), sort_keys=False))
 
     def save(self) -> None:
         write_table(self.out, self.source, self.sweep, self.extra, self.records)

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from vaelab.config.schema import FitConfig
-from vaelab.errors import ConfigError
+from vaelab.errors import ConfigError, first_line
 
 GROUPS = ("model", "data", "trainer", "logger", "experiment")
 DEFAULT_CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -68,7 +68,7 @@ def _load_yaml(path: Path) -> DictConfig:
     try:
         loaded = OmegaConf.load(path)
     except (OSError, OmegaConfBaseException, ValueError) as error:
-        raise ConfigError(f"cannot read config file {path}: {_first_line(error)}") from error
+        raise ConfigError(f"cannot read config file {path}: {first_line(error)}") from error
     if not isinstance(loaded, DictConfig):
         raise ConfigError(f"config file {path} must hold a mapping of keys to values")
     return loaded
@@ -91,10 +91,6 @@ def _pop_defaults(node: DictConfig, source: str) -> dict[str, str | None]:
     return defaults
 
 
-def _first_line(error: BaseException) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-
-
 def _schema_keys(node: object, prefix: str = "") -> list[str]:
     keys = []
     for key, value in node.items():
@@ -113,7 +109,7 @@ def _explain(error: OmegaConfBaseException, source: str) -> ConfigError:
         close = difflib.get_close_matches(key, known, n=1)
         hint = f"; did you mean {close[0]}?" if close else "; see --help for the keys"
         return ConfigError(f"unknown key '{key}' in {source}{hint}")
-    message = _first_line(error)
+    message = first_line(error)
     return ConfigError(f"bad value for {key} in {source}: {message}; see --help for its type")
 
 
@@ -159,7 +155,7 @@ def compose(line: CommandLine, root: Path | None = None, base: DictConfig | None
         try:
             update = OmegaConf.from_dotlist([word])
         except OmegaConfBaseException as error:
-            raise ConfigError(f"cannot read override '{word}': {_first_line(error)}") from error
+            raise ConfigError(f"cannot read override '{word}': {first_line(error)}") from error
         cfg = _merge(cfg, update, f"override '{word}'")
     try:
         OmegaConf.resolve(cfg)

@@ -13,7 +13,6 @@ Every grid is written as a PNG by ``save_grids`` (atomically, so a reader never 
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import torch
@@ -22,6 +21,7 @@ from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
 from vaelab.models.vae import VAE
+from vaelab.results.run_dir import replace_atomically
 
 PAD = 2  # pixels between the images of a grid, in white
 
@@ -59,26 +59,15 @@ def image_grids(vae: VAE, test_images: Tensor, image_shape: tuple[int, int], cou
     }
 
 
-def _replace_atomically(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"  # created with the usual permissions
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_grids(grids: dict[str, Tensor | Image.Image], run_dir: Path, prefix: str = "") -> dict[str, Path]:
     """Write each grid (a tensor [C, H, W] in [0, 1], or a PIL image) to ``run_dir/<prefix><name>.png``."""
     paths = {}
     for name, grid in grids.items():
         path = paths[name] = Path(run_dir) / f"{prefix}{name}.png"
         if isinstance(grid, Image.Image):
-            _replace_atomically(path, lambda tmp, grid=grid: grid.save(tmp, format="PNG"))
+            replace_atomically(path, lambda tmp, grid=grid: grid.save(tmp, format="PNG"))
         else:
-            _replace_atomically(path, lambda tmp, grid=grid: save_image(grid, tmp, format="png"))
+            replace_atomically(path, lambda tmp, grid=grid: save_image(grid, tmp, format="png"))
     return paths
 
 

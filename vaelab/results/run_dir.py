@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-import tempfile
 from datetime import datetime
 from pathlib import Path
 
@@ -48,13 +47,22 @@ def exported_run_dir(run_dir: Path) -> Iterator[None]:
             os.environ[RUN_DIR_ENV] = previous
 
 
+def replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then move it onto ``path``,
+    so that a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_atomically(path: Path, text: str) -> None:
     """Write text to path so that a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as tmp:
-        tmp.write(text)
-    os.chmod(tmp.name, 0o644)  # NamedTemporaryFile makes it private (0600)
-    os.replace(tmp.name, path)
+    replace_atomically(path, lambda tmp: tmp.write_text(text))
 
 
 def save_config(run_dir: Path, cfg: DictConfig) -> None:
