@@ -34,7 +34,6 @@ class VAEModule(pl.LightningModule):
         self.optim_cfg: OptimConfig = _typed(OptimConfig, optim)
         self.eval_cfg: EvalConfig = _typed(EvalConfig, eval)
         self.vae = VAE(self.model_cfg, data_dim)
-        self.image_shape = tuple(image_shape)
         # Means over every evaluated example, reduced exactly across DDP ranks (sums and counts).
         self.val_elbo, self.val_bound, self.curve_test_elbo = MeanMetric(), MeanMetric(), MeanMetric()
         self.test_ll, self.test_elbo = MeanMetric(), MeanMetric()
