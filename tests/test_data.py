@@ -240,7 +240,7 @@ def test_empty_validation_set_gives_no_loader(tmp_path):
 
 
 class TinyModel(pl.LightningModule):
-    """Records the first value of every training batch and counts validation batches."""
+    """Records the first value of every training minibatch and counts validation batches."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -248,7 +248,8 @@ class TinyModel(pl.LightningModule):
         self.first_values: list[tuple[int, float]] = []
         self.val_batches = 0
 
-    def training_step(self, x: torch.Tensor, batch_idx: int) -> torch.Tensor:
+    def training_step(self, minibatches: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x = torch.cat(minibatches)
         self.first_values.append((self.current_epoch, float(x[0, 0])))
         return self.layer(x).pow(2).mean()
 
@@ -350,6 +351,19 @@ def test_ranks_share_an_epoch(n, world_size):
     assert len(together) - n == per_rank * world_size - n
 
 
+@pytest.mark.parametrize("group, limit", [(1, None), (4, None), (4, 6), (50, None), (3, 20)])
+def test_groups_hold_the_same_minibatches_in_the_same_order(group, limit):
+    plain = InMemoryBatches(numbered(103), batch_size=10, shuffle=True, seed=5)
+    grouped = InMemoryBatches(numbered(103), batch_size=10, shuffle=True, seed=5, group=group, limit=limit)
+    lists = list(grouped)
+    expected = list(plain)[:limit]
+    assert all(isinstance(item, list) and 1 <= len(item) <= group for item in lists)
+    assert len(grouped) == len(lists) == -(-len(expected) // group)
+    assert grouped.minibatches == len(expected)
+    flat = [batch for item in lists for batch in item]
+    assert len(flat) == len(expected) and all(torch.equal(a, b) for a, b in zip(flat, expected))
+
+
 def test_to_moves_the_data():
     batches = InMemoryBatches(numbered(4).double(), batch_size=2, shuffle=False, seed=0)
     assert batches.to("cpu") is batches and batches.data.device.type == "cpu"
@@ -371,7 +385,7 @@ def test_batches_are_cut_on_the_gpu(tmp_path):
     )
     dm.setup("fit")
     assert dm.train_data.is_cuda and dm.test_data.is_cuda
-    assert next(iter(dm.train_dataloader())).is_cuda
+    assert next(iter(dm.train_dataloader()))[0].is_cuda
 
 
 # ---------------------------------------------------------------- real data
@@ -436,20 +450,16 @@ def test_real_mnist_static_binarization_is_fixed(static_mnist):
 
 
 @needs_shared
-def test_real_mnist_dynamic_binarization_draws_each_batch(static_mnist):
+def test_real_mnist_dynamic_binarization_leaves_training_grey_levels(static_mnist):
     dynamic = mnist_module(Binarize.dynamic)
     dynamic.setup("fit")
     # validation and test are drawn once, as under static binarization
     assert torch.equal(dynamic.val_data, static_mnist.val_data) and torch.equal(
         dynamic.test_data, static_mnist.test_data
     )
-    batch = next(iter(dynamic.train_dataloader()))
-    assert not is_binary(batch)  # grey levels until the batch reaches its device
-    dynamic.trainer = SimpleNamespace(training=True)
-    first, second = (dynamic.on_after_batch_transfer(batch, 0) for _ in range(2))
-    assert is_binary(first) and is_binary(second) and not torch.equal(first, second)
-    dynamic.trainer = SimpleNamespace(training=False)
-    assert dynamic.on_after_batch_transfer(batch, 0) is batch
+    # the training step draws each minibatch afresh (tests/test_training_steps.py)
+    batch = next(iter(dynamic.train_dataloader()))[0]
+    assert not is_binary(batch)
 
 
 @needs_shared

@@ -6,6 +6,7 @@ See ``--help``. Every user error is one line on stderr and exit status 2.
 from __future__ import annotations
 
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
+from pytorch_lightning.utilities.warnings import PossibleUserWarning
 
 from vaelab.config.compose import compose, parse_command_line, to_object
 from vaelab.config.help import help_text
@@ -39,6 +41,9 @@ from vaelab.results.run_dir import (
 from vaelab.results.summary import summary_lines, write_summary
 
 RESUME_KEY = "run.resume="
+# Lightning compares its count of training_step calls with log_every_n_steps; VAEModule
+# logs by optimizer steps, several per call, so the comparison does not apply.
+warnings.filterwarnings("ignore", "The number of training batches .* is smaller than the logging interval", PossibleUserWarning)
 
 
 def _plain(node: DictConfig) -> dict:
@@ -58,7 +63,8 @@ def _lightning_trainer(t: TrainerConfig, run_dir: Path, callbacks: list[pl.Callb
     plugins = []
     if SLURMEnvironment.detect():  # requeue on SIGUSR1 by vaelab's handler, not Lightning's
         plugins.append(SLURMEnvironment(auto_requeue=False))
-        callbacks = [*callbacks, SlurmRequeue()]
+        # check for the signal about every 10 optimizer steps, or every call if calls are longer
+        callbacks = [*callbacks, SlurmRequeue(every_n_steps=max(1, 10 // t.steps_per_call))]
     return pl.Trainer(
         plugins=plugins,
         default_root_dir=run_dir,
@@ -68,11 +74,11 @@ def _lightning_trainer(t: TrainerConfig, run_dir: Path, callbacks: list[pl.Callb
         num_nodes=t.num_nodes,
         strategy=t.strategy,
         precision=t.precision,
-        gradient_clip_val=t.gradient_clip_val,
-        limit_train_batches=t.limit_train_batches,
         limit_val_batches=t.limit_val_batches,
         limit_test_batches=t.limit_test_batches,
-        log_every_n_steps=t.log_every_n_steps,
+        # Lightning counts training_step calls, each of steps_per_call optimizer steps;
+        # VAEModule logs the training bound itself every trainer.log_every_n_steps steps.
+        log_every_n_steps=max(1, t.log_every_n_steps // t.steps_per_call),
         enable_progress_bar=t.progress_bar,
         callbacks=callbacks,
         logger=loggers,
@@ -103,13 +109,22 @@ def build_run(cfg_node: DictConfig) -> Run:
             "normalised density, so its nats are not comparable with published ones"
         )
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = build_datamodule(cfg.data, cfg.seed, cfg.eval.batch_size, cfg.eval.track_test)
+    t = cfg.trainer
+    datamodule = build_datamodule(
+        cfg.data, cfg.seed, cfg.eval.batch_size, cfg.eval.track_test,
+        steps_per_call=t.steps_per_call, limit_train_batches=t.limit_train_batches,
+    )
     module = VAEModule(
         model=_plain(cfg_node.model),
         optim=_plain(cfg_node.optim),
         eval=_plain(cfg_node.eval),
         data_dim=datamodule.image_shape[0] * datamodule.image_shape[1],
         image_shape=datamodule.image_shape,
+        dynamic_binarization=cfg.data.binarize is Binarize.dynamic,
+        steps_per_call=t.steps_per_call,
+        compile=t.compile,
+        gradient_clip_val=t.gradient_clip_val,
+        log_every_n_steps=t.log_every_n_steps,
     )
     validates = cfg.data.val_size > 0 and cfg.trainer.limit_val_batches != 0  # else no val/elbo to pick by
     checkpoint = ModelCheckpoint(

@@ -192,12 +192,21 @@ class TrainerConfig:
     limit_test_batches: Optional[int] = _help("test on at most this many batches (null: all)", None)
     log_every_n_steps: int = _help("log training metrics every n steps", 50)
     progress_bar: bool = _help("show a progress bar", True)
+    steps_per_call: int = _help(
+        "optimizer steps per Lightning training_step call: Lightning's per-call work is shared by them; "
+        "the numbers do not depend on it", 50,
+    )
+    compile: Optional[bool] = _help(
+        "torch.compile the bound and its gradient (CUDA: as a CUDA graph); null: when the run is long "
+        "enough to repay the compile time", None,
+    )
 
     def __post_init__(self) -> None:
         _require(self.max_epochs >= 1, "trainer.max_epochs", self.max_epochs, "an integer >= 1")
         _require(self.devices >= 1 or self.devices == -1, "trainer.devices", self.devices, "an integer >= 1, or -1")
         _require(self.num_nodes >= 1, "trainer.num_nodes", self.num_nodes, "an integer >= 1")
         _require(self.log_every_n_steps >= 1, "trainer.log_every_n_steps", self.log_every_n_steps, "an integer >= 1")
+        _require(self.steps_per_call >= 1, "trainer.steps_per_call", self.steps_per_call, "an integer >= 1")
         for key in ("limit_train_batches", "limit_test_batches"):
             value = getattr(self, key)
             _require(value is None or value >= 1, f"trainer.{key}", value, "null or an integer >= 1")

@@ -10,9 +10,9 @@ from torchmetrics import MeanMetric
 
 from vaelab.config.schema import EvalConfig, KLMode, ModelConfig, Objective, OptimConfig
 from vaelab.errors import TrainingDivergedError
+from vaelab.models.compiled import CompiledForBatchSize, should_compile
 from vaelab.models.optim import build_optimizer, build_schedule
 from vaelab.models.vae import VAE
-
 
 
 def _typed(schema: type, values: dict):
@@ -25,11 +25,30 @@ class VAEModule(pl.LightningModule):
 
     Arguments are plain dicts (YAML-able) so that ``VAEModule.load_from_checkpoint`` can
     rebuild the model from a checkpoint alone.
+
+    Training takes one optimizer step per minibatch, several minibatches per Lightning
+    ``training_step`` call (``steps_per_call``), so that Lightning's per-call work is shared
+    by many small steps; the numbers are those of one step per call. ``compile`` (True,
+    False or None for auto) compiles the bound and its gradient; ``gradient_clip_val`` clips
+    the gradient's norm; ``log_every_n_steps`` sets how often the step's bound is logged.
     """
 
-    def __init__(self, model: dict, optim: dict, eval: dict, data_dim: int, image_shape: tuple[int, int]):
+    def __init__(
+        self,
+        model: dict,
+        optim: dict,
+        eval: dict,
+        data_dim: int,
+        image_shape: tuple[int, int],
+        dynamic_binarization: bool = False,
+        steps_per_call: int = 1,
+        compile: bool | None = False,
+        gradient_clip_val: float | None = None,
+        log_every_n_steps: int = 50,
+    ):
         super().__init__()
         self.save_hyperparameters()
+        self.automatic_optimization = False  # training_step takes its own optimizer steps
         self.model_cfg: ModelConfig = _typed(ModelConfig, model)
         self.optim_cfg: OptimConfig = _typed(OptimConfig, optim)
         self.eval_cfg: EvalConfig = _typed(EvalConfig, eval)
@@ -37,6 +56,7 @@ class VAEModule(pl.LightningModule):
         # Means over every evaluated example, reduced exactly across DDP ranks (sums and counts).
         self.val_elbo, self.val_bound, self.curve_test_elbo = MeanMetric(), MeanMetric(), MeanMetric()
         self.test_ll, self.test_elbo = MeanMetric(), MeanMetric()
+        self._step_loss = self._loss_and_bound_sum
 
     def configure_optimizers(self):
         optimizer = build_optimizer(self.optim_cfg, self.parameters())
@@ -46,33 +66,66 @@ class VAEModule(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
 
     def on_train_start(self) -> None:
+        loader = self.trainer.train_dataloader
+        steps_ahead = (self.trainer.max_epochs - self.current_epoch) * loader.minibatches
+        if should_compile(self.hparams.compile, self.device, steps_ahead):
+            self._step_loss = CompiledForBatchSize(self._loss_and_bound_sum, loader.batch_size, self.device)
         # A run resumed mid-epoch (a SLURM requeue's hpc checkpoint) skips on_train_epoch_start.
         self.on_train_epoch_start()
 
     def on_train_epoch_start(self) -> None:
         self._bound_sum = torch.zeros((), device=self.device)
         self._examples = 0
+        self._check_due = False
 
-    def training_step(self, x: Tensor, batch_idx: int) -> Tensor:
-        """Minus the batch's mean bound. Logging costs no per-step work: the epoch's sum is
-        kept on the device and Lightning sees a value only on the steps it writes logs."""
+    def _loss_and_bound_sum(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Minus the minibatch's mean bound (the loss), and the sum of its bounds."""
         bound = self.vae.training_bound(x)
-        mean = bound.mean()
-        self._bound_sum += bound.detach().sum()
-        self._examples += len(x)
-        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
-            self.log(f"train/{self._bound_name()}", mean, prog_bar=True, batch_size=len(x))
-        return -mean
+        return -bound.mean(), bound.detach().sum()
 
-    def on_train_batch_end(self, outputs: object, batch: Tensor, batch_idx: int) -> None:
+    def training_step(self, minibatches: list[Tensor], batch_idx: int) -> None:
+        """One optimizer step per minibatch: x ~ Bernoulli(grey levels) under dynamic
+        binarization, the bound, its gradient, clipping, the update. Logging costs no
+        per-step work: the epoch's sum stays on the device until the epoch ends."""
+        optimizer = self.optimizers()
+        logged = None
+        for x in minibatches:
+            if self.hparams.dynamic_binarization:
+                x = torch.bernoulli(x)
+            loss, bound_sum = self._step_loss(x)
+            optimizer.zero_grad(set_to_none=True)
+            self.manual_backward(loss)
+            if self.hparams.gradient_clip_val is not None:
+                self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip_val)
+            optimizer.step()
+            self._bound_sum += bound_sum
+            self._examples += len(x)
+            if self.global_step % self.hparams.log_every_n_steps == 0:
+                logged = bound_sum / len(x)
+                self._log_step({f"train/{self._bound_name()}": logged.item(), "epoch": self.current_epoch})
+        # Lightning counts one batch per call; its logs and checkpoints count optimizer steps.
+        self.trainer.fit_loop.epoch_loop._batches_that_stepped += len(minibatches) - 1
+        if logged is not None:
+            self.log(f"train/{self._bound_name()}", logged, prog_bar=True, logger=False)
+        self._check_due = self._check_due or logged is not None
+
+    def _log_step(self, metrics: dict) -> None:
+        """Write one row of step metrics, at the step just taken (numbered from 0)."""
+        for logger in self.loggers:
+            logger.log_metrics(metrics, step=self.global_step - 1)
+            logger.save()
+
+    def on_train_batch_end(self, outputs: object, batch: list[Tensor], batch_idx: int) -> None:
         """Stop with a clear error once the loss is NaN/inf, checked without a per-step sync.
 
-        The check runs every ``log_every_n_steps`` and on the epoch's last batch, so it
-        always runs before validation and hence before any checkpoint is written.
+        The check runs after the calls that logged a step (every ``log_every_n_steps``) and
+        after the epoch's last call, so always before validation and hence before any
+        checkpoint is written.
         """
         last = batch_idx + 1 >= self.trainer.num_training_batches
-        if not (last or (batch_idx + 1) % self.trainer.log_every_n_steps == 0):
+        if not (last or self._check_due):
             return
+        self._check_due = False
         # Every DDP rank takes the same decision, so all stop together instead of waiting.
         diverged = self.trainer.strategy.reduce_boolean_decision(not torch.isfinite(self._bound_sum), all=False)
         if diverged:
@@ -85,6 +138,9 @@ class VAEModule(pl.LightningModule):
     def on_train_epoch_end(self) -> None:
         mean = self._bound_sum / max(self._examples, 1)
         self.log(f"train/{self._bound_name()}_epoch", mean, prog_bar=True, sync_dist=True)
+        schedule = self.lr_schedulers()
+        if schedule is not None:
+            schedule.step()
 
     def validation_step(self, x: Tensor, batch_idx: int, dataloader_idx: int = 0) -> None:
         """The ELBO (analytic KL, one sample) of the validation split selects the best
