@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from enum import Enum
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -66,16 +67,9 @@ def _lightning_trainer(t: TrainerConfig, run_dir: Path, callbacks: list[pl.Callb
         # check for the signal about every 10 optimizer steps, or every call if calls are longer
         callbacks = [*callbacks, SlurmRequeue(every_n_steps=max(1, 10 // t.steps_per_call))]
     return pl.Trainer(
+        **lightning_arguments(t),
         plugins=plugins,
         default_root_dir=run_dir,
-        max_epochs=t.max_epochs,
-        accelerator=t.accelerator.value,
-        devices=t.devices,
-        num_nodes=t.num_nodes,
-        strategy=t.strategy,
-        precision=t.precision,
-        limit_val_batches=t.limit_val_batches,
-        limit_test_batches=t.limit_test_batches,
         # Lightning counts training_step calls, each of steps_per_call optimizer steps;
         # VAEModule logs the training bound itself every trainer.log_every_n_steps steps.
         log_every_n_steps=max(1, t.log_every_n_steps // t.steps_per_call),
@@ -83,6 +77,12 @@ def _lightning_trainer(t: TrainerConfig, run_dir: Path, callbacks: list[pl.Callb
         callbacks=callbacks,
         logger=loggers,
     )
+
+
+def lightning_arguments(t: TrainerConfig) -> dict:
+    """The ``trainer.*`` keys that are ``pl.Trainer`` arguments of the same name."""
+    values = {f.name: getattr(t, f.name) for f in fields(t) if f.metadata["lightning"]}
+    return {name: value.value if isinstance(value, Enum) else value for name, value in values.items()}
 
 
 @dataclass
