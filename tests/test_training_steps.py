@@ -11,9 +11,11 @@ import csv
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
-from vaelab.fit import main
+from vaelab.config.compose import compose, parse_command_line
+from vaelab.fit import build_run, fit_run, main
 from vaelab.models.compiled import AUTO_MIN_STEPS, has_cpp_compiler, should_compile
 from vaelab.errors import ConfigError
 
@@ -75,6 +77,33 @@ def test_many_steps_per_call_train_exactly_as_one(tmp_path, setup):
 
 
 @needs_data
+def test_steps_through_lightnings_hooks_equal_direct_steps(tmp_path):
+    """On one device the update skips Lightning's optimizer and backward wrappers (DDP and
+    fp16 need them); both ways give the same run."""
+    class ThroughLightning(pl.Callback):
+        def on_train_start(self, trainer, module):
+            self.default = None
+
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            if self.default is None:
+                self.default = module._direct
+            module._direct = False
+
+    words = [*BASE, "trainer.compile=false", *SETUPS["mnist-elbo-clip"], "trainer.steps_per_call=4"]
+    assert main([*words, f"run.dir={tmp_path / 'direct'}"]) == 0
+    run = build_run(compose(parse_command_line([*words, f"run.dir={tmp_path / 'lightning'}"])))
+    callback = ThroughLightning()
+    run.trainer.callbacks.append(callback)
+    fit_run(run)
+    assert callback.default is True  # one device: the direct way unless told otherwise
+    direct, lightning = final_state(tmp_path / "direct"), final_state(tmp_path / "lightning")
+    assert direct["global_step"] == lightning["global_step"] == 22
+    for name, value in direct["state_dict"].items():
+        assert torch.equal(value, lightning["state_dict"][name]), name
+    assert metrics_rows(tmp_path / "direct") == metrics_rows(tmp_path / "lightning")
+
+
+@needs_data
 def test_steps_are_counted_in_optimizer_steps(tmp_path):
     fit(tmp_path / "run", "trainer.limit_train_batches=11", "trainer.steps_per_call=4", "trainer.log_every_n_steps=5")
     rows = metrics_rows(tmp_path / "run")
@@ -88,11 +117,6 @@ def test_steps_are_counted_in_optimizer_steps(tmp_path):
 
 @needs_data
 def test_dynamic_binarization_draws_each_training_minibatch(tmp_path):
-    import pytorch_lightning as pl
-
-    from vaelab.config.compose import compose, parse_command_line
-    from vaelab.fit import build_run
-
     seen: list[torch.Tensor] = []
 
     class Recorder(pl.Callback):

@@ -147,7 +147,11 @@ def build_run(cfg_node: DictConfig) -> Run:
 
 def fit(cfg_node: DictConfig, resume_checkpoint: Path | None = None) -> dict:
     """Train, test on the best checkpoint, write pictures and ``summary.json``; return the summary."""
-    run = build_run(cfg_node)
+    return fit_run(build_run(cfg_node), resume_checkpoint)
+
+
+def fit_run(run: Run, resume_checkpoint: Path | None = None) -> dict:
+    """:func:`fit` for a run already built (tests and benchmarks add callbacks to it)."""
     cfg, trainer, checkpoint = run.cfg, run.trainer, run.checkpoint
     with exported_run_dir(run.run_dir):
         trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=resume_checkpoint)

@@ -6,6 +6,8 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf
 from torch import Tensor
+from pytorch_lightning.core.optimizer import LightningOptimizer
+from pytorch_lightning.strategies import SingleDeviceStrategy
 from torchmetrics import MeanMetric
 
 from vaelab.config.schema import EvalConfig, KLMode, ModelConfig, Objective, OptimConfig
@@ -70,6 +72,8 @@ class VAEModule(pl.LightningModule):
         steps_ahead = (self.trainer.max_epochs - self.current_epoch) * loader.minibatches
         if should_compile(self.hparams.compile, self.device, steps_ahead):
             self._step_loss = CompiledForBatchSize(self._loss_and_bound_sum, loader.batch_size, self.device)
+        plugin = self.trainer.precision_plugin
+        self._direct = isinstance(self.trainer.strategy, SingleDeviceStrategy) and getattr(plugin, "scaler", None) is None
         # A run resumed mid-epoch (a SLURM requeue's hpc checkpoint) skips on_train_epoch_start.
         self.on_train_epoch_start()
 
@@ -88,31 +92,55 @@ class VAEModule(pl.LightningModule):
         binarization, the bound, its gradient, clipping, the update. Logging costs no
         per-step work: the epoch's sum stays on the device until the epoch ends."""
         optimizer = self.optimizers()
-        logged = None
+        update = self._update_directly if self._direct else self._update_through_lightning
+        binarize, every = self.hparams.dynamic_binarization, self.hparams.log_every_n_steps
+        step, logged = self.global_step, None
         for x in minibatches:
-            if self.hparams.dynamic_binarization:
+            if binarize:
                 x = torch.bernoulli(x)
             loss, bound_sum = self._step_loss(x)
-            optimizer.zero_grad(set_to_none=True)
-            self.manual_backward(loss)
-            if self.hparams.gradient_clip_val is not None:
-                self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip_val)
-            optimizer.step()
+            update(optimizer, loss)
+            step += 1
             self._bound_sum += bound_sum
             self._examples += len(x)
-            if self.global_step % self.hparams.log_every_n_steps == 0:
+            if step % every == 0:
                 logged = bound_sum / len(x)
-                self._log_step({f"train/{self._bound_name()}": logged.item(), "epoch": self.current_epoch})
+                self._log_step(step - 1, {f"train/{self._bound_name()}": logged.item(), "epoch": self.current_epoch})
+        epoch_loop = self.trainer.fit_loop.epoch_loop
+        if self._direct:  # count the steps Lightning's optimizer wrapper did not see
+            progress = epoch_loop.manual_optimization.optim_step_progress
+            for _ in minibatches:
+                progress.increment_ready()
+                progress.increment_completed()
         # Lightning counts one batch per call; its logs and checkpoints count optimizer steps.
-        self.trainer.fit_loop.epoch_loop._batches_that_stepped += len(minibatches) - 1
+        epoch_loop._batches_that_stepped += len(minibatches) - 1
         if logged is not None:
             self.log(f"train/{self._bound_name()}", logged, prog_bar=True, logger=False)
         self._check_due = self._check_due or logged is not None
 
-    def _log_step(self, metrics: dict) -> None:
-        """Write one row of step metrics, at the step just taken (numbered from 0)."""
+    def _update_through_lightning(self, optimizer: LightningOptimizer, loss: Tensor) -> None:
+        """zero_grad, backward, clip, step through Lightning's hooks, which DDP (gradient
+        synchronisation) and fp16 (loss scaling) need."""
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        if self.hparams.gradient_clip_val is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip_val)
+        optimizer.step()
+
+    def _update_directly(self, optimizer: LightningOptimizer, loss: Tensor) -> None:
+        """The same update on the torch optimizer itself, for one device without loss
+        scaling: Lightning's hooks would cost more than a small step's arithmetic."""
+        optimizer = optimizer.optimizer
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.hparams.gradient_clip_val is not None:
+            torch.nn.utils.clip_grad_norm_(self.parameters(), self.hparams.gradient_clip_val)
+        optimizer.step()
+
+    def _log_step(self, step: int, metrics: dict) -> None:
+        """Write one row of step metrics at optimizer step ``step`` (numbered from 0)."""
         for logger in self.loggers:
-            logger.log_metrics(metrics, step=self.global_step - 1)
+            logger.log_metrics(metrics, step=step)
             logger.save()
 
     def on_train_batch_end(self, outputs: object, batch: list[Tensor], batch_idx: int) -> None:
