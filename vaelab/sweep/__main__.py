@@ -1,0 +1,5 @@
+import sys
+
+from vaelab.sweep.cli import main
+
+sys.exit(main())
