@@ -31,6 +31,15 @@ class Ended:
     stop_reason: str | None = None  # the check's answer, when it asked for the run to stop
     interrupted: bool = False  # Ctrl-C: the run was stopped; the caller should stop too
 
+    @property
+    def status(self) -> str:
+        """``finished`` (exit code 0), ``failed``, ``stopped`` (by the check) or ``interrupted``."""
+        if self.interrupted:
+            return "interrupted"
+        if self.stop_reason:
+            return "stopped"
+        return "finished" if self.exit_code == 0 else "failed"
+
 
 def stop(process: subprocess.Popen) -> int:
     """SIGTERM, then SIGKILL if the process has not exited after KILL_AFTER_SECONDS; its exit code."""

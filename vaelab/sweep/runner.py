@@ -15,16 +15,13 @@ from vaelab.sweep.runs import (
     OUTPUT_LOG,
     RESULTS_CSV,
     RESULTS_JSON,
-    SUMMARY_COLUMNS,
     RunRecord,
     SweepFolder,
     best_run,
     finite,
     last_error,
     maximizes,
-    read_history,
     read_run,
-    read_summary,
 )
 
 # Like wandb agent: give up once this many runs failed and no more runs finished than failed.
@@ -83,20 +80,9 @@ class Runner:
         self.log(f"{self.describe(record, with_metric=False)}  (output: {run_dir / OUTPUT_LOG})")
         should_stop = self._early_termination(record) if "early_terminate" in self.sweep else None
         ended = supervise(command, run_dir / OUTPUT_LOG, should_stop)
-        record.exit_code, record.seconds = ended.exit_code, ended.seconds
-        if ended.interrupted:
-            record.status = "interrupted"
-        elif ended.stop_reason:
-            record.status, record.note = "stopped", ended.stop_reason
-        else:
-            record.status = "finished" if ended.exit_code == 0 else "failed"
-        history, summary = read_run(run_dir)
-        record.summary = {k: summary[k] for k in SUMMARY_COLUMNS if k in summary}
-        if self.metric:
-            value = summary.get(self.metric["name"])
-            record.metric = value if finite(value) else None
-        if record.status == "failed":
-            record.note = last_error(run_dir)
+        record.status, record.exit_code, record.seconds = ended.status, ended.exit_code, ended.seconds
+        record.note = ended.stop_reason or (last_error(run_dir) if record.status == "failed" else None)
+        history, summary = record.read_back(self.metric)
         if ended.interrupted:
             self.folder.save()
             raise KeyboardInterrupt
@@ -118,8 +104,7 @@ class Runner:
             if stamp == seen:
                 return None
             seen = stamp
-            history = read_history(run_dir)
-            return self.engine.stop_reason(record, history, read_summary(run_dir, history))
+            return self.engine.stop_reason(record, *read_run(run_dir))
 
         return should_stop
 

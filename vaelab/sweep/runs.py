@@ -49,6 +49,16 @@ class RunRecord:
     note: str | None = None  # why a run failed or was stopped
     predicted_metric: float | None = None  # bayes: the engine's prediction when it proposed the run
 
+    def read_back(self, metric: dict | None) -> tuple[list[dict[str, float]], dict[str, Any]]:
+        """Take the sweep's metric and the summary columns from what the run left; its history
+        and summary."""
+        history, summary = read_run(Path(self.run_dir))
+        self.summary = {k: summary[k] for k in SUMMARY_COLUMNS if k in summary}
+        if metric:
+            value = summary.get(metric["name"])
+            self.metric = value if finite(value) else None
+        return history, summary
+
 
 # --- Reading a run --------------------------------------------------------------------------
 
