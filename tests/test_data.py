@@ -15,17 +15,13 @@ import scipy.io
 import torch
 from lightning_fabric.utilities.data import _set_sampler_epoch
 
+from tests.helpers import SHARED_DATA, needs_frey, needs_mnist
 from vaelab.config.schema import Binarize, DataConfig, DatasetKind
 from vaelab.data import InMemoryBatches, VAEDataModule, build_datamodule, frey, mnist
 from vaelab.data.frey import load_frey
 from vaelab.data.mnist import IMAGE_MAGIC, LABEL_MAGIC, load_mnist, verify_mnist_md5
 from vaelab.errors import DataError
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-needs_shared = pytest.mark.skipif(
-    not (SHARED / "MNIST" / "raw").is_dir() or not (SHARED / "FreyFaces").is_dir(),
-    reason=f"real datasets not found in {SHARED} (expected MNIST/raw/*.gz and FreyFaces/frey_rawface.mat)",
-)
 
 
 def one_line_error(call, *args, **kwargs) -> str:
@@ -393,25 +389,25 @@ def test_batches_are_cut_on_the_gpu(tmp_path):
 
 @pytest.fixture(scope="module")
 def real_mnist():
-    return load_mnist(SHARED)
+    return load_mnist(SHARED_DATA)
 
 
-@needs_shared
+@needs_mnist
 def test_real_mnist_files(real_mnist):
     assert real_mnist.train_images.shape == (60000, 28, 28) and real_mnist.test_images.shape == (10000, 28, 28)
     assert real_mnist.train_labels.shape == (60000,) and real_mnist.test_labels.shape == (10000,)
     for images in (real_mnist.train_images, real_mnist.test_images):
         assert images.dtype == torch.uint8 and int(images.min()) == 0 and int(images.max()) == 255
     assert set(real_mnist.train_labels.unique().tolist()) == set(range(10))
-    verify_mnist_md5(SHARED)  # md5 of the decompressed bytes against the published table
+    verify_mnist_md5(SHARED_DATA)  # md5 of the decompressed bytes against the published table
 
 
 def mnist_module(binarize: Binarize, split_seed: int = 0) -> VAEDataModule:
-    cfg = DataConfig(root=str(SHARED), download=False, binarize=binarize, val_size=10000, split_seed=split_seed)
+    cfg = DataConfig(root=str(SHARED_DATA), download=False, binarize=binarize, val_size=10000, split_seed=split_seed)
     return build_datamodule(cfg, seed=0)
 
 
-@needs_shared
+@needs_mnist
 def test_real_mnist_splits():
     dm = mnist_module(Binarize.none)
     dm.prepare_data()
@@ -435,7 +431,7 @@ def static_mnist() -> VAEDataModule:
     return dm
 
 
-@needs_shared
+@needs_mnist
 def test_real_mnist_static_binarization_is_fixed(static_mnist):
     again = mnist_module(Binarize.static)
     again.setup("fit")
@@ -449,7 +445,7 @@ def test_real_mnist_static_binarization_is_fixed(static_mnist):
     assert 0.1 < float(static_mnist.train_data.mean()) < 0.15  # MNIST's mean intensity is about 0.13
 
 
-@needs_shared
+@needs_mnist
 def test_real_mnist_dynamic_binarization_leaves_training_grey_levels(static_mnist):
     dynamic = mnist_module(Binarize.dynamic)
     dynamic.setup("fit")
@@ -462,9 +458,9 @@ def test_real_mnist_dynamic_binarization_leaves_training_grey_levels(static_mnis
     assert not is_binary(batch)
 
 
-@needs_shared
+@needs_frey
 def test_real_frey_faces():
-    faces = load_frey(SHARED)
+    faces = load_frey(SHARED_DATA)
     assert faces.shape == (1965, 28, 20) and faces.dtype == torch.uint8
     assert int(faces.min()) == 8 and int(faces.max()) == 238
     assert float(faces.double().mean()) == pytest.approx(154.46, abs=0.01)

@@ -28,30 +28,17 @@ with warnings.catch_warnings():
 
 import yaml  # noqa: E402
 
+from tests.helpers import PROJECT, TINY_FIT, needs_frey  # noqa: E402
 from vaelab.config import load_config  # noqa: E402
 from vaelab.sweep import process  # noqa: E402
 from vaelab.sweep.cli import main  # noqa: E402
 from vaelab.sweep.command import build_command, param_values, vaelab_words  # noqa: E402
 from vaelab.sweep.engine import load_sweep  # noqa: E402
 
-PROJECT = Path(__file__).resolve().parents[1]
 SWEEP_FILES = sorted((PROJECT / "sweeps").glob("*.yaml"))
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-FREY_FILE = SHARED / "FreyFaces" / "frey_rawface.mat"
-needs_frey = pytest.mark.skipif(not FREY_FILE.is_file(), reason=f"real Frey faces not found: expected {FREY_FILE}")
-# A fit of a few seconds: experiment=smoke with fewer batches still, on Frey faces (which
-# load faster than MNIST).
-TINY = [
-    "experiment=smoke",
-    "data=frey",
-    "model=gaussian_learned",
-    f"data.root={SHARED}",
-    "eval.ll_samples=10",
-    "trainer.progress_bar=false",
-    "trainer.limit_train_batches=3",
-    "trainer.limit_val_batches=2",
-    "trainer.limit_test_batches=1",
-]
+# The tiny fit of tests/helpers.py on Frey faces (which load faster than MNIST), fewer batches still.
+TINY_FREY = [*TINY_FIT, "data=frey", "model=gaussian_learned", "trainer.limit_val_batches=2",
+             "trainer.limit_test_batches=1"]
 VAELAB = ["${env}", "${interpreter}", "-m", "vaelab.fit"]
 ERROR_PREFIX = "vaelab.sweep: error:"
 
@@ -92,7 +79,7 @@ def proposals(config: dict, limit: int = 8) -> list:
 # --- The shipped sweep files ----------------------------------------------------------------
 
 
-def test_the_sweeps_of_the_issue_are_there():
+def test_sweep_files_hold_the_latent_grids_the_iwae_k_grid_and_an_lr_search():
     grids = {}
     for path in SWEEP_FILES:
         config = load_sweep(path)
@@ -180,13 +167,14 @@ def test_command_macros_expand_word_for_word_as_in_wandb_agent(tmp_path, monkeyp
 # --- The offline runner on real fits --------------------------------------------------------
 
 
+@pytest.mark.slow
 @needs_frey
 def test_offline_grid_sweep_runs_and_names_the_best_run(tmp_path, capsys):
     sweep = write_sweep(tmp_path / "grid.yaml", {
         "method": "grid",
         "metric": {"name": "val/elbo", "goal": "maximize"},
         "parameters": {"model.latent_dim": {"values": [2, 3, 4]}, "model.hidden": {"value": "[50]"}},
-        "command": [*VAELAB, *TINY, "${args_no_hyphens}"],
+        "command": [*VAELAB, *TINY_FREY, "${args_no_hyphens}"],
     })
     out = tmp_path / "out"
     status = main([str(sweep), "--out", str(out)])  # a grid runs until exhausted
@@ -209,6 +197,7 @@ def test_offline_grid_sweep_runs_and_names_the_best_run(tmp_path, capsys):
         assert float(row["val/elbo"]) == pytest.approx(val[-1])  # W&B's summary: the last value
 
 
+@pytest.mark.slow
 @needs_frey
 def test_bayes_sweep_proposes_from_earlier_results(tmp_path, capsys):
     sweep = write_sweep(tmp_path / "bayes.yaml", {
@@ -221,7 +210,7 @@ def test_bayes_sweep_proposes_from_earlier_results(tmp_path, capsys):
         "command": [*VAELAB, "${args_no_hyphens}"],
     })
     out = tmp_path / "out"
-    status = main([str(sweep), "--count", "3", "--out", str(out), *TINY])
+    status = main([str(sweep), "--count", "3", "--out", str(out), *TINY_FREY])
     rows, document = read_table(out)
     runs = document["runs"]
     assert_statuses(rows, ["finished"] * 3)
@@ -370,6 +359,7 @@ def test_bad_command_line_is_one_line_and_exit_2(words, message, tmp_path, capsy
     assert len(err.splitlines()) == 1 and err.startswith(ERROR_PREFIX) and message in err
 
 
+@pytest.mark.slow
 def test_command_line_exit_status_of_an_invalid_file(tmp_path):
     sweep = write_sweep(tmp_path / "bad.yaml", INVALID["unknown vaelab key"][0])
     done = subprocess.run([sys.executable, "-m", "vaelab.sweep", str(sweep), "--dry-run"],

@@ -1,23 +1,20 @@
 """logger=wandb: a real offline W&B run with the metrics, the resolved config and the pictures."""
 
-from pathlib import Path
-
 import pytest
 
+from tests.helpers import SHARED_DATA, TINY_FIT, needs_mnist
 from vaelab.config.schema import LoggerConfig, WandbMode
 from vaelab.fit import main
 from vaelab.results.loggers import wandb_mode, wandb_run_id
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
-
-@pytest.mark.skipif(not (SHARED / "MNIST" / "raw").is_dir(), reason=f"real MNIST not found in {SHARED}")
+@pytest.mark.slow
+@needs_mnist
 def test_offline_wandb_run_records_metrics_config_and_pictures(tmp_path, monkeypatch):
     for name in ("WANDB_MODE", "WANDB_SWEEP_ID", "WANDB_RUN_ID"):
         monkeypatch.delenv(name, raising=False)
     run_dir = tmp_path / "run"
-    words = ["logger=wandb", "experiment=smoke", "trainer.limit_train_batches=3", "eval.ll_samples=10",
-             "trainer.progress_bar=false", "model.latent_dim=7", f"data.root={SHARED}", f"run.dir={run_dir}"]
+    words = ["logger=wandb", *TINY_FIT, "model.latent_dim=7", f"run.dir={run_dir}"]
     assert main(words) == 0
     runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 1, "one offline W&B run in the run directory"
@@ -26,7 +23,7 @@ def test_offline_wandb_run_records_metrics_config_and_pictures(tmp_path, monkeyp
     assert len(pictures) == 2  # samples and reconstructions
     # The run's transaction log holds the logged keys and the resolved config.
     records = next(runs[0].glob("run-*.wandb")).read_bytes()
-    for key in (b"val/elbo", b"test/ll", b"test/elbo", b"latent_dim", str(SHARED).encode()):
+    for key in (b"val/elbo", b"test/ll", b"test/elbo", b"latent_dim", str(SHARED_DATA).encode()):
         assert key in records, key
 
 
