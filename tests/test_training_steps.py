@@ -14,19 +14,14 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from tests.helpers import SHARED_DATA, needs_frey, needs_mnist
 from vaelab.config.compose import compose, parse_command_line
 from vaelab.fit import build_run, fit_run, main
 from vaelab.models.compiled import AUTO_MIN_STEPS, has_cpp_compiler, should_compile
 from vaelab.errors import ConfigError
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-needs_data = pytest.mark.skipif(
-    not (SHARED / "MNIST" / "raw").is_dir() or not (SHARED / "FreyFaces").is_dir(),
-    reason=f"real MNIST and Frey faces not found in {SHARED}",
-)
-
 BASE = [
-    "experiment=smoke", "trainer.progress_bar=false", "eval.ll_samples=10", f"data.root={SHARED}",
+    "experiment=smoke", "trainer.progress_bar=false", "eval.ll_samples=10", f"data.root={SHARED_DATA}",
     "trainer.max_epochs=2", "trainer.limit_val_batches=2", "trainer.limit_test_batches=1",
 ]
 # Every feature of the step: dynamic binarization, clipping, a schedule, the IWAE bound,
@@ -59,7 +54,9 @@ def final_state(run_dir: Path) -> dict:
     return checkpoint
 
 
-@needs_data
+@pytest.mark.slow
+@needs_mnist
+@needs_frey
 @pytest.mark.parametrize("setup", sorted(SETUPS))
 def test_many_steps_per_call_train_exactly_as_one(tmp_path, setup):
     fit(tmp_path / "one", *SETUPS[setup], "trainer.steps_per_call=1")
@@ -76,7 +73,9 @@ def test_many_steps_per_call_train_exactly_as_one(tmp_path, setup):
     assert sum(1 for row in rows_one if any(k.startswith("train/") and not k.endswith("_epoch") and v for k, v in row.items())) >= 2
 
 
-@needs_data
+@pytest.mark.slow
+@needs_mnist
+@needs_frey
 def test_steps_through_lightnings_hooks_equal_direct_steps(tmp_path):
     """On one device the update skips Lightning's optimizer and backward wrappers (DDP and
     fp16 need them); both ways give the same run."""
@@ -103,7 +102,9 @@ def test_steps_through_lightnings_hooks_equal_direct_steps(tmp_path):
     assert metrics_rows(tmp_path / "direct") == metrics_rows(tmp_path / "lightning")
 
 
-@needs_data
+@pytest.mark.slow
+@needs_mnist
+@needs_frey
 def test_steps_are_counted_in_optimizer_steps(tmp_path):
     fit(tmp_path / "run", "trainer.limit_train_batches=11", "trainer.steps_per_call=4", "trainer.log_every_n_steps=5")
     rows = metrics_rows(tmp_path / "run")
@@ -115,7 +116,9 @@ def test_steps_are_counted_in_optimizer_steps(tmp_path):
     assert torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 22
 
 
-@needs_data
+@pytest.mark.slow
+@needs_mnist
+@needs_frey
 def test_dynamic_binarization_draws_each_training_minibatch(tmp_path):
     seen: list[torch.Tensor] = []
 
@@ -149,7 +152,9 @@ def test_auto_compiles_long_runs_only():
         should_compile(True, torch.device("mps"), 10)
 
 
-@needs_data
+@pytest.mark.slow
+@needs_mnist
+@needs_frey
 @pytest.mark.skipif(not has_cpp_compiler(), reason="torch.compile on the CPU needs a C++ compiler")
 def test_compiled_steps_draw_the_same_noise_as_eager_ones(tmp_path):
     """Compiling changes rounding only: a compiled run stays within float32 tolerance of
