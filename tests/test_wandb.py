@@ -1,5 +1,7 @@
 """logger=wandb: a real offline W&B run with the metrics, the resolved config and the pictures."""
 
+import time
+
 import pytest
 
 from tests.helpers import SHARED_DATA, TINY_FIT, needs_mnist
@@ -21,9 +23,15 @@ def test_offline_wandb_run_records_metrics_config_and_pictures(tmp_path, monkeyp
     assert runs[0].name.endswith(wandb_run_id(run_dir))
     pictures = list((runs[0] / "files" / "media" / "images").glob("*.png"))
     assert len(pictures) == 2  # samples and reconstructions
-    # The run's transaction log holds the logged keys and the resolved config.
-    records = next(runs[0].glob("run-*.wandb")).read_bytes()
-    for key in (b"val/elbo", b"test/ll", b"test/elbo", b"latent_dim", str(SHARED_DATA).encode()):
+    # The run's transaction log holds the logged keys and the resolved config. W&B's service
+    # process writes it after run.finish() returns (seen under load), so wait a bounded time.
+    keys = (b"val/elbo", b"test/ll", b"test/elbo", b"latent_dim", str(SHARED_DATA).encode())
+    log = next(runs[0].glob("run-*.wandb"))
+    deadline = time.monotonic() + 60
+    while not all(key in log.read_bytes() for key in keys) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    records = log.read_bytes()
+    for key in keys:
         assert key in records, key
 
 
