@@ -67,6 +67,8 @@ def test_data_root_follows_environment_variable(monkeypatch, tmp_path):
         (["trainer.max_epochs=2.5"], "bad value for trainer.max_epochs"),
         (["data=frey", "data.binarize=dynamic"], "data.binarize=dynamic is invalid"),
         (["data.test_size=5"], "data.test_size=5 is invalid"),
+        (["trainer.checkpoint_every_n_steps=0"], "trainer.checkpoint_every_n_steps=0 is invalid: expected null or an integer >= 1"),
+        (["trainer.checkpoint_every_minutes=0"], "trainer.checkpoint_every_minutes=0.0 is invalid: expected null or a number > 0"),
         (["latent_dim"], "cannot read 'latent_dim'"),
     ],
 )

@@ -30,9 +30,11 @@ from vaelab.errors import ConfigError, run_command
 from vaelab.models.module import VAEModule
 from vaelab.results.clock import TrainingClock
 from vaelab.results.pictures import image_grids, save_grids
+from vaelab.results.resume import ExactResume, IntervalCheckpoint
 from vaelab.results.loggers import build_loggers
 from vaelab.results.run_dir import (
     CHECKPOINT_DIR,
+    LAST_CHECKPOINT,
     ConfigWriter,
     choose_run_dir,
     exported_run_dir,
@@ -138,8 +140,11 @@ def build_run(cfg_node: DictConfig) -> Run:
         # (resumed after a move, or requeued), so run.resume always finds the newest.
         enable_version_counter=False,
     )
+    within_epoch = IntervalCheckpoint(
+        run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT, t.checkpoint_every_n_steps, t.checkpoint_every_minutes
+    )
     clock = TrainingClock()
-    callbacks = [ConfigWriter(run_dir, cfg_node), checkpoint, clock]
+    callbacks = [ConfigWriter(run_dir, cfg_node), checkpoint, within_epoch, ExactResume(), clock]
     loggers = build_loggers(cfg.logger, run_dir, f"{run_dir.parent.name}/{run_dir.name}", _plain(cfg_node))
     trainer = _trainer(cfg, run_dir, callbacks, loggers)
     return Run(cfg, run_dir, datamodule, module, trainer, checkpoint, clock)

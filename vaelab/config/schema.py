@@ -208,6 +208,16 @@ class TrainerConfig:
         "torch.compile the bound and its gradient (CUDA: as a CUDA graph); null: when the run is long "
         "enough to repay the compile time", None,
     )
+    deterministic: bool = _help(
+        "torch.use_deterministic_algorithms: needed for bitwise-equal runs and resumes on CUDA", False, lightning=True,
+    )
+    checkpoint_every_n_steps: Optional[int] = _help(
+        "also write last.ckpt within an epoch every n optimizer steps (rounded up to whole calls; null: off)", None
+    )
+    checkpoint_every_minutes: Optional[float] = _help(
+        "also write last.ckpt within an epoch every this many minutes of training (null: off); "
+        "a kill loses at most this much work", 10.0,
+    )
 
     def __post_init__(self) -> None:
         _require(self.max_epochs >= 1, "trainer.max_epochs", self.max_epochs, "an integer >= 1")
@@ -215,6 +225,9 @@ class TrainerConfig:
         _require(self.num_nodes >= 1, "trainer.num_nodes", self.num_nodes, "an integer >= 1")
         _require(self.log_every_n_steps >= 1, "trainer.log_every_n_steps", self.log_every_n_steps, "an integer >= 1")
         _require(self.steps_per_call >= 1, "trainer.steps_per_call", self.steps_per_call, "an integer >= 1")
+        every_n, minutes = self.checkpoint_every_n_steps, self.checkpoint_every_minutes
+        _require(every_n is None or every_n >= 1, "trainer.checkpoint_every_n_steps", every_n, "null or an integer >= 1")
+        _require(minutes is None or minutes > 0, "trainer.checkpoint_every_minutes", minutes, "null or a number > 0")
         for key in ("limit_train_batches", "limit_test_batches"):
             value = getattr(self, key)
             _require(value is None or value >= 1, f"trainer.{key}", value, "null or an integer >= 1")

@@ -48,6 +48,10 @@ class InMemoryBatches:
     ``limit`` cuts each epoch after that many minibatches. With ``group`` the iterable yields
     lists of up to ``group`` consecutive minibatches (the training step takes one optimizer
     step for each), and its length counts those lists.
+
+    The loader is resumable mid-epoch (Lightning's ``_Stateful`` protocol): ``state_dict``
+    says which epoch it is in and how many minibatches of it were handed out, and after
+    ``load_state_dict`` the next iteration over that epoch continues after them.
     """
 
     # Lightning reads ``batch_sampler`` whenever a loader has a ``sampler``.
@@ -81,6 +85,8 @@ class InMemoryBatches:
         self.group = group
         self.limit = limit
         self.sampler = EpochPermutation(len(data), shuffle, seed)
+        self._position = {"epoch": 0, "minibatches": 0}  # of the latest iteration: minibatches yielded
+        self._resume_at: dict | None = None  # a loaded state, for the next iteration
 
     @property
     def examples_per_rank(self) -> int:
@@ -98,16 +104,35 @@ class InMemoryBatches:
         return math.ceil(self.minibatches / (self.group or 1))
 
     def __iter__(self) -> Iterator[Tensor] | Iterator[list[Tensor]]:
+        resume, self._resume_at = self._resume_at, None
+        return self._minibatches(resume)
+
+    def _minibatches(self, resume: dict | None) -> Iterator[Tensor] | Iterator[list[Tensor]]:
         # A generator: the order is drawn at the first batch. Lightning calls ``iter`` before
         # ``set_epoch`` when it resumes from a checkpoint, and ``next`` after it.
+        skip = resume["minibatches"] if resume is not None and resume["epoch"] == self.sampler.epoch else 0
+        self._position = {"epoch": self.sampler.epoch, "minibatches": skip}
         shard = self._shard(self.sampler.indices()).to(self.data.device)
-        starts = range(0, self.minibatches * self.batch_size, self.batch_size)
+        starts = range(skip * self.batch_size, self.minibatches * self.batch_size, self.batch_size)
         batches = (self.data.index_select(0, shard[start : start + self.batch_size]) for start in starts)
         if self.group is None:
-            yield from batches
+            for batch in batches:
+                self._position["minibatches"] += 1
+                yield batch
             return
         for first in range(0, len(starts), self.group):
-            yield [next(batches) for _ in range(min(self.group, len(starts) - first))]
+            group = [next(batches) for _ in range(min(self.group, len(starts) - first))]
+            self._position["minibatches"] += len(group)
+            yield group
+
+    def state_dict(self) -> dict[str, int]:
+        """The position in the epoch: its number and the minibatches handed out of it."""
+        return dict(self._position)
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue epoch ``state["epoch"]`` after its first ``state["minibatches"]``
+        minibatches, at the next iteration (once Lightning has set that epoch)."""
+        self._resume_at = {"epoch": int(state["epoch"]), "minibatches": int(state["minibatches"])}
 
     def to(self, device: torch.device | str) -> InMemoryBatches:
         """Moves the data to ``device`` (batches are then cut there) and returns ``self``."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 from pytorch_lightning.core.optimizer import LightningOptimizer
 from pytorch_lightning.strategies import SingleDeviceStrategy
@@ -15,6 +16,9 @@ from vaelab.errors import TrainingDivergedError
 from vaelab.models.compiled import CompiledForBatchSize, should_compile
 from vaelab.models.optim import build_optimizer, build_schedule
 from vaelab.models.vae import VAE
+
+# Where a checkpoint keeps the running sums of the epoch it was taken in.
+EPOCH_SUMS_KEY = "vaelab_epoch_sums"
 
 
 def _typed(schema: type, values: dict):
@@ -59,6 +63,10 @@ class VAEModule(pl.LightningModule):
         self.val_elbo, self.val_bound, self.curve_test_elbo = MeanMetric(), MeanMetric(), MeanMetric()
         self.test_ll, self.test_elbo = MeanMetric(), MeanMetric()
         self._step_loss = self._loss_and_bound_sum
+        self._bound_sum: Tensor | None = None  # the epoch's training bound, summed on the device
+        self._examples = 0  # ... over this many examples
+        self._check_due = False  # a step was logged since the last NaN check
+        self._restored_sums: dict | None = None  # those three, from a checkpoint taken mid-epoch
 
     def configure_optimizers(self):
         optimizer = build_optimizer(self.optim_cfg, self.parameters())
@@ -74,8 +82,34 @@ class VAEModule(pl.LightningModule):
             self._step_loss = CompiledForBatchSize(self._loss_and_bound_sum, loader.batch_size, self.device)
         plugin = self.trainer.precision_plugin
         self._direct = isinstance(self.trainer.strategy, SingleDeviceStrategy) and getattr(plugin, "scaler", None) is None
-        # A run resumed mid-epoch (a SLURM requeue's hpc checkpoint) skips on_train_epoch_start.
+        # A run resumed mid-epoch skips on_train_epoch_start: it goes on with the sums it saved.
+        restored, self._restored_sums = self._restored_sums, None
         self.on_train_epoch_start()
+        if restored is None:
+            return
+        per_rank = restored["bound_sum"].reshape(-1)
+        if len(per_rank) != self.trainer.world_size:
+            rank_zero_warn(
+                f"the checkpoint was written by {len(per_rank)} processes and this run has {self.trainer.world_size}: "
+                "the mean training bound of the resumed epoch covers only its steps after the resume"
+            )
+            return
+        self._bound_sum = per_rank[self.global_rank].to(self.device)
+        self._examples, self._check_due = restored["examples"], restored["check_due"]
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Keep the epoch's running sums, so that a run resumed mid-epoch reports the same
+        epoch mean as one never interrupted."""
+        if self._bound_sum is None:
+            return
+        # Every rank saves the checkpoint together; each has its own sum ([world size] here).
+        per_rank = self.all_gather(self._bound_sum).reshape(-1).cpu().clone()
+        if not bool(torch.isfinite(per_rank).all()):
+            raise self._diverged()
+        checkpoint[EPOCH_SUMS_KEY] = {"bound_sum": per_rank, "examples": self._examples, "check_due": self._check_due}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._restored_sums = checkpoint.get(EPOCH_SUMS_KEY)
 
     def on_train_epoch_start(self) -> None:
         self._bound_sum = torch.zeros((), device=self.device)
@@ -147,8 +181,8 @@ class VAEModule(pl.LightningModule):
         """Stop with a clear error once the loss is NaN/inf, checked without a per-step sync.
 
         The check runs after the calls that logged a step (every ``log_every_n_steps``) and
-        after the epoch's last call, so always before validation and hence before any
-        checkpoint is written.
+        after the epoch's last call, so always before validation; a checkpoint taken within
+        an epoch checks too (:meth:`on_save_checkpoint`), so no checkpoint holds a diverged run.
         """
         last = batch_idx + 1 >= self.trainer.num_training_batches
         if not (last or self._check_due):
@@ -157,15 +191,22 @@ class VAEModule(pl.LightningModule):
         # Every DDP rank takes the same decision, so all stop together instead of waiting.
         diverged = self.trainer.strategy.reduce_boolean_decision(not torch.isfinite(self._bound_sum), all=False)
         if diverged:
-            raise TrainingDivergedError(
-                f"the training loss became NaN or infinite in epoch {self.current_epoch}: lower optim.lr, "
-                "set trainer.gradient_clip_val, or for gaussian_learned raise model.var_floor; "
-                "checkpoints from earlier epochs are kept"
-            )
+            raise self._diverged()
+
+    def _diverged(self) -> TrainingDivergedError:
+        return TrainingDivergedError(
+            f"the training loss became NaN or infinite in epoch {self.current_epoch}: lower optim.lr, "
+            "set trainer.gradient_clip_val, or for gaussian_learned raise model.var_floor; "
+            "earlier checkpoints are kept"
+        )
 
     def on_train_epoch_end(self) -> None:
-        mean = self._bound_sum / max(self._examples, 1)
-        self.log(f"train/{self._bound_name()}_epoch", mean, prog_bar=True, sync_dist=True)
+        """Log the epoch's mean training bound (its row is written here, before the epoch's
+        checkpoint, like the step rows) and step the learning-rate schedule."""
+        name = f"train/{self._bound_name()}_epoch"
+        mean = self.trainer.strategy.reduce(self._bound_sum / max(self._examples, 1), reduce_op="mean")
+        self._log_step(self.global_step - 1, {name: mean.item(), "epoch": self.current_epoch})
+        self.log(name, mean, prog_bar=True, logger=False, sync_dist=True)  # already the same on every rank
         schedule = self.lr_schedulers()
         if schedule is not None:
             schedule.step()

@@ -11,10 +11,12 @@ from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
 from vaelab.config.schema import LoggerConfig, LoggerKind, WandbMode
+from vaelab.results.run_dir import replace_atomically
 
 
 class _AppendingWriter(ExperimentWriter):
-    """Lightning's CSV writer, but an existing metrics.csv is continued, not deleted."""
+    """Lightning's CSV writer, but an existing metrics.csv is continued, not deleted, and
+    the whole file is only ever replaced atomically (when a new column appears)."""
 
     def __init__(self, log_dir: str) -> None:
         super().__init__(log_dir)
@@ -25,19 +27,60 @@ class _AppendingWriter(ExperimentWriter):
     def _check_log_dir_exists(self) -> None:
         pass
 
+    def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
+        self._rewrite(fieldnames, self._rows())
+
+    def _rows(self) -> list[dict[str, str]]:
+        if not self._fs.isfile(self.metrics_file_path):
+            return []
+        with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+            return list(csv.DictReader(file))
+
+    def _rewrite(self, fieldnames: list[str], rows: list[dict[str, str]]) -> None:
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", newline="") as file:
+                writer = csv.DictWriter(file, fieldnames=fieldnames)
+                writer.writeheader()
+                writer.writerows(rows)
+
+        replace_atomically(Path(self.metrics_file_path), write)
+
+    def flushed_rows(self) -> int:
+        """Write the rows logged so far; return how many the file holds."""
+        self.save()
+        return len(self._rows())
+
+    def keep_first_rows(self, count: int) -> None:
+        """Drop the file's rows after its first ``count`` (and any not yet written)."""
+        self.metrics = []
+        rows = self._rows()
+        if len(rows) > count:
+            self._rewrite(self.metrics_keys, rows[:count])
+
 
 class AppendingCSVLogger(CSVLogger):
-    """Writes ``<run dir>/metrics.csv``; a resumed run appends to the same file."""
+    """Writes ``<run dir>/metrics.csv``; a resumed run appends to the same file.
+
+    A checkpoint records how many rows the file held (:meth:`flushed_rows`); a run resumed
+    from it first drops the rows written after it (:meth:`keep_first_rows`), since it
+    writes them again.
+    """
 
     def __init__(self, run_dir: Path):
         super().__init__(save_dir=run_dir, name="", version="")
 
     @property
-    def experiment(self) -> ExperimentWriter:
+    def experiment(self) -> _AppendingWriter:
         if self._experiment is None:
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _AppendingWriter(log_dir=self.log_dir)
         return self._experiment
+
+    def flushed_rows(self) -> int:
+        return self.experiment.flushed_rows()
+
+    def keep_first_rows(self, count: int) -> None:
+        self.experiment.keep_first_rows(count)
 
 
 def wandb_run_id(run_dir: Path) -> str:
