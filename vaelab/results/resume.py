@@ -53,8 +53,8 @@ def _csv_logger(trainer: pl.Trainer) -> AppendingCSVLogger | None:
 class ExactResume(pl.Callback):
     """Keeps the random generators' states and ``metrics.csv``'s row count in every checkpoint.
 
-    On resume the generators are set back just before the first training step (after
-    Lightning's own set-up, which draws numbers of its own), and rows that were written
+    On resume the generators are set back just before the first training step (building
+    the model and Lightning's set-up draw numbers before it), and rows that were written
     after the checkpoint, by the session that was interrupted, are removed: the resumed
     run writes them again. Every rank of a DDP run draws the same numbers of the same
     shapes from the same seed, so rank 0's states are every rank's.
