@@ -22,16 +22,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from tests.helpers import PROJECT, SHARED_DATA, needs_mnist
 from vaelab.data.batches import InMemoryBatches
 from vaelab.results.resume import IntervalCheckpoint
 
-PROJECT = Path(__file__).resolve().parents[1]
-SHARED = PROJECT.parent / "shared" / "data"
-needs_mnist = pytest.mark.skipif(not (SHARED / "MNIST" / "raw").is_dir(), reason=f"real MNIST not found in {SHARED}")
-
 EPOCHS, STEPS_PER_EPOCH, STEPS_PER_CALL = 3, 10, 3  # calls of 3, 3, 3 and 1 steps per epoch
 WORDS = [
-    "experiment=smoke", "trainer.progress_bar=false", f"data.root={SHARED}", "eval.ll_samples=10",
+    "experiment=smoke", "trainer.progress_bar=false", f"data.root={SHARED_DATA}", "eval.ll_samples=10",
     f"trainer.max_epochs={EPOCHS}", f"trainer.limit_train_batches={STEPS_PER_EPOCH}", "trainer.limit_val_batches=2",
     "trainer.limit_test_batches=1", f"trainer.steps_per_call={STEPS_PER_CALL}", "trainer.log_every_n_steps=1",
     # a checkpoint after every call but an epoch's last (3 steps reach 2)
@@ -90,6 +87,7 @@ def kill_step() -> int:
     return int(chosen) if chosen else random.randrange(STEPS_PER_CALL, EPOCHS * STEPS_PER_EPOCH)
 
 
+@pytest.mark.slow
 @needs_mnist
 def test_kill_9_at_a_random_step_then_resume_is_the_uninterrupted_run(tmp_path):
     step = kill_step()
@@ -220,6 +218,7 @@ def test_interval_checkpoints_by_minutes(tmp_path, monkeypatch):
     assert trainer.saved == [15, 25]  # 12 minutes after the start, then 13 after that; not at the end
 
 
+@pytest.mark.slow
 @needs_mnist
 @pytest.mark.xfail(
     strict=True,
