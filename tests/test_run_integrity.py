@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from vaelab.config.compose import compose, parse_command_line
-from vaelab.errors import RunDirInUseError
+from vaelab.errors import RunDirInUseError, out_of_memory_message
 from vaelab.evaluate import main as evaluate_main
 from vaelab.fit import build_run
 from vaelab.fit import main as fit_main
@@ -136,7 +136,7 @@ def test_kill_9_during_a_checkpoint_write_leaves_a_whole_checkpoint(tmp_path):
     state = torch.load(path, weights_only=True)
     assert torch.equal(state["weights"], torch.full((4_000_000,), float(state["step"])))
     left = sorted(tmp_path.glob(f"{PARTIAL_PREFIX}*"))
-    assert remove_leftovers(tmp_path) == left  # the dead writer's half-written files, and only those
+    assert sorted(remove_leftovers(tmp_path)) == left  # the dead writer's half-written files, and only those
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
 
 
@@ -299,3 +299,13 @@ def test_evaluate_out_of_memory_is_one_line_saying_what_to_lower(run_copy, capsy
     assert line.startswith("vaelab.evaluate: error: out of CPU memory (an allocation of "), line
     assert line.endswith(" GiB): lower eval.chunk_size or eval.batch_size"), line
     assert snapshot(run_copy) == before  # no eval.json, no pictures
+
+
+def test_the_cuda_out_of_memory_message_is_read_too():
+    """No GPU here: torch's CUDA message, as torch.OutOfMemoryError carries it, and other errors."""
+    cuda = torch.OutOfMemoryError(
+        "CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a total capacity of 79.19 GiB of which 1.20 GiB is free."
+    )
+    assert out_of_memory_message(cuda, "eval.chunk_size") == "out of GPU memory (an allocation of 20.00 GiB): lower eval.chunk_size"
+    assert out_of_memory_message(RuntimeError("mat1 and mat2 shapes cannot be multiplied"), "model.k") is None
+    assert out_of_memory_message(ValueError("can't allocate memory"), "model.k") is None
