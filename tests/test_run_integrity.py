@@ -30,22 +30,10 @@ from vaelab.results.atomic import PARTIAL_PREFIX, remove_leftovers
 from vaelab.results.checkpoints import AtomicCheckpointIO, checkpoint_problem
 from vaelab.results.run_lock import LOCK_FILE, one_writer
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-MNIST_RAW = SHARED / "MNIST" / "raw"
-PROJECT = Path(__file__).resolve().parents[1]
-needs_mnist = pytest.mark.skipif(
-    not (MNIST_RAW / "train-images-idx3-ubyte.gz").is_file(), reason=f"real MNIST not found in {MNIST_RAW}"
-)
+from tests.helpers import MNIST_RAW, PROJECT, TINY_FIT, needs_mnist
+
 # One epoch of 3 training batches: a few seconds.
-TINY = [
-    "experiment=smoke",
-    "trainer.progress_bar=false",
-    "trainer.limit_train_batches=3",
-    "trainer.limit_val_batches=2",
-    "trainer.limit_test_batches=1",
-    "eval.ll_samples=20",
-    f"data.root={SHARED}",
-]
+TINY = [*TINY_FIT, "trainer.limit_val_batches=2", "trainer.limit_test_batches=1"]
 HUGE = 10**11  # samples: one tensor of them takes hundreds of TiB
 
 
@@ -77,7 +65,7 @@ def flip_a_byte(path: Path) -> None:
 def one_epoch(tmp_path_factory) -> Path:
     """A run directory after a one-epoch fit (checkpoints/best-epoch0.ckpt and last.ckpt)."""
     if not (MNIST_RAW / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip(f"real MNIST not found in {MNIST_RAW}")
+        pytest.skip(f"real MNIST not found in {MNIST_RAW}")  # needs_mnist does not reach fixtures
     run_dir = tmp_path_factory.mktemp("one-epoch") / "run"
     assert fit_main([*TINY, f"run.dir={run_dir}"]) == 0
     return run_dir
@@ -115,6 +103,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_kill_9_during_a_checkpoint_write_leaves_a_whole_checkpoint(tmp_path):
     """SIGKILL while a 16 MB checkpoint is being written (its temporary file exists) over an older one."""
     path = tmp_path / "last.ckpt"
@@ -151,6 +140,7 @@ def test_checkpoint_problem_tells_truncated_and_corrupt_files_apart(tmp_path):
     assert checkpoint_problem(path).startswith("truncated or not a checkpoint")
 
 
+@pytest.mark.slow
 @needs_mnist
 @pytest.mark.parametrize("strategy", ["auto", "ddp"])
 def test_every_checkpoint_of_a_fit_goes_through_the_atomic_writer(strategy, tmp_path):
@@ -159,6 +149,7 @@ def test_every_checkpoint_of_a_fit_goes_through_the_atomic_writer(strategy, tmp_
     assert type(run.trainer.strategy.checkpoint_io) is AtomicCheckpointIO
 
 
+@pytest.mark.slow
 @needs_mnist
 def test_a_fit_leaves_whole_checkpoints_and_no_temporary_files(one_epoch):
     files = [p.relative_to(one_epoch) for p in one_epoch.rglob("*")]
@@ -171,6 +162,7 @@ def test_a_fit_leaves_whole_checkpoints_and_no_temporary_files(one_epoch):
 # ---------------------------------------------------------------- broken checkpoints: one line, or the previous one
 
 
+@pytest.mark.slow
 def test_a_broken_checkpoint_file_is_one_line_naming_it(run_copy, capsys):
     last = run_copy / "checkpoints" / "last.ckpt"
     cut_short(last)
@@ -196,6 +188,7 @@ def test_a_broken_checkpoint_file_is_one_line_naming_it(run_copy, capsys):
     assert after == before  # nothing written
 
 
+@pytest.mark.slow
 @needs_mnist
 def test_resuming_a_run_dir_whose_last_checkpoint_is_cut_short_uses_the_previous_whole_one(run_copy, capsys):
     last, best = run_copy / "checkpoints" / "last.ckpt", run_copy / "checkpoints" / "best-epoch0.ckpt"
@@ -231,13 +224,14 @@ def test_one_writer_refuses_a_second_and_removes_a_directory_it_made_for_nothing
     assert sorted(p.name for p in run_dir.iterdir()) == [LOCK_FILE, "config.yaml"]
 
 
+@pytest.mark.slow
 @needs_mnist
 def test_a_second_fit_is_refused_while_one_trains_and_a_killed_ones_lock_does_not_block(tmp_path, capsys):
     run_dir = tmp_path / "run"
     last = run_dir / "checkpoints" / "last.ckpt"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT), os.environ.get("PYTHONPATH")]))}
     first = subprocess.Popen(
-        [sys.executable, "-m", "vaelab.fit", *TINY, f"run.dir={run_dir}", "trainer.max_epochs=10000"],
+        [sys.executable, "-m", "vaelab.fit", *TINY, f"run.dir={run_dir}", "trainer.max_epochs=10000", "trainer.compile=false"],
         cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -271,6 +265,7 @@ def test_a_second_fit_is_refused_while_one_trains_and_a_killed_ones_lock_does_no
 # ---------------------------------------------------------------- out of memory
 
 
+@pytest.mark.slow
 @needs_mnist
 @pytest.mark.parametrize(
     "words, settings",
@@ -290,6 +285,7 @@ def test_fit_out_of_memory_is_one_line_saying_what_to_lower(words, settings, tmp
     assert not (run_dir / "summary.json").exists()
 
 
+@pytest.mark.slow
 @needs_mnist
 def test_evaluate_out_of_memory_is_one_line_saying_what_to_lower(run_copy, capsys):
     before = snapshot(run_copy)

@@ -423,7 +423,7 @@ def test_multinode_job_trains_one_ddp_run_across_two_nodes(jobs, two_nodes, tmp_
     assert "Traceback" not in log, tail(log)
 
 
-TWO_NODE_EPOCHS, TWO_NODE_BATCHES = 3, 20
+TWO_NODE_EPOCHS, TWO_NODE_BATCHES = 4, 20
 
 
 @pytest.mark.slurm
