@@ -407,7 +407,7 @@ def test_multinode_job_trains_one_ddp_run_across_two_nodes(jobs, two_nodes, tmp_
         "multinode.sbatch",
         tmp_path,
         [*TWO_NODE_JOB, f"--partition={two_nodes}"],
-        [*TINY, "trainer.max_epochs=2", "trainer.limit_train_batches=5"],
+        [*JOB_FIT, "trainer.max_epochs=2", "trainer.limit_train_batches=5"],
         cpu_env(VAELAB_PYTHON=sys.executable),
     )
     log = assert_completed(job, tmp_path, restarts=0, timeout=TWO_NODE_TIMEOUT)
@@ -436,7 +436,7 @@ def test_two_node_job_sent_sigusr1_requeues_and_continues_on_both_nodes(jobs, tw
         "multinode.sbatch",
         tmp_path,
         [*TWO_NODE_JOB, f"--partition={two_nodes}"],
-        [*TINY, f"trainer.max_epochs={TWO_NODE_EPOCHS}", f"trainer.limit_train_batches={TWO_NODE_BATCHES}"],
+        [*JOB_FIT, f"trainer.max_epochs={TWO_NODE_EPOCHS}", f"trainer.limit_train_batches={TWO_NODE_BATCHES}"],
         cpu_env(VAELAB_PYTHON=sys.executable),
     )
     run_dir = tmp_path / "runs" / f"slurm-{job}"
