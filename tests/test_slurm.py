@@ -1,8 +1,10 @@
-"""The SLURM scripts of ``slurm/`` on a real one-node SLURM cluster: CPU only, DDP over gloo.
+"""The SLURM scripts of ``slurm/`` on a real SLURM cluster: CPU only, DDP over gloo.
 
 As root, ``slurm/ci/start-cluster.sh`` first makes sure there is a cluster: it installs Debian's
-slurm-wlm and starts one (one node, 2 CPUs) unless one is up already; otherwise the tests use
-whatever cluster answers ``sinfo``.
+slurm-wlm and starts one unless one is up already: a one-node partition (2 CPUs, the default)
+and a partition of two nodes, each slurmd in its own network and UTS namespace on a veth bridge;
+otherwise the tests use whatever cluster answers ``sinfo`` (the two-node tests: its first
+partition with two responding nodes).
 Where no cluster can be had the cluster tests skip, saying why; with ``CI=true`` they fail
 instead. Each job runs in its own ``tmp_path`` (``sbatch --chdir``) and is submitted from the
 project directory, as a user would, so ``runs/slurm-<job id>`` lands in ``tmp_path``; the job
@@ -13,8 +15,10 @@ What is checked: a fit job writes ``summary.json`` into ``runs/slurm-<job id>``;
 SIGUSR1 mid-training (what ``--signal=USR1@90`` sends before the time limit) is requeued by
 Lightning and continues from its ``hpc_ckpt_1.ckpt`` to the full number of epochs, no epoch
 trained twice from scratch and none lost; a job SLURM requeues without that signal continues
-from ``checkpoints/last.ckpt``; the sweep agent array runs ``wandb agent --count 1 SWEEP``
-once per task (with a stand-in Python: there is no W&B server here).
+from ``checkpoints/last.ckpt``; ``multinode.sbatch`` trains one DDP run across two nodes (two
+hostnames, two addresses), and does so again after SIGUSR1 and a requeue; the sweep agent array
+runs ``wandb agent --count 1 SWEEP`` once per task (with a stand-in Python: there is no W&B
+server here).
 """
 
 from __future__ import annotations
@@ -60,7 +64,7 @@ TERMINAL = {
     "DEADLINE",
     "PREEMPTED",
 }
-JOB_TIMEOUT = 150  # seconds a job may take from submission to its end, requeue included
+JOB_TIMEOUT = 300  # seconds a job may take from submission to its end, requeue included (a loaded machine)
 
 
 def unavailable(reason: str) -> None:
@@ -180,8 +184,8 @@ def wait_done(job: str, workdir: Path, timeout: float = JOB_TIMEOUT) -> list[dic
     return job_records(job)
 
 
-def assert_completed(job: str, workdir: Path, restarts: int) -> str:
-    (record,) = wait_done(job, workdir)
+def assert_completed(job: str, workdir: Path, restarts: int, timeout: float = JOB_TIMEOUT) -> str:
+    (record,) = wait_done(job, workdir, timeout)
     log = log_text(workdir, job)
     assert record["JobState"] == "COMPLETED", f"job {job}: {record['JobState']} {record.get('Reason')}\n{tail(log)}"
     assert int(record["Restarts"]) == restarts, f"job {job} restarted {record['Restarts']} times\n{tail(log)}"
@@ -352,6 +356,110 @@ def test_job_requeued_by_slurm_continues_from_last_checkpoint(jobs, tmp_path):
     validated = validated_epochs(run_dir / "metrics.csv")
     assert sorted(set(validated)) == list(range(EPOCHS)) and validated.count(0) == 1, validated
     assert len(validated) <= EPOCHS + 1, validated
+
+
+# ---------------------------------------------------------------- two nodes
+
+TWO_NODE_TIMEOUT = 300  # seconds a two-node job may take, requeue included (DDP over gloo, a loaded machine)
+# --time=10: the time limit's own SIGUSR1 (90 s before it) must not come during the test.
+TWO_NODE_JOB = ["--gpus-per-node=0", "--cpus-per-task=1", "--time=10", "--nodes=2", "--ntasks-per-node=1"]
+
+
+@pytest.fixture(scope="module")
+def two_nodes(cluster) -> str:
+    """The first partition with two responding nodes (start-cluster.sh's: twonode)."""
+    out = subprocess.run(
+        ["sinfo", "--noheader", "--responding", "--Node", "--format=%R %N %T"],
+        capture_output=True, text=True, timeout=20, check=False,
+    )  # fmt: skip
+    usable: dict[str, set[str]] = {}
+    for line in out.stdout.splitlines():
+        partition, node, state = line.split()
+        if state.startswith(("idle", "mix", "alloc", "completing")):
+            usable.setdefault(partition.rstrip("*"), set()).add(node)
+    partition = next((p for p, nodes in usable.items() if len(nodes) >= 2), None)
+    if partition is None:
+        unavailable(f"no SLURM partition has two responding nodes (sinfo: {out.stdout.strip()!r})")
+    return partition
+
+
+@pytest.mark.slurm
+def test_the_two_nodes_are_two_hosts_with_their_own_names_and_addresses(two_nodes, tmp_path):
+    done = subprocess.run(
+        ["srun", f"--partition={two_nodes}", "--nodes=2", "--ntasks-per-node=1", "--time=1",
+         "bash", "-c", 'echo "$SLURMD_NODENAME $(hostname) $(hostname -I)"'],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = sorted(line.split() for line in done.stdout.splitlines())
+    assert len(rows) == 2, done.stdout
+    assert [row[0] for row in rows] == [row[1] for row in rows], rows  # each node's hostname is its name
+    assert rows[0][0] != rows[1][0] and set(rows[0][2:]).isdisjoint(rows[1][2:]), rows
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+@needs_mnist
+def test_multinode_job_trains_one_ddp_run_across_two_nodes(jobs, two_nodes, tmp_path):
+    """Rank 0 on the first node, rank 1 on the second; they meet at Lightning's MASTER_ADDR, the
+    first node's hostname (SLURMEnvironment), over gloo."""
+    job = jobs.submit(
+        "multinode.sbatch",
+        tmp_path,
+        [*TWO_NODE_JOB, f"--partition={two_nodes}"],
+        [*JOB_FIT, "trainer.max_epochs=2", "trainer.limit_train_batches=5"],
+        cpu_env(VAELAB_PYTHON=sys.executable),
+    )
+    log = assert_completed(job, tmp_path, restarts=0, timeout=TWO_NODE_TIMEOUT)
+    (record,) = job_records(job)
+    assert record["NumNodes"] == "2", record
+    assert f"2 node(s) x 1 task(s); run directory runs/slurm-{job}" in log, tail(log)
+    for rank in (0, 1):
+        assert f"Initializing distributed: GLOBAL_RANK: {rank}, MEMBER: {rank + 1}/2" in log, tail(log)
+    assert "distributed_backend=gloo" in log and "Starting with 2 processes" in log, tail(log)
+    summary = json.loads((tmp_path / "runs" / f"slurm-{job}" / "summary.json").read_text())
+    # Each rank trains 5 batches of its own shard of the data per epoch, the two in lockstep.
+    assert summary["world_size"] == 2 and summary["epochs"] == 2 and summary["steps"] == 2 * 5, summary
+    assert "Traceback" not in log, tail(log)
+
+
+TWO_NODE_EPOCHS, TWO_NODE_BATCHES = 4, 20
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+@needs_mnist
+def test_two_node_job_sent_sigusr1_requeues_and_continues_on_both_nodes(jobs, two_nodes, tmp_path):
+    import torch
+
+    job = jobs.submit(
+        "multinode.sbatch",
+        tmp_path,
+        [*TWO_NODE_JOB, f"--partition={two_nodes}"],
+        [*JOB_FIT, f"trainer.max_epochs={TWO_NODE_EPOCHS}", f"trainer.limit_train_batches={TWO_NODE_BATCHES}"],
+        cpu_env(VAELAB_PYTHON=sys.executable),
+    )
+    run_dir = tmp_path / "runs" / f"slurm-{job}"
+    metrics = run_dir / "metrics.csv"
+    wait_until(lambda: 0 in validated_epochs(metrics), "epoch 0 to be validated", job, tmp_path, 180)
+    assert not (run_dir / "summary.json").exists(), "training ended before the signal: raise TWO_NODE_EPOCHS"
+    subprocess.run(["scancel", "--signal=USR1", job], check=True, timeout=30)
+
+    log = assert_completed(job, tmp_path, restarts=1, timeout=TWO_NODE_TIMEOUT)
+    assert f"job {job} (restart 1)" in log and log.count("2 node(s) x 1 task(s)") == 2, tail(log)
+    restored = re.findall(r"Restoring states from the checkpoint path at (\S+)", log)
+    assert [Path(p).name for p in restored if "hpc_ckpt" in p] == ["hpc_ckpt_1.ckpt"], restored
+    # Both starts had both ranks.
+    assert log.count("Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2") == 2, tail(log)
+    assert "Traceback" not in log, tail(log)
+    state = torch.load(run_dir / "hpc_ckpt_1.ckpt", map_location="cpu", weights_only=False)
+    assert 1 <= state["epoch"] < TWO_NODE_EPOCHS, state["epoch"]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["world_size"] == 2, summary
+    assert summary["epochs"] == TWO_NODE_EPOCHS and summary["steps"] == TWO_NODE_EPOCHS * TWO_NODE_BATCHES, summary
+    validated = validated_epochs(metrics)
+    assert sorted(set(validated)) == list(range(TWO_NODE_EPOCHS)), validated
+    assert all(validated.count(e) == 1 for e in range(state["epoch"])), (state["epoch"], validated)
 
 
 @pytest.mark.slurm

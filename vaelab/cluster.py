@@ -19,6 +19,7 @@ import threading
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 
@@ -73,10 +74,15 @@ class SlurmRequeue(pl.Callback):
         path = trainer.strategy.broadcast(next_hpc_checkpoint(Path(trainer.default_root_dir)))
         rank_zero_info(f"SIGUSR1: saving {path} and requeueing the job")
         trainer.save_checkpoint(path)
+        trainer.strategy.barrier("vaelab-requeue")
+        # Leave the process group before the requeue: SLURM then sends SIGTERM to every rank, and
+        # Lightning's SIGTERM handler broadcasts to the other ranks while there is a group, which
+        # fails (a traceback in the log) or hangs once some rank has gone.
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
         if trainer.is_global_zero:
             job = slurm_job_id()
             done = job is not None and subprocess.run(["scontrol", "requeue", job], check=False).returncode == 0
             if not done:
                 rank_zero_warn(f"could not requeue SLURM job {job}: continue it with run.resume={trainer.default_root_dir}")
-        trainer.strategy.barrier("vaelab-requeue")
         raise SystemExit(0)  # the requeued job goes on; no test or summary in this one

@@ -4,7 +4,9 @@ Every error that reaches the command line is a :class:`VaelabError`: the CLI pri
 message as one line and exits non-zero. The message says what is wrong and how to fix it.
 """
 
+import re
 import sys
+import traceback
 from collections.abc import Callable
 
 
@@ -32,17 +34,78 @@ class SweepError(VaelabError):
     """A sweep file, option or output folder that the offline sweep runner cannot use."""
 
 
+class RunDirInUseError(VaelabError):
+    """Another live process is writing into the run directory."""
+
+
 def first_line(error: BaseException) -> str:
     """The first line of an exception's message (or its type's name if it has none)."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def run_command(prog: str, run: Callable[[list[str]], int], argv: list[str] | None = None) -> int:
-    """Run a command's ``run(words)``; a :class:`VaelabError` becomes one line on stderr,
-    ``<prog>: error: <message>``, and exit status 2."""
+# The command running in this process, for warn(); set by run_command.
+_command = "vaelab"
+
+
+def warn(message: str) -> None:
+    """One line on stderr, ``<command>: warning: <message>``, from the first DDP rank only."""
+    from lightning_fabric.utilities.rank_zero import rank_zero_only
+
+    if getattr(rank_zero_only, "rank", 0) == 0:
+        print(f"{_command}: warning: {message}", file=sys.stderr)
+
+
+# Settings that bound memory, by the step of a fit that ran out of it (the innermost of these
+# functions in the traceback); vaelab.evaluate runs none of them.
+MEMORY_SETTINGS = {
+    "training_step": "model.k or data.batch_size",
+    "validation_step": "model.k, data.batch_size or eval.batch_size",
+    "test_step": "eval.chunk_size or eval.batch_size",
+}
+
+
+def out_of_memory_message(error: BaseException, settings: str) -> str | None:
+    """The one line for an allocation that failed (CPU, CUDA, MPS), or None for another error.
+
+    ``settings``: what to lower where the traceback does not show the step that ran out.
+    """
+    text = " ".join(str(error).split())
+    torch = sys.modules.get("torch")
+    if not (
+        isinstance(error, MemoryError)
+        or (torch is not None and isinstance(error, torch.OutOfMemoryError))
+        or (isinstance(error, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text))
+    ):
+        return None
+    steps = [frame.f_code.co_name for frame, _ in traceback.walk_tb(error.__traceback__)]
+    settings = next((MEMORY_SETTINGS[s] for s in reversed(steps) if s in MEMORY_SETTINGS), settings)
+    requested = re.search(r"(?:tried to allocate|Tried to allocate) (\d+) bytes", text)
+    size = f"{int(requested.group(1)) / 2**30:,.1f} GiB" if requested else None
+    if size is None and (cuda := re.search(r"Tried to allocate ([\d.]+ [KMGT]i?B)", text)):
+        size = cuda.group(1)
+    device = "GPU" if "CUDA" in text or "MPS" in text else "CPU"
+    asked = f" (an allocation of {size})" if size else ""
+    return f"out of {device} memory{asked}: lower {settings}"
+
+
+def run_command(
+    prog: str, run: Callable[[list[str]], int], argv: list[str] | None = None, memory_settings: str = ""
+) -> int:
+    """Run a command's ``run(words)``; a :class:`VaelabError`, or running out of memory, becomes
+    one line on stderr, ``<prog>: error: <message>``, and exit status 2.
+
+    ``memory_settings``: the settings to lower when memory runs out outside a fit's steps."""
+    global _command
+    _command = prog
     try:
         return run(sys.argv[1:] if argv is None else argv)
     except VaelabError as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as error:
+        message = out_of_memory_message(error, memory_settings or "the batch sizes")
+        if message is None:
+            raise
+        print(f"{prog}: error: {message}", file=sys.stderr)
         return 2

@@ -64,7 +64,9 @@ from vaelab.models.module import VAEModule
 from vaelab.models.vae import VAE
 from vaelab.results.loggers import wandb_mode, wandb_run_id
 from vaelab.results.pictures import image_grids, interpolation_grids, latent_scatter, manifold_grid, save_grids
-from vaelab.results.run_dir import CHECKPOINT_DIR, CONFIG_FILE, LAST_CHECKPOINT, load_saved_config, write_atomically
+from vaelab.results.atomic import write_atomically
+from vaelab.results.checkpoints import checkpoint_problem
+from vaelab.results.run_dir import CHECKPOINT_DIR, CONFIG_FILE, LAST_CHECKPOINT, load_saved_config
 
 PROG = "vaelab.evaluate"
 EVAL_FILE = "eval.json"
@@ -310,6 +312,9 @@ def choose_device(cfg: FitConfig) -> torch.device:
 
 def load_vae(checkpoint: Path, device: torch.device) -> tuple[VAE, int]:
     """The VAE of a vaelab.fit checkpoint, in eval mode on ``device``, and its data dimension."""
+    problem = checkpoint_problem(checkpoint)
+    if problem is not None:
+        raise CheckpointError(f"cannot load checkpoint {checkpoint}: not a readable checkpoint of vaelab.fit (the file is {problem})")
     try:
         module = VAEModule.load_from_checkpoint(str(checkpoint), map_location=device)
     except VaelabError:
@@ -490,7 +495,7 @@ def run(words: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command(PROG, run, argv)
+    return run_command(PROG, run, argv, memory_settings="eval.chunk_size or eval.batch_size")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from vaelab.cluster import SlurmRequeue
 from vaelab.data import VAEDataModule, build_datamodule
 from vaelab.errors import ConfigError, run_command
 from vaelab.models.module import VAEModule
+from vaelab.results.checkpoints import AtomicCheckpointIO
 from vaelab.results.clock import TrainingClock
 from vaelab.results.pictures import image_grids, save_grids
 from vaelab.results.resume import ExactResume, IntervalCheckpoint
@@ -41,12 +42,15 @@ from vaelab.results.run_dir import (
     find_resume_point,
     load_saved_config,
 )
+from vaelab.results.run_lock import one_writer
 from vaelab.results.summary import summary_lines, write_summary
 
 RESUME_KEY = "run.resume="
 # Lightning compares its count of training_step calls with log_every_n_steps; VAEModule
 # logs by optimizer steps, several per call, so the comparison does not apply.
 warnings.filterwarnings("ignore", "The number of training batches .* is smaller than the logging interval", PossibleUserWarning)
+# What to lower when memory runs out outside a training, validation or test step.
+MEMORY_SETTINGS = "model.k or data.batch_size (training), eval.chunk_size or eval.batch_size (test)"
 
 
 def _plain(node: DictConfig) -> dict:
@@ -63,7 +67,7 @@ def _trainer(cfg: FitConfig, run_dir: Path, callbacks: list[pl.Callback], logger
 
 
 def _lightning_trainer(t: TrainerConfig, run_dir: Path, callbacks: list[pl.Callback], loggers: list) -> pl.Trainer:
-    plugins = []
+    plugins = [AtomicCheckpointIO()]  # every checkpoint renamed into place once whole
     if SLURMEnvironment.detect():  # requeue on SIGUSR1 by vaelab's handler, not Lightning's
         plugins.append(SLURMEnvironment(auto_requeue=False))
         # check for the signal about every 10 optimizer steps, or every call if calls are longer
@@ -157,6 +161,11 @@ def fit(cfg_node: DictConfig, resume_checkpoint: Path | None = None) -> dict:
 
 def fit_run(run: Run, resume_checkpoint: Path | None = None) -> dict:
     """:func:`fit` for a run already built (tests and benchmarks add callbacks to it)."""
+    with one_writer(run.run_dir, run.trainer.is_global_zero):  # before any rank starts
+        return _fit(run, resume_checkpoint)
+
+
+def _fit(run: Run, resume_checkpoint: Path | None) -> dict:
     cfg, trainer, checkpoint = run.cfg, run.trainer, run.checkpoint
     with exported_run_dir(run.run_dir):
         trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=resume_checkpoint)
@@ -172,6 +181,7 @@ def fit_run(run: Run, resume_checkpoint: Path | None = None) -> dict:
         "best_checkpoint": best,
         "best_val_elbo": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None,
         "steps": trainer.global_step,
+        "world_size": trainer.world_size,
         "model": cfg.model.decoder.value,
         "data": cfg.data.name.value,
         "seed": cfg.seed,
@@ -223,7 +233,7 @@ def run(words: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command("vaelab.fit", run, argv)
+    return run_command("vaelab.fit", run, argv, memory_settings=MEMORY_SETTINGS)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
 from vaelab.config.schema import LoggerConfig, LoggerKind, WandbMode
-from vaelab.results.run_dir import replace_atomically
+from vaelab.results.atomic import replace_atomically
 
 
 class _AppendingWriter(ExperimentWriter):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -12,7 +12,9 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from vaelab.config.schema import FitConfig
-from vaelab.errors import CheckpointError
+from vaelab.errors import CheckpointError, warn
+from vaelab.results.atomic import write_atomically
+from vaelab.results.checkpoints import checkpoint_problem
 
 CONFIG_FILE = "config.yaml"
 # The launching process exports its run directory here, so that the DDP worker processes
@@ -47,30 +49,16 @@ def exported_run_dir(run_dir: Path) -> Iterator[None]:
             os.environ[RUN_DIR_ENV] = previous
 
 
-def replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then move it onto ``path``,
-    so that a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write text to path so that a reader never sees half a file."""
-    replace_atomically(path, lambda tmp: tmp.write_text(text))
-
-
 def save_config(run_dir: Path, cfg: DictConfig) -> None:
     write_atomically(run_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg))
 
 
 def find_resume_point(target: str) -> tuple[Path, Path]:
-    """The run directory and checkpoint to continue from a checkpoint file or run directory."""
+    """The run directory and checkpoint to continue from a checkpoint file or run directory.
+
+    A run directory continues from ``checkpoints/last.ckpt``, or where that is not a whole file,
+    from the newest whole checkpoint in ``checkpoints/``, with a warning. A file must be whole.
+    """
     path = Path(target)
     if path.is_dir():
         checkpoint = path / CHECKPOINT_DIR / LAST_CHECKPOINT
@@ -85,7 +73,28 @@ def find_resume_point(target: str) -> tuple[Path, Path]:
         )
     if not (run_dir / CONFIG_FILE).is_file():
         raise CheckpointError(f"cannot resume: {run_dir / CONFIG_FILE} is missing, so the run's config is unknown")
-    return run_dir, checkpoint
+    problem = checkpoint_problem(checkpoint)
+    if problem is None:
+        return run_dir, checkpoint
+    if not path.is_dir():
+        raise CheckpointError(
+            f"cannot resume from {checkpoint}: the file is {problem}; pass run.resume=<run dir> to continue "
+            "from the run's newest whole checkpoint"
+        )
+    return run_dir, _previous_whole_checkpoint(checkpoint, problem)
+
+
+def _previous_whole_checkpoint(broken: Path, problem: str) -> Path:
+    """The newest whole checkpoint beside ``broken``, announced in one warning line."""
+    others = sorted((p for p in broken.parent.glob("*.ckpt") if p != broken), key=lambda p: p.stat().st_mtime)
+    for other in reversed(others):
+        if checkpoint_problem(other) is None:
+            warn(f"{broken} is {problem}: resuming from {other}, the newest whole checkpoint of the run")
+            return other
+    raise CheckpointError(
+        f"cannot resume: {broken} is {problem} and {broken.parent} holds no other whole checkpoint; "
+        "start the run again without run.resume"
+    )
 
 
 def load_saved_config(run_dir: Path) -> DictConfig:

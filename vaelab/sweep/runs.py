@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from vaelab.errors import SweepError
-from vaelab.results.run_dir import write_atomically
+from vaelab.results.atomic import write_atomically
 from vaelab.results.summary import SUMMARY_FILE
 
 SWEEP_COPY = "sweep.yaml"
