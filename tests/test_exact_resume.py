@@ -220,12 +220,6 @@ def test_interval_checkpoints_by_minutes(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 @needs_mnist
-@pytest.mark.xfail(
-    strict=True,
-    reason="vaelab.cluster saves in on_train_batch_start, after the loader handed out the batch: the resumed run "
-    "never trains on it (and numbers validation rows a step late); saving in on_train_batch_end, as last.ckpt is, "
-    "fixes it (/work/notes/resume-slurm-requeue.patch)",
-)
 def test_a_run_resumed_from_its_sigusr1_checkpoint_is_the_uninterrupted_run(tmp_path):
     """The checkpoint vaelab.cluster writes on SIGUSR1 (here in this process, without SLURM)
     resumes the run exactly, as ``last.ckpt`` does."""

@@ -286,7 +286,7 @@ def test_sigusr1_mid_training_requeues_and_continues_from_hpc_checkpoint(jobs, t
         "fit.sbatch",
         tmp_path,
         [*CPU_JOB, f"--ntasks-per-node={tasks}"],
-        [*JOB_FIT, f"trainer.max_epochs={EPOCHS}", f"trainer.limit_train_batches={BATCHES}"],
+        [*JOB_FIT, f"trainer.max_epochs={EPOCHS}", f"trainer.limit_train_batches={BATCHES}", "trainer.steps_per_call=5"],
         cpu_env(VAELAB_PYTHON=sys.executable),
     )
     run_dir = tmp_path / "runs" / f"slurm-{job}"
@@ -334,7 +334,7 @@ def test_job_requeued_by_slurm_continues_from_last_checkpoint(jobs, tmp_path):
         "multinode.sbatch",
         tmp_path,
         [*CPU_JOB, "--nodes=1", "--ntasks-per-node=2"],
-        [*JOB_FIT, f"trainer.max_epochs={EPOCHS}", f"trainer.limit_train_batches={BATCHES}"],
+        [*JOB_FIT, f"trainer.max_epochs={EPOCHS}", f"trainer.limit_train_batches={BATCHES}", "trainer.steps_per_call=5"],
         cpu_env(VAELAB_PYTHON=sys.executable),
     )
     run_dir = tmp_path / "runs" / f"slurm-{job}"
@@ -436,7 +436,10 @@ def test_two_node_job_sent_sigusr1_requeues_and_continues_on_both_nodes(jobs, tw
         "multinode.sbatch",
         tmp_path,
         [*TWO_NODE_JOB, f"--partition={two_nodes}"],
-        [*JOB_FIT, f"trainer.max_epochs={TWO_NODE_EPOCHS}", f"trainer.limit_train_batches={TWO_NODE_BATCHES}"],
+        [
+            *JOB_FIT, f"trainer.max_epochs={TWO_NODE_EPOCHS}", f"trainer.limit_train_batches={TWO_NODE_BATCHES}",
+            "trainer.steps_per_call=5",
+        ],
         cpu_env(VAELAB_PYTHON=sys.executable),
     )
     run_dir = tmp_path / "runs" / f"slurm-{job}"
@@ -489,3 +492,59 @@ def test_sweep_agent_array_runs_one_agent_run_per_task(jobs, tmp_path):
         lines = (tmp_path / f"task-{task}.txt").read_text().splitlines()
         assert lines == ["args: -m wandb agent --count 1 me/vaelab/abc123", f"python on PATH: {fake}"], lines
     assert (tmp_path / f"slurm-{job}_0.out").is_file() and (tmp_path / f"slurm-{job}_1.out").is_file()
+
+
+EXACT_EPOCHS, EXACT_BATCHES = 4, 30  # 120 steps of 1 minibatch per call, a row per step
+EXACT_FIT = [
+    *JOB_FIT, f"trainer.max_epochs={EXACT_EPOCHS}", f"trainer.limit_train_batches={EXACT_BATCHES}",
+    "trainer.deterministic=true", "trainer.compile=false", "trainer.steps_per_call=1", "trainer.log_every_n_steps=1",
+]
+
+
+def _train_steps(metrics: Path) -> list[int]:
+    try:
+        with open(metrics, newline="") as file:
+            return [int(row["step"]) for row in csv.DictReader(file) if row.get("train/elbo")]
+    except (FileNotFoundError, csv.Error, ValueError):
+        return []
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+@needs_mnist
+@pytest.mark.parametrize("tasks", [1, 2])
+def test_sigusr1_requeued_job_is_the_uninterrupted_job(jobs, tmp_path, tasks):
+    """A job sent SIGUSR1 at a random step inside an epoch and requeued ends bit for bit
+    where the same job never interrupted ends (CPU, deterministic algorithms)."""
+    import random
+
+    import torch
+
+    args = [*CPU_JOB, f"--ntasks-per-node={tasks}"]
+    whole_dir, signalled_dir = tmp_path / "whole", tmp_path / "signalled"
+    whole_dir.mkdir(), signalled_dir.mkdir()
+    env = cpu_env(VAELAB_PYTHON=sys.executable)
+    # the signalled job first: with 2 tasks on a 2-CPU node the other waits for it
+    signalled = jobs.submit("fit.sbatch", signalled_dir, args, EXACT_FIT, env)
+    whole = jobs.submit("fit.sbatch", whole_dir, args, EXACT_FIT, env)
+    run_dir = signalled_dir / "runs" / f"slurm-{signalled}"
+    # a step inside epoch 1 or 2, away from its ends; the signal lands a few steps later
+    at = random.randrange(1, 3) * EXACT_BATCHES + random.randrange(3, EXACT_BATCHES - 8)
+    wait_until(lambda: max(_train_steps(run_dir / "metrics.csv"), default=-1) >= at, f"step {at}", signalled, signalled_dir, 240, every=0.05)
+    subprocess.run(["scancel", "--signal=USR1", signalled], check=True, timeout=30)
+
+    log = assert_completed(signalled, signalled_dir, restarts=1)
+    assert_completed(whole, whole_dir, restarts=0)
+    hpc = torch.load(run_dir / "hpc_ckpt_1.ckpt", map_location="cpu", weights_only=False)
+    assert hpc["global_step"] % EXACT_BATCHES != 0, (at, hpc["global_step"], tail(log))  # mid-epoch
+
+    whole_run = whole_dir / "runs" / f"slurm-{whole}"
+    a = torch.load(whole_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    b = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert a["global_step"] == b["global_step"] == EXACT_EPOCHS * EXACT_BATCHES
+    for name, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][name]), (at, name)
+    with open(whole_run / "metrics.csv", newline="") as file_a, open(run_dir / "metrics.csv", newline="") as file_b:
+        assert list(csv.DictReader(file_a)) == list(csv.DictReader(file_b)), at
+    summary_a, summary_b = (json.loads((run / "summary.json").read_text()) for run in (whole_run, run_dir))
+    assert {k: summary_a[k] for k in ("test_elbo", "test_ll", "steps")} == {k: summary_b[k] for k in ("test_elbo", "test_ll", "steps")}

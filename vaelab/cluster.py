@@ -64,10 +64,11 @@ class SlurmRequeue(pl.Callback):
             signal.signal(self.signum, self._previous_handler)
             self._previous_handler = None
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module, batch, batch_idx: int) -> None:
-        # Before a batch, never after an epoch's last one: a checkpoint taken there would
-        # resume after that epoch's training but skip its validation.
-        if batch_idx % self.every_n_steps != 0:
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        # After a batch (where Lightning resumes exactly: the loader's position, the step
+        # count), never after an epoch's last one: a checkpoint taken there would resume
+        # after that epoch's training but skip its validation.
+        if batch_idx + 1 >= trainer.num_training_batches or (batch_idx + 1) % self.every_n_steps != 0:
             return
         if not trainer.strategy.reduce_boolean_decision(self.requested, all=False):
             return
