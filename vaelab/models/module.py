@@ -10,7 +10,7 @@ from torchmetrics import MeanMetric
 
 from vaelab.config.schema import EvalConfig, KLMode, ModelConfig, Objective, OptimConfig
 from vaelab.errors import TrainingDivergedError
-from vaelab.models.optim import build_optimizer, build_schedule
+from vaelab.models.optim import build_optimizer, build_schedule, kl_weight
 from vaelab.models.vae import VAE
 
 
@@ -54,15 +54,18 @@ class VAEModule(pl.LightningModule):
         self._examples = 0
 
     def training_step(self, x: Tensor, batch_idx: int) -> Tensor:
-        """Minus the batch's mean bound. Logging costs no per-step work: the epoch's sum is
-        kept on the device and Lightning sees a value only on the steps it writes logs."""
-        bound = self.vae.training_bound(x)
-        mean = bound.mean()
-        self._bound_sum += bound.detach().sum()
+        """The configured estimator's loss, with this step's KL weight; the logged bound is
+        the true one (weight 1). Logging costs no per-step work: the epoch's sum is kept on
+        the device and Lightning sees a value only on the steps it writes logs."""
+        epochs_done = self.current_epoch + batch_idx / max(self.trainer.num_training_batches, 1)
+        weight = kl_weight(self.model_cfg.beta, self.optim_cfg.kl_warmup_epochs, epochs_done)
+        loss, bound = self.vae.training_loss(x, torch.tensor(weight, device=self.device))
+        self._bound_sum += bound.sum()
         self._examples += len(x)
         if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
-            self.log(f"train/{self._bound_name()}", mean, prog_bar=True, batch_size=len(x))
-        return -mean
+            self.log(f"train/{self._bound_name()}", bound.mean(), prog_bar=True, batch_size=len(x))
+            self.log("train/kl_weight", weight, batch_size=len(x))
+        return loss
 
     def on_train_batch_end(self, outputs: object, batch: Tensor, batch_idx: int) -> None:
         """Stop with a clear error once the loss is NaN/inf, checked without a per-step sync.
