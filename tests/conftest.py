@@ -1,4 +1,4 @@
-"""Fixtures shared by the test modules."""
+"""Fixtures shared by the test modules (shared constants and functions: tests/helpers.py)."""
 
 import pytest
 import torch

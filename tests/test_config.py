@@ -9,7 +9,7 @@ from vaelab.config.schema import Binarize, DatasetKind, DecoderKind, Objective
 from vaelab.errors import ConfigError
 
 
-def test_defaults_are_the_issue_defaults_for_bernoulli_on_mnist():
+def test_defaults_are_a_bernoulli_500_500_20_vae_trained_by_adam_on_binarized_mnist():
     _, cfg = load_config([])
     assert cfg.model.decoder is DecoderKind.bernoulli
     assert cfg.model.hidden == [500, 500] and cfg.model.latent_dim == 20
@@ -27,7 +27,7 @@ def test_group_choice_and_dotted_overrides_win_in_order():
     assert cfg.model.latent_dim == 7
 
 
-def test_issue_example_iwae_command_composes():
+def test_iwae_objective_with_k_samples_composes():
     _, cfg = load_config(["model=bernoulli", "model.objective=iwae", "model.k=50", "model.latent_dim=50"])
     assert cfg.model.objective is Objective.iwae and cfg.model.k == 50 and cfg.model.latent_dim == 50
 

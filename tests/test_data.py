@@ -15,17 +15,13 @@ import scipy.io
 import torch
 from lightning_fabric.utilities.data import _set_sampler_epoch
 
+from tests.helpers import SHARED_DATA, needs_frey, needs_mnist
 from vaelab.config.schema import Binarize, DataConfig, DatasetKind
 from vaelab.data import InMemoryBatches, VAEDataModule, build_datamodule, frey, mnist
 from vaelab.data.frey import load_frey
 from vaelab.data.mnist import IMAGE_MAGIC, LABEL_MAGIC, load_mnist, verify_mnist_md5
 from vaelab.errors import DataError
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-needs_shared = pytest.mark.skipif(
-    not (SHARED / "MNIST" / "raw").is_dir() or not (SHARED / "FreyFaces").is_dir(),
-    reason=f"real datasets not found in {SHARED} (expected MNIST/raw/*.gz and FreyFaces/frey_rawface.mat)",
-)
 
 
 def one_line_error(call, *args, **kwargs) -> str:
@@ -240,7 +236,7 @@ def test_empty_validation_set_gives_no_loader(tmp_path):
 
 
 class TinyModel(pl.LightningModule):
-    """Records the first value of every training batch and counts validation batches."""
+    """Records the first value of every training minibatch and counts validation batches."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -248,7 +244,8 @@ class TinyModel(pl.LightningModule):
         self.first_values: list[tuple[int, float]] = []
         self.val_batches = 0
 
-    def training_step(self, x: torch.Tensor, batch_idx: int) -> torch.Tensor:
+    def training_step(self, minibatches: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x = torch.cat(minibatches)
         self.first_values.append((self.current_epoch, float(x[0, 0])))
         return self.layer(x).pow(2).mean()
 
@@ -350,6 +347,19 @@ def test_ranks_share_an_epoch(n, world_size):
     assert len(together) - n == per_rank * world_size - n
 
 
+@pytest.mark.parametrize("group, limit", [(1, None), (4, None), (4, 6), (50, None), (3, 20)])
+def test_groups_hold_the_same_minibatches_in_the_same_order(group, limit):
+    plain = InMemoryBatches(numbered(103), batch_size=10, shuffle=True, seed=5)
+    grouped = InMemoryBatches(numbered(103), batch_size=10, shuffle=True, seed=5, group=group, limit=limit)
+    lists = list(grouped)
+    expected = list(plain)[:limit]
+    assert all(isinstance(item, list) and 1 <= len(item) <= group for item in lists)
+    assert len(grouped) == len(lists) == -(-len(expected) // group)
+    assert grouped.minibatches == len(expected)
+    flat = [batch for item in lists for batch in item]
+    assert len(flat) == len(expected) and all(torch.equal(a, b) for a, b in zip(flat, expected))
+
+
 def test_to_moves_the_data():
     batches = InMemoryBatches(numbered(4).double(), batch_size=2, shuffle=False, seed=0)
     assert batches.to("cpu") is batches and batches.data.device.type == "cpu"
@@ -371,7 +381,7 @@ def test_batches_are_cut_on_the_gpu(tmp_path):
     )
     dm.setup("fit")
     assert dm.train_data.is_cuda and dm.test_data.is_cuda
-    assert next(iter(dm.train_dataloader())).is_cuda
+    assert next(iter(dm.train_dataloader()))[0].is_cuda
 
 
 # ---------------------------------------------------------------- real data
@@ -379,25 +389,25 @@ def test_batches_are_cut_on_the_gpu(tmp_path):
 
 @pytest.fixture(scope="module")
 def real_mnist():
-    return load_mnist(SHARED)
+    return load_mnist(SHARED_DATA)
 
 
-@needs_shared
+@needs_mnist
 def test_real_mnist_files(real_mnist):
     assert real_mnist.train_images.shape == (60000, 28, 28) and real_mnist.test_images.shape == (10000, 28, 28)
     assert real_mnist.train_labels.shape == (60000,) and real_mnist.test_labels.shape == (10000,)
     for images in (real_mnist.train_images, real_mnist.test_images):
         assert images.dtype == torch.uint8 and int(images.min()) == 0 and int(images.max()) == 255
     assert set(real_mnist.train_labels.unique().tolist()) == set(range(10))
-    verify_mnist_md5(SHARED)  # md5 of the decompressed bytes against the published table
+    verify_mnist_md5(SHARED_DATA)  # md5 of the decompressed bytes against the published table
 
 
 def mnist_module(binarize: Binarize, split_seed: int = 0) -> VAEDataModule:
-    cfg = DataConfig(root=str(SHARED), download=False, binarize=binarize, val_size=10000, split_seed=split_seed)
+    cfg = DataConfig(root=str(SHARED_DATA), download=False, binarize=binarize, val_size=10000, split_seed=split_seed)
     return build_datamodule(cfg, seed=0)
 
 
-@needs_shared
+@needs_mnist
 def test_real_mnist_splits():
     dm = mnist_module(Binarize.none)
     dm.prepare_data()
@@ -421,7 +431,7 @@ def static_mnist() -> VAEDataModule:
     return dm
 
 
-@needs_shared
+@needs_mnist
 def test_real_mnist_static_binarization_is_fixed(static_mnist):
     again = mnist_module(Binarize.static)
     again.setup("fit")
@@ -435,26 +445,22 @@ def test_real_mnist_static_binarization_is_fixed(static_mnist):
     assert 0.1 < float(static_mnist.train_data.mean()) < 0.15  # MNIST's mean intensity is about 0.13
 
 
-@needs_shared
-def test_real_mnist_dynamic_binarization_draws_each_batch(static_mnist):
+@needs_mnist
+def test_real_mnist_dynamic_binarization_leaves_training_grey_levels(static_mnist):
     dynamic = mnist_module(Binarize.dynamic)
     dynamic.setup("fit")
     # validation and test are drawn once, as under static binarization
     assert torch.equal(dynamic.val_data, static_mnist.val_data) and torch.equal(
         dynamic.test_data, static_mnist.test_data
     )
-    batch = next(iter(dynamic.train_dataloader()))
-    assert not is_binary(batch)  # grey levels until the batch reaches its device
-    dynamic.trainer = SimpleNamespace(training=True)
-    first, second = (dynamic.on_after_batch_transfer(batch, 0) for _ in range(2))
-    assert is_binary(first) and is_binary(second) and not torch.equal(first, second)
-    dynamic.trainer = SimpleNamespace(training=False)
-    assert dynamic.on_after_batch_transfer(batch, 0) is batch
+    # the training step draws each minibatch afresh (tests/test_training_steps.py)
+    batch = next(iter(dynamic.train_dataloader()))[0]
+    assert not is_binary(batch)
 
 
-@needs_shared
+@needs_frey
 def test_real_frey_faces():
-    faces = load_frey(SHARED)
+    faces = load_frey(SHARED_DATA)
     assert faces.shape == (1965, 28, 20) and faces.dtype == torch.uint8
     assert int(faces.min()) == 8 and int(faces.max()) == 238
     assert float(faces.double().mean()) == pytest.approx(154.46, abs=0.01)

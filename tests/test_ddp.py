@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+from tests.helpers import SHARED_DATA, needs_mnist
+
 TOLERANCE = 2.0  # nats per example, on test ELBO and test log-likelihood
 
 BUDGET = [
@@ -24,13 +25,11 @@ BUDGET = [
     "trainer.limit_val_batches=5",
     "eval.ll_samples=10",
     "trainer.progress_bar=false",
-    f"data.root={SHARED}",
+    f"data.root={SHARED_DATA}",
     "seed=0",
 ]
 
-pytestmark = pytest.mark.skipif(
-    not (SHARED / "MNIST" / "raw").is_dir(), reason=f"real MNIST not found in {SHARED / 'MNIST' / 'raw'}"
-)
+pytestmark = [needs_mnist, pytest.mark.slow]
 
 
 def fit(cwd: Path, *words: str) -> subprocess.CompletedProcess:

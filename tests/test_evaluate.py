@@ -14,8 +14,18 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from torch import distributions as D
 
+from tests.helpers import (
+    DATA_DIM,
+    PROJECT,
+    TINY_FIT,
+    closed_form_elbo,
+    closed_form_log_likelihood,
+    linear_gaussian_vae,
+    needs_frey,
+    needs_mnist,
+    set_posterior,
+)
 from vaelab.config.schema import DecoderKind, ModelConfig, StochasticLayerConfig
 from vaelab.evaluate import (
     EVAL_FILE,
@@ -28,12 +38,9 @@ from vaelab.evaluate import (
 )
 from vaelab.fit import main as fit_main
 from vaelab.models.vae import VAE
-from vaelab.probability.densities import kl_to_standard_normal
 from vaelab.results.loggers import wandb_run_id
 from vaelab.results.pictures import PALETTE, lerp, manifold_points, slerp
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-PROJECT = Path(__file__).resolve().parents[1]
 ERROR_PREFIX = "vaelab.evaluate: error:"
 
 
@@ -43,49 +50,19 @@ ERROR_PREFIX = "vaelab.evaluate: error:"
 # (the float64 fixture is in conftest.py)
 
 
-# A linear-Gaussian VAE: p(z) = N(0, I), p(x|z) = N(Wz + b, s^2 I), so p(x) = N(b, W W^T + s^2 I);
-# q(z|x) = N(Gx + c, diag(v)) is Gaussian too, so the ELBO is known in closed form as well.
-DATA_DIM, LATENT_DIM, SIGMA = 6, 3, 0.5
-
-
-def linear_gaussian_vae() -> VAE:
-    cfg = ModelConfig(decoder=DecoderKind.gaussian, latent_dim=LATENT_DIM, hidden=[], sigma=SIGMA, sigmoid_mean=False)
-    vae = VAE(cfg, DATA_DIM)
-    q, _ = torch.linalg.qr(torch.randn(DATA_DIM, LATENT_DIM))
-    with torch.no_grad():
-        vae.decoder.mean_head.weight.copy_(q * torch.tensor([2.0, 1.0, 0.5]))
-        vae.decoder.mean_head.bias.copy_(torch.randn(DATA_DIM))
-        # q near the exact posterior, but wider and shifted: every bound is strictly below log p(x)
-        W, b = vae.decoder.mean_head.weight, vae.decoder.mean_head.bias
-        cov = torch.linalg.inv(torch.eye(LATENT_DIM) + W.T @ W / SIGMA**2)
-        gain = cov @ W.T / SIGMA**2
-        vae.encoders[0].mean.weight.copy_(gain)
-        vae.encoders[0].mean.bias.copy_(-gain @ b + 0.3)
-        vae.encoders[0].log_var.weight.zero_()
-        vae.encoders[0].log_var.bias.copy_(torch.log(torch.diagonal(cov)) + 0.7)
+def near_posterior_vae() -> VAE:
+    """The linear-Gaussian VAE of tests/helpers.py with q near the exact posterior, but wider
+    and shifted: every bound is strictly below log p(x), and the ELBO known in closed form."""
+    vae = linear_gaussian_vae()
+    set_posterior(vae, log_var_shift=0.7, mean_shift=0.3)
     return vae
-
-
-def closed_form_log_likelihood(vae: VAE, x: torch.Tensor) -> torch.Tensor:
-    W, b = vae.decoder.mean_head.weight, vae.decoder.mean_head.bias
-    return D.MultivariateNormal(b, W @ W.T + SIGMA**2 * torch.eye(DATA_DIM)).log_prob(x)
-
-
-def closed_form_elbo(vae: VAE, x: torch.Tensor) -> torch.Tensor:
-    """E_q[log p(x|z)] - KL(q || p): Gaussian expectations of a quadratic."""
-    W, b = vae.decoder.mean_head.weight, vae.decoder.mean_head.bias
-    mean, log_var = vae.encoders[0](x)
-    residual = x - mean @ W.T - b
-    trace = (torch.exp(log_var) * (W**2).sum(0)).sum(-1)  # tr(W diag(v) W^T)
-    expected_log_lik = -0.5 * DATA_DIM * math.log(2 * math.pi * SIGMA**2) - ((residual**2).sum(-1) + trace) / (2 * SIGMA**2)
-    return expected_log_lik - kl_to_standard_normal(mean, log_var)
 
 
 def test_estimates_match_the_closed_forms(float64):
     """With S = 100000 samples, L_S equals log p(x) and the mean log-weight equals the closed-form
     ELBO within 0.05 nats (the largest errors over 20 seeds of this set-up: 0.013 and 0.021);
     L_1 < L_5 < L_50 < log p(x) (the smallest margin over those seeds: 0.008 nats)."""
-    vae = linear_gaussian_vae()
+    vae = near_posterior_vae()
     x = torch.randn(5, DATA_DIM) * 2
     exact, exact_elbo = closed_form_log_likelihood(vae, x), closed_form_elbo(vae, x).detach()
     scores = score(vae, x, ll_samples=100_000, iwae_k=[1, 5, 50], chunk_size=10_000, batch_size=3)
@@ -126,7 +103,7 @@ def test_chunked_estimates_equal_the_one_shot_formulas(chunk_size, float64):
 def test_iwae_estimates_are_ordered_per_image_when_k_divides(float64):
     """From one stream of samples, L_k <= L_k' for every image when k divides k' (Jensen in
     each group), whatever the noise; L_S over all samples is the largest, L_1 the ELBO."""
-    vae = linear_gaussian_vae()
+    vae = near_posterior_vae()
     x = torch.randn(50, DATA_DIM) * 3
     scores = score(vae, x, ll_samples=60, iwae_k=[1, 2, 6, 30, 60], chunk_size=7, batch_size=16)
     chain = [scores.iwae[k] for k in (1, 2, 6, 30, 60)]
@@ -217,14 +194,6 @@ def test_manifold_points_are_the_gaussian_quantiles_of_cell_centres():
 
 # ================================================================ the command on real checkpoints
 
-needs_mnist = pytest.mark.skipif(not (SHARED / "MNIST" / "raw").is_dir(), reason=f"real MNIST not found in {SHARED}")
-needs_frey = pytest.mark.skipif(
-    not (SHARED / "FreyFaces" / "frey_rawface.mat").is_file(), reason=f"real Frey faces not found in {SHARED}"
-)
-TINY = [
-    "experiment=smoke", "trainer.limit_train_batches=3", "eval.ll_samples=10", "trainer.progress_bar=false",
-    f"data.root={SHARED}",
-]
 # name -> (fit words, image shape, labelled, stochastic layers, top latent dim)
 RUNS = {
     "mnist": (["model=bernoulli"], (28, 28), True, 1, 20),
@@ -246,7 +215,7 @@ def fitted(tmp_path_factory):
             with pytest.MonkeyPatch.context() as patch:
                 for variable in ("WANDB_MODE", "WANDB_SWEEP_ID", "WANDB_RUN_ID"):
                     patch.delenv(variable, raising=False)
-                assert fit_main([*TINY, *RUNS[name][0], f"run.dir={run_dir}"]) == 0
+                assert fit_main([*TINY_FIT, *RUNS[name][0], f"run.dir={run_dir}"]) == 0
             made[name] = run_dir
         return made[name]
 
@@ -269,6 +238,7 @@ def read_eval(run_dir: Path) -> dict:
     return json.loads((run_dir / EVAL_FILE).read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [pytest.param(n, marks=MARKS[n]) for n in RUNS])
 def test_evaluate_a_run_directory(name, fitted, capsys, monkeypatch):
     for variable in ("WANDB_MODE", "WANDB_SWEEP_ID", "WANDB_RUN_ID"):
@@ -341,6 +311,7 @@ def test_evaluate_a_run_directory(name, fitted, capsys, monkeypatch):
         assert b"eval/test_ll" in records and b"eval/iwae_50" in records
 
 
+@pytest.mark.slow
 @needs_mnist
 def test_evaluate_a_checkpoint_file_with_overrides_reproducibly(fitted, tmp_path, capsys):
     source = fitted("mnist")
@@ -386,6 +357,7 @@ BAD_INPUT = {
 }
 
 
+@pytest.mark.slow
 @needs_mnist
 @pytest.mark.parametrize("case", list(BAD_INPUT))
 def test_bad_overrides_exit_2_with_one_line(case, fitted, capsys):
@@ -431,6 +403,7 @@ def test_missing_or_broken_checkpoints_exit_2_with_one_line(tmp_path, capsys):
         assert f"  {key} " in text, key
 
 
+@pytest.mark.slow
 def test_the_module_runs_as_a_command(tmp_path):
     missing = tmp_path / "nothing.ckpt"
     result = subprocess.run(

@@ -22,41 +22,18 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
+from tests.helpers import MNIST_FILES, MNIST_RAW, PROJECT, SHARED_DATA, TINY_FIT, needs_frey, needs_mnist
 from vaelab.config import load_config
 from vaelab.config.compose import GROUPS, group_options
 from vaelab.data import build_datamodule
 from vaelab.fit import main
 from vaelab.models.module import VAEModule
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-MNIST_RAW = SHARED / "MNIST" / "raw"
-FREY_FILE = SHARED / "FreyFaces" / "frey_rawface.mat"
-MNIST_FILES = (
-    "train-images-idx3-ubyte.gz",
-    "train-labels-idx1-ubyte.gz",
-    "t10k-images-idx3-ubyte.gz",
-    "t10k-labels-idx1-ubyte.gz",
-)
-PROJECT = Path(__file__).resolve().parents[1]
-
-needs_mnist = pytest.mark.skipif(
-    not all((MNIST_RAW / name).is_file() for name in MNIST_FILES),
-    reason=f"real MNIST not found: expected the 4 files {', '.join(MNIST_FILES)} in {MNIST_RAW}",
-)
-needs_frey = pytest.mark.skipif(
-    not FREY_FILE.is_file(), reason=f"real Frey faces not found: expected {FREY_FILE}"
-)
 NEEDS = {"mnist": needs_mnist, "frey": needs_frey}
 IMAGE_SHAPE = {"mnist": (28, 28), "frey": (28, 20)}
 
-# experiment=smoke, smaller still: 5 training batches, 20 importance samples per test image.
-TINY = [
-    "experiment=smoke",
-    "trainer.progress_bar=false",
-    "trainer.limit_train_batches=5",
-    "eval.ll_samples=20",
-    f"data.root={SHARED}",
-]
+# The tiny fit of tests/helpers.py with 5 training batches, 20 importance samples per test image.
+TINY = [*TINY_FIT, "trainer.limit_train_batches=5", "eval.ll_samples=20"]
 # Fewer batches again, for the tests that fit several times.
 TINIER = [*TINY, "trainer.limit_train_batches=3", "trainer.limit_val_batches=2", "trainer.limit_test_batches=1"]
 
@@ -101,6 +78,7 @@ def grid_size(count: int, image_shape: tuple[int, int], rows_per_image: int = 1)
 # ---------------------------------------------------------------- every model x data pair
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("data", [pytest.param(d, marks=NEEDS[d]) for d in ("mnist", "frey")])
 @pytest.mark.parametrize("model", ["bernoulli", "gaussian", "gaussian_learned"])
 def test_fit_writes_a_complete_run_directory(model, data, tmp_path, capsys):
@@ -135,7 +113,7 @@ def test_fit_writes_a_complete_run_directory(model, data, tmp_path, capsys):
     saved = OmegaConf.load(run_dir / "config.yaml")
     assert saved.model.decoder == model
     assert saved.data.name == data
-    assert saved.data.root == str(SHARED)
+    assert saved.data.root == str(SHARED_DATA)
     assert saved.trainer.limit_train_batches == 5 and saved.eval.ll_samples == 20
     assert saved.run.dir == str(run_dir)
 
@@ -237,8 +215,6 @@ BAD_INPUT = {
 @pytest.fixture(scope="module")
 def bad_input_runs(tmp_path_factory):
     """Starts one subprocess per BAD_INPUT case, all at once; returns case -> (tmp, result)."""
-    if not all((MNIST_RAW / name).is_file() for name in MNIST_FILES):
-        pytest.skip(f"real MNIST not found in {MNIST_RAW}")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT), os.environ.get("PYTHONPATH")]))}
     env.pop("VAELAB_DATA_DIR", None)
     started = {}
@@ -259,6 +235,8 @@ def bad_input_runs(tmp_path_factory):
     return results
 
 
+@pytest.mark.slow
+@needs_mnist
 @pytest.mark.parametrize("case", list(BAD_INPUT))
 def test_bad_input_exits_2_with_one_line_and_no_checkpoint(case, bad_input_runs):
     tmp, result = bad_input_runs[case]
@@ -282,8 +260,6 @@ def test_bad_input_exits_2_with_one_line_and_no_checkpoint(case, bad_input_runs)
 @pytest.fixture
 def first_session(tmp_path):
     """A run directory after one epoch of a fit."""
-    if not all((MNIST_RAW / name).is_file() for name in MNIST_FILES):
-        pytest.skip(f"real MNIST not found in {MNIST_RAW}")
     run_dir = tmp_path / "run"
     assert fit(run_dir, "trainer.max_epochs=1", base=TINIER) == 0
     summary = read_summary(run_dir)
@@ -316,6 +292,8 @@ def check_resumed(run_dir: Path, before: dict, first_rows: list[dict[str, str]],
     assert len(rows) > len(first_rows)
 
 
+@pytest.mark.slow
+@needs_mnist
 def test_resume_continues_the_same_run(first_session, capsys):
     run_dir = first_session
     before, first_rows = read_summary(run_dir), read_metrics(run_dir)
@@ -324,6 +302,8 @@ def test_resume_continues_the_same_run(first_session, capsys):
     check_resumed(run_dir, before, first_rows, capsys.readouterr().out)
 
 
+@pytest.mark.slow
+@needs_mnist
 def test_resume_a_moved_run_directory(first_session, tmp_path, capsys):
     run_dir = tmp_path / "moved"
     shutil.move(first_session, run_dir)
@@ -344,6 +324,8 @@ def test_resume_from_a_missing_directory_fails_in_one_line(tmp_path, capsys):
     assert not missing.exists()
 
 
+@pytest.mark.slow
+@needs_mnist
 def test_cfg_with_resume_prints_the_saved_config_with_overrides(first_session, capsys):
     run_dir = first_session
     files = {path: path.stat().st_mtime_ns for path in run_dir.rglob("*")}
@@ -356,6 +338,8 @@ def test_cfg_with_resume_prints_the_saved_config_with_overrides(first_session, c
     assert {path: path.stat().st_mtime_ns for path in run_dir.rglob("*")} == files
 
 
+@pytest.mark.slow
+@needs_mnist
 def test_resume_refuses_group_choices(first_session, capsys):
     run_dir = first_session
     files = {path: path.stat().st_mtime_ns for path in run_dir.rglob("*")}
@@ -369,6 +353,7 @@ def test_resume_refuses_group_choices(first_session, capsys):
 # ---------------------------------------------------------------- reproducibility
 
 
+@pytest.mark.slow
 @needs_mnist
 def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path):
     numbers = {}
@@ -383,6 +368,7 @@ def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path):
 # ---------------------------------------------------------------- divergence
 
 
+@pytest.mark.slow
 @needs_mnist
 def test_divergence_stops_with_one_line_and_no_checkpoint(tmp_path, capsys):
     words = ["optim.name=sgd", "optim.lr=1e30", "trainer.limit_train_batches=3"]
@@ -415,20 +401,22 @@ def test_divergence_stops_with_one_line_and_no_checkpoint(tmp_path, capsys):
     assert not (run_dir / "summary.json").exists()
 
 
+@pytest.mark.slow
 @needs_mnist
 def test_default_model_beats_minus_142_nats_after_one_epoch(tmp_path):
-    """The issue's bar: the default bernoulli model on MNIST, one full epoch, test ELBO > -142.
+    """A working trainer's bar: the default bernoulli model on MNIST, one full epoch, test ELBO > -142.
 
     The ELBO estimate is the mean log-weight; 10 samples per image over the 10000 test
     images give it to about 0.1 nats, well inside the margin (about -137 to -140 measured).
     """
     words = ["model=bernoulli", "trainer.max_epochs=1", "eval.ll_samples=10", "trainer.progress_bar=false"]
-    assert main([*words, f"data.root={SHARED}", f"run.dir={tmp_path / 'run'}"]) == 0
+    assert main([*words, f"data.root={SHARED_DATA}", f"run.dir={tmp_path / 'run'}"]) == 0
     summary = read_summary(tmp_path / "run")
     assert summary["epochs"] == 1 and summary["steps"] == 550
     assert summary["test_elbo"] > -142.0, summary
 
 
+@pytest.mark.slow
 @needs_mnist
 def test_track_test_scores_the_test_set_after_every_epoch(tmp_path):
     run_dir = tmp_path / "run"
@@ -443,6 +431,7 @@ def test_track_test_scores_the_test_set_after_every_epoch(tmp_path):
 # ---------------------------------------------------------------- KL weight
 
 
+@pytest.mark.slow
 @needs_mnist
 def test_kl_weight_changes_the_loss_and_no_logged_bound(tmp_path):
     """model.beta and optim.kl_warmup_epochs weight the training loss only. The weight in

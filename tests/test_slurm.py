@@ -31,28 +31,17 @@ from pathlib import Path
 
 import pytest
 
-PROJECT = Path(__file__).resolve().parents[1]
+from tests.helpers import PROJECT, SHARED_DATA, needs_mnist
+
 SLURM = PROJECT / "slurm"
 START_CLUSTER = SLURM / "ci" / "start-cluster.sh"
 SCRIPTS = ("fit.sbatch", "multinode.sbatch", "sweep_agent.sbatch")
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-MNIST_FILES = (
-    "train-images-idx3-ubyte.gz",
-    "train-labels-idx1-ubyte.gz",
-    "t10k-images-idx3-ubyte.gz",
-    "t10k-labels-idx1-ubyte.gz",
-)
 IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 
-needs_mnist = pytest.mark.skipif(
-    not all((SHARED / "MNIST" / "raw" / name).is_file() for name in MNIST_FILES),
-    reason=f"real MNIST not found in {SHARED / 'MNIST' / 'raw'}",
-)
-
-# A few seconds of training per job: experiment=smoke, 10 importance samples per test image.
-TINY = [
+# A few seconds of training per job on the CPU: experiment=smoke, 10 importance samples per test image.
+JOB_FIT = [
     "experiment=smoke",
-    f"data.root={SHARED}",
+    f"data.root={SHARED_DATA}",
     "trainer.accelerator=cpu",
     "trainer.limit_val_batches=2",
     "trainer.limit_test_batches=1",
@@ -257,6 +246,8 @@ def test_sweep_agent_without_a_sweep_id_stops_with_one_line(tmp_path):
 # ---------------------------------------------------------------- jobs on the cluster
 
 
+@pytest.mark.slurm
+@pytest.mark.slow
 @needs_mnist
 def test_fit_job_writes_summary_into_run_dir_keyed_by_job_id(jobs, tmp_path):
     """Two tasks, DDP over gloo, Python found by `uv run` from the submit directory."""
@@ -264,7 +255,7 @@ def test_fit_job_writes_summary_into_run_dir_keyed_by_job_id(jobs, tmp_path):
         "fit.sbatch",
         tmp_path,
         [*CPU_JOB, "--ntasks-per-node=2"],
-        [*TINY, "trainer.max_epochs=2", "trainer.limit_train_batches=5"],
+        [*JOB_FIT, "trainer.max_epochs=2", "trainer.limit_train_batches=5"],
         cpu_env(),
     )
     log = assert_completed(job, tmp_path, restarts=0)
@@ -280,6 +271,8 @@ def test_fit_job_writes_summary_into_run_dir_keyed_by_job_id(jobs, tmp_path):
 EPOCHS, BATCHES = 6, 40  # per requeue test: 240 steps, a few seconds of training
 
 
+@pytest.mark.slurm
+@pytest.mark.slow
 @needs_mnist
 @pytest.mark.parametrize("tasks", [1, 2])
 def test_sigusr1_mid_training_requeues_and_continues_from_hpc_checkpoint(jobs, tmp_path, tasks):
@@ -289,7 +282,7 @@ def test_sigusr1_mid_training_requeues_and_continues_from_hpc_checkpoint(jobs, t
         "fit.sbatch",
         tmp_path,
         [*CPU_JOB, f"--ntasks-per-node={tasks}"],
-        [*TINY, f"trainer.max_epochs={EPOCHS}", f"trainer.limit_train_batches={BATCHES}"],
+        [*JOB_FIT, f"trainer.max_epochs={EPOCHS}", f"trainer.limit_train_batches={BATCHES}"],
         cpu_env(VAELAB_PYTHON=sys.executable),
     )
     run_dir = tmp_path / "runs" / f"slurm-{job}"
@@ -326,6 +319,8 @@ def test_sigusr1_mid_training_requeues_and_continues_from_hpc_checkpoint(jobs, t
     )
 
 
+@pytest.mark.slurm
+@pytest.mark.slow
 @needs_mnist
 def test_job_requeued_by_slurm_continues_from_last_checkpoint(jobs, tmp_path):
     """No SIGUSR1 (a node failure, preemption, or `scontrol requeue`), so no hpc checkpoint: the
@@ -335,7 +330,7 @@ def test_job_requeued_by_slurm_continues_from_last_checkpoint(jobs, tmp_path):
         "multinode.sbatch",
         tmp_path,
         [*CPU_JOB, "--nodes=1", "--ntasks-per-node=2"],
-        [*TINY, f"trainer.max_epochs={EPOCHS}", f"trainer.limit_train_batches={BATCHES}"],
+        [*JOB_FIT, f"trainer.max_epochs={EPOCHS}", f"trainer.limit_train_batches={BATCHES}"],
         cpu_env(VAELAB_PYTHON=sys.executable),
     )
     run_dir = tmp_path / "runs" / f"slurm-{job}"
@@ -359,6 +354,7 @@ def test_job_requeued_by_slurm_continues_from_last_checkpoint(jobs, tmp_path):
     assert len(validated) <= EPOCHS + 1, validated
 
 
+@pytest.mark.slurm
 def test_sweep_agent_array_runs_one_agent_run_per_task(jobs, tmp_path):
     """A stand-in Python records how it is called: there is no W&B server to run an agent against."""
     bin_dir = tmp_path / "venv" / "bin"

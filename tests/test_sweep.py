@@ -26,27 +26,19 @@ with warnings.catch_warnings():
         "sweeps", reason="W&B's sweep engine is not installed: uv sync --extra sweeps"
     )
 
-from vaelab import sweep as runner  # noqa: E402
-from vaelab.config import load_config  # noqa: E402
+import yaml  # noqa: E402
 
-PROJECT = Path(__file__).resolve().parents[1]
+from tests.helpers import PROJECT, TINY_FIT, needs_frey  # noqa: E402
+from vaelab.config import load_config  # noqa: E402
+from vaelab.sweep import process  # noqa: E402
+from vaelab.sweep.cli import main  # noqa: E402
+from vaelab.sweep.command import build_command, param_values, vaelab_words  # noqa: E402
+from vaelab.sweep.engine import load_sweep  # noqa: E402
+
 SWEEP_FILES = sorted((PROJECT / "sweeps").glob("*.yaml"))
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-FREY_FILE = SHARED / "FreyFaces" / "frey_rawface.mat"
-needs_frey = pytest.mark.skipif(not FREY_FILE.is_file(), reason=f"real Frey faces not found: expected {FREY_FILE}")
-# A fit of a few seconds: experiment=smoke with fewer batches still, on Frey faces (which
-# load faster than MNIST).
-TINY = [
-    "experiment=smoke",
-    "data=frey",
-    "model=gaussian_learned",
-    f"data.root={SHARED}",
-    "eval.ll_samples=10",
-    "trainer.progress_bar=false",
-    "trainer.limit_train_batches=3",
-    "trainer.limit_val_batches=2",
-    "trainer.limit_test_batches=1",
-]
+# The tiny fit of tests/helpers.py on Frey faces (which load faster than MNIST), fewer batches still.
+TINY_FREY = [*TINY_FIT, "data=frey", "model=gaussian_learned", "trainer.limit_val_batches=2",
+             "trainer.limit_test_batches=1"]
 VAELAB = ["${env}", "${interpreter}", "-m", "vaelab.fit"]
 ERROR_PREFIX = "vaelab.sweep: error:"
 
@@ -87,12 +79,12 @@ def proposals(config: dict, limit: int = 8) -> list:
 # --- The shipped sweep files ----------------------------------------------------------------
 
 
-def test_the_sweeps_of_the_issue_are_there():
+def test_sweep_files_hold_the_latent_grids_the_iwae_k_grid_and_an_lr_search():
     grids = {}
     for path in SWEEP_FILES:
-        config = runner.load_sweep(path)
+        config = load_sweep(path)
         if config["method"] == "grid":
-            grids[path.stem] = [runner.param_values(p.config) for p in proposals(config, 100)]
+            grids[path.stem] = [param_values(p.config) for p in proposals(config, 100)]
     latent = {name: sorted(v["model.latent_dim"] for v in values) for name, values in grids.items()
               if all(list(v) == ["model.latent_dim"] for v in values)}
     assert sorted(latent.values()) == [[2, 5, 10, 20], [3, 5, 10, 20, 200]]  # K&W Figure 2
@@ -106,7 +98,7 @@ def test_the_sweeps_of_the_issue_are_there():
     assert sorted((v["model.estimator"], v["model.k"]) for v in estimators[0]) == [
         (e, k) for e in ("dreg", "reparam", "stl") for k in (5, 50)
     ]
-    searches = [runner.load_sweep(p) for p in SWEEP_FILES]
+    searches = [load_sweep(p) for p in SWEEP_FILES]
     searches = [c for c in searches if c["method"] in ("bayes", "random") and "early_terminate" in c]
     assert any(
         c["parameters"]["optim.lr"]["distribution"] == "log_uniform_values" and "model.hidden" in c["parameters"]
@@ -116,9 +108,9 @@ def test_the_sweeps_of_the_issue_are_there():
 
 @pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda p: p.name)
 def test_sweep_file_validates_against_wandb_schema(path):
-    raw = runner.yaml.safe_load(path.read_text())
+    raw = yaml.safe_load(path.read_text())
     assert sweeps.schema_violations_from_proposed_config(raw) == []
-    config = runner.load_sweep(path)  # the schema, then the engine's own checks
+    config = load_sweep(path)  # the schema, then the engine's own checks
     assert config["metric"]["name"] in ("val/elbo", "test/ll", "test/elbo")
     assert config["metric"]["goal"] == "maximize"
     command = raw["command"]
@@ -128,12 +120,12 @@ def test_sweep_file_validates_against_wandb_schema(path):
 
 @pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda p: p.name)
 def test_sweep_file_commands_are_accepted_by_vaelab_fit(path, tmp_path):
-    config = runner.load_sweep(path)
+    config = load_sweep(path)
     for proposal in proposals(config):
-        values = runner.param_values(proposal.config)
-        command = runner.build_command(config, values, tmp_path / "run")
+        values = param_values(proposal.config)
+        command = build_command(config, values, tmp_path / "run")
         assert command[:4] == ["/usr/bin/env", sys.executable, "-m", "vaelab.fit"]
-        cfg, _ = load_config(runner.vaelab_words(command))  # raises ConfigError if vaelab.fit would
+        cfg, _ = load_config(vaelab_words(command))  # raises ConfigError if vaelab.fit would
         assert cfg.logger.name.value == "wandb" and cfg.run.dir == str(tmp_path / "run")
         for name, value in values.items():  # each parameter reaches its key
             expected = OmegaConf.to_container(OmegaConf.from_dotlist([f"v={value}"]))["v"]
@@ -142,29 +134,55 @@ def test_sweep_file_commands_are_accepted_by_vaelab_fit(path, tmp_path):
             assert got == pytest.approx(expected), name
 
 
-def test_command_macros_are_those_of_wandb_agent():
-    utils = pytest.importorskip("wandb.sdk.launch.sweeps.utils")
+def test_command_macros_expand_word_for_word_as_in_wandb_agent(tmp_path, monkeypatch):
+    """Every macro of a W&B sweep command, in the formats wandb agent writes (W&B's docs,
+    "command macros"): --key=value, key=value, --key value, booleans as bare flags, JSON, Hydra."""
     values = {"model.latent_dim": 5, "optim.lr": 0.00031, "model.hidden": "[200,200]", "big": 1e-05,
               "model.sigmoid_mean": False, "flag": True, "list": [1, 2], "none": None}
-    theirs = utils.create_sweep_command_args({"args": {k: {"value": v} for k, v in values.items()}})
-    ours = runner.command_args(values)
-    assert ours == {k: theirs[k] for k in ours}
-    assert set(theirs) - set(ours) <= {"args_dict"}
+    words = ["model.latent_dim=5", "optim.lr=0.00031", "model.hidden=[200,200]", "big=1e-05",
+             "model.sigmoid_mean=False", "flag=True", "list=[1, 2]", "none=None"]
+    expected = {
+        "args": ["--" + w for w in words],
+        "args_no_hyphens": words,
+        "args_no_equals": ["--model.latent_dim", "5", "--optim.lr", "0.00031", "--model.hidden", "[200,200]",
+                           "--big", "1e-05", "--model.sigmoid_mean", "False", "--flag", "True", "--list", "[1, 2]",
+                           "--none", "None"],
+        # False leaves its flag out, True is the bare flag
+        "args_no_boolean_flags": ["--model.latent_dim=5", "--optim.lr=0.00031", "--model.hidden=[200,200]",
+                                  "--big=1e-05", "--flag", "--list=[1, 2]", "--none=None"],
+        "args_json": ['{"model.latent_dim": 5, "optim.lr": 0.00031, "model.hidden": "[200,200]", "big": 1e-05, '
+                      '"model.sigmoid_mean": false, "flag": true, "list": [1, 2], "none": null}'],
+        "args_append_hydra": ["+" + w for w in words],
+        "args_override_hydra": ["++" + w for w in words],
+    }
+    run_dir = tmp_path / "run"
+    for macro, macro_words in expected.items():
+        assert build_command({"command": ["${" + macro + "}"]}, values, run_dir) == [*macro_words, f"run.dir={run_dir}"]
+    # The other macros: this Python, /usr/bin/env, the program, environment variables, the JSON file.
+    monkeypatch.setenv("VAELAB_SWEEP_TEST", "from-env")
+    sweep = {"program": "train.py", "command": ["${env}", "${interpreter}", "${program}", "--x=${envvar:VAELAB_SWEEP_TEST}",
+                                                "${envvar:UNSET_VARIABLE}", "${args_json_file}", "${unknown}"]}
+    assert build_command(sweep, values, run_dir, ["extra=1"]) == [
+        "/usr/bin/env", sys.executable, "train.py", "--x=from-env", "UNSET_VARIABLE", str(run_dir / "sweep-args.json"),
+        "extra=1", f"run.dir={run_dir}",
+    ]
+    assert sweep["command"][3] == "--x=${envvar:VAELAB_SWEEP_TEST}"  # the sweep itself is left as it was
 
 
 # --- The offline runner on real fits --------------------------------------------------------
 
 
+@pytest.mark.slow
 @needs_frey
 def test_offline_grid_sweep_runs_and_names_the_best_run(tmp_path, capsys):
     sweep = write_sweep(tmp_path / "grid.yaml", {
         "method": "grid",
         "metric": {"name": "val/elbo", "goal": "maximize"},
         "parameters": {"model.latent_dim": {"values": [2, 3, 4]}, "model.hidden": {"value": "[50]"}},
-        "command": [*VAELAB, *TINY, "${args_no_hyphens}"],
+        "command": [*VAELAB, *TINY_FREY, "${args_no_hyphens}"],
     })
     out = tmp_path / "out"
-    status = runner.main([str(sweep), "--out", str(out)])  # a grid runs until exhausted
+    status = main([str(sweep), "--out", str(out)])  # a grid runs until exhausted
     printed = capsys.readouterr().out
     rows, document = read_table(out)
     assert_statuses(rows, ["finished"] * 3)
@@ -184,6 +202,7 @@ def test_offline_grid_sweep_runs_and_names_the_best_run(tmp_path, capsys):
         assert float(row["val/elbo"]) == pytest.approx(val[-1])  # W&B's summary: the last value
 
 
+@pytest.mark.slow
 @needs_frey
 def test_bayes_sweep_proposes_from_earlier_results(tmp_path, capsys):
     sweep = write_sweep(tmp_path / "bayes.yaml", {
@@ -196,7 +215,7 @@ def test_bayes_sweep_proposes_from_earlier_results(tmp_path, capsys):
         "command": [*VAELAB, "${args_no_hyphens}"],
     })
     out = tmp_path / "out"
-    status = runner.main([str(sweep), "--count", "3", "--out", str(out), *TINY])
+    status = main([str(sweep), "--count", "3", "--out", str(out), *TINY_FREY])
     rows, document = read_table(out)
     runs = document["runs"]
     assert_statuses(rows, ["finished"] * 3)
@@ -240,7 +259,7 @@ def fake_fit(tmp_path):
 
 
 def test_hyperband_stops_a_worse_run_while_it_trains(tmp_path, fake_fit, monkeypatch, capsys):
-    monkeypatch.setattr(runner, "POLL_SECONDS", 0.05)
+    monkeypatch.setattr(process, "POLL_SECONDS", 0.05)
     sweep = write_sweep(tmp_path / "hyperband.yaml", {
         "method": "grid",
         "metric": {"name": "val/elbo", "goal": "maximize"},
@@ -249,7 +268,7 @@ def test_hyperband_stops_a_worse_run_while_it_trains(tmp_path, fake_fit, monkeyp
         "command": fake_fit,
     })
     out = tmp_path / "out"
-    assert runner.main([str(sweep), "--out", str(out), "epochs=40", "sleep=0.05"]) == 0
+    assert main([str(sweep), "--out", str(out), "epochs=40", "sleep=0.05"]) == 0
     rows, document = read_table(out)
     assert [r["status"] for r in rows] == ["finished", "stopped"]
     assert rows[1]["note"].startswith("stopped by hyperband")
@@ -267,8 +286,8 @@ def test_a_sweep_continues_in_its_folder(tmp_path, fake_fit, capsys):
     }
     sweep = write_sweep(tmp_path / "grid.yaml", config)
     out = tmp_path / "out"
-    assert runner.main([str(sweep), "--count", "2", "--out", str(out)]) == 0
-    assert runner.main([str(sweep), "--count", "5", "--out", str(out)]) == 0
+    assert main([str(sweep), "--count", "2", "--out", str(out)]) == 0
+    assert main([str(sweep), "--count", "5", "--out", str(out)]) == 0
     rows, document = read_table(out)
     assert [r["run"] for r in rows] == ["run-001", "run-002", "run-003"]
     assert [r["slope"] for r in rows] == ["3", "1", "2"]
@@ -277,13 +296,13 @@ def test_a_sweep_continues_in_its_folder(tmp_path, fake_fit, capsys):
     assert "continuing after 2 earlier runs" in printed and "the grid is exhausted" in printed
     # Another sweep cannot write into that folder.
     other = write_sweep(tmp_path / "other.yaml", {**config, "parameters": {"slope": {"values": [5]}}})
-    assert runner.main([str(other), "--out", str(out)]) == 2
+    assert main([str(other), "--out", str(out)]) == 2
     assert "holds the results of a different sweep" in capsys.readouterr().err
 
 
 def test_without_the_sweep_engine_the_error_says_how_to_install_it(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "sweeps", None)  # import sweeps raises ImportError
-    assert runner.main([str(SWEEP_FILES[0]), "--dry-run"]) == 2
+    assert main([str(SWEEP_FILES[0]), "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and err.startswith(ERROR_PREFIX) and "uv sync --extra sweeps" in err
 
@@ -317,7 +336,7 @@ INVALID = {
 def test_invalid_sweep_file_is_one_line_and_exit_2(config, message, tmp_path, capsys):
     sweep = write_sweep(tmp_path / "bad.yaml", config)
     out = tmp_path / "out"
-    assert runner.main([str(sweep), "--count", "1", "--out", str(out)]) == 2
+    assert main([str(sweep), "--count", "1", "--out", str(out)]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
     assert len(captured.err.splitlines()) == 1 and captured.err.startswith(ERROR_PREFIX)
@@ -340,11 +359,12 @@ def test_bad_command_line_is_one_line_and_exit_2(words, message, tmp_path, capsy
     (tmp_path / "bad.yaml").write_text("method: [grid\n")
     write_sweep(tmp_path / "good.yaml", {**GOOD, "method": "random", "parameters": {"optim.lr": {"values": [0.1]}}})
     words = [w.format(bad="bad.yaml", good="good.yaml") for w in words]
-    assert runner.main(words) == 2
+    assert main(words) == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and err.startswith(ERROR_PREFIX) and message in err
 
 
+@pytest.mark.slow
 def test_command_line_exit_status_of_an_invalid_file(tmp_path):
     sweep = write_sweep(tmp_path / "bad.yaml", INVALID["unknown vaelab key"][0])
     done = subprocess.run([sys.executable, "-m", "vaelab.sweep", str(sweep), "--dry-run"],

@@ -28,6 +28,10 @@ class CheckpointError(VaelabError):
     """A checkpoint or run directory to resume from is missing or unusable."""
 
 
+class SweepError(VaelabError):
+    """A sweep file, option or output folder that the offline sweep runner cannot use."""
+
+
 def first_line(error: BaseException) -> str:
     """The first line of an exception's message (or its type's name if it has none)."""
     text = str(error).strip()

@@ -6,7 +6,9 @@ See ``--help``. Every user error is one line on stderr and exit status 2.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, fields
+from enum import Enum
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -17,6 +19,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
+from pytorch_lightning.utilities.warnings import PossibleUserWarning
 
 from vaelab.config.compose import compose, parse_command_line, to_object
 from vaelab.config.help import help_text
@@ -39,6 +42,9 @@ from vaelab.results.run_dir import (
 from vaelab.results.summary import summary_lines, write_summary
 
 RESUME_KEY = "run.resume="
+# Lightning compares its count of training_step calls with log_every_n_steps; VAEModule
+# logs by optimizer steps, several per call, so the comparison does not apply.
+warnings.filterwarnings("ignore", "The number of training batches .* is smaller than the logging interval", PossibleUserWarning)
 
 
 def _plain(node: DictConfig) -> dict:
@@ -58,25 +64,25 @@ def _lightning_trainer(t: TrainerConfig, run_dir: Path, callbacks: list[pl.Callb
     plugins = []
     if SLURMEnvironment.detect():  # requeue on SIGUSR1 by vaelab's handler, not Lightning's
         plugins.append(SLURMEnvironment(auto_requeue=False))
-        callbacks = [*callbacks, SlurmRequeue()]
+        # check for the signal about every 10 optimizer steps, or every call if calls are longer
+        callbacks = [*callbacks, SlurmRequeue(every_n_steps=max(1, 10 // t.steps_per_call))]
     return pl.Trainer(
+        **lightning_arguments(t),
         plugins=plugins,
         default_root_dir=run_dir,
-        max_epochs=t.max_epochs,
-        accelerator=t.accelerator.value,
-        devices=t.devices,
-        num_nodes=t.num_nodes,
-        strategy=t.strategy,
-        precision=t.precision,
-        gradient_clip_val=t.gradient_clip_val,
-        limit_train_batches=t.limit_train_batches,
-        limit_val_batches=t.limit_val_batches,
-        limit_test_batches=t.limit_test_batches,
-        log_every_n_steps=t.log_every_n_steps,
+        # Lightning counts training_step calls, each of steps_per_call optimizer steps;
+        # VAEModule logs the training bound itself every trainer.log_every_n_steps steps.
+        log_every_n_steps=max(1, t.log_every_n_steps // t.steps_per_call),
         enable_progress_bar=t.progress_bar,
         callbacks=callbacks,
         logger=loggers,
     )
+
+
+def lightning_arguments(t: TrainerConfig) -> dict:
+    """The ``trainer.*`` keys that are ``pl.Trainer`` arguments of the same name."""
+    values = {f.name: getattr(t, f.name) for f in fields(t) if f.metadata["lightning"]}
+    return {name: value.value if isinstance(value, Enum) else value for name, value in values.items()}
 
 
 @dataclass
@@ -108,13 +114,22 @@ def build_run(cfg_node: DictConfig) -> Run:
             "(Tucker et al. 2019, section 3); model.estimator=dreg is its unbiased counterpart"
         )
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = build_datamodule(cfg.data, cfg.seed, cfg.eval.batch_size, cfg.eval.track_test)
+    t = cfg.trainer
+    datamodule = build_datamodule(
+        cfg.data, cfg.seed, cfg.eval.batch_size, cfg.eval.track_test,
+        steps_per_call=t.steps_per_call, limit_train_batches=t.limit_train_batches,
+    )
     module = VAEModule(
         model=_plain(cfg_node.model),
         optim=_plain(cfg_node.optim),
         eval=_plain(cfg_node.eval),
         data_dim=datamodule.image_shape[0] * datamodule.image_shape[1],
         image_shape=datamodule.image_shape,
+        dynamic_binarization=cfg.data.binarize is Binarize.dynamic,
+        steps_per_call=t.steps_per_call,
+        compile=t.compile,
+        gradient_clip_val=t.gradient_clip_val,
+        log_every_n_steps=t.log_every_n_steps,
     )
     validates = cfg.data.val_size > 0 and cfg.trainer.limit_val_batches != 0  # else no val/elbo to pick by
     checkpoint = ModelCheckpoint(
@@ -137,7 +152,11 @@ def build_run(cfg_node: DictConfig) -> Run:
 
 def fit(cfg_node: DictConfig, resume_checkpoint: Path | None = None) -> dict:
     """Train, test on the best checkpoint, write pictures and ``summary.json``; return the summary."""
-    run = build_run(cfg_node)
+    return fit_run(build_run(cfg_node), resume_checkpoint)
+
+
+def fit_run(run: Run, resume_checkpoint: Path | None = None) -> dict:
+    """:func:`fit` for a run already built (tests and benchmarks add callbacks to it)."""
     cfg, trainer, checkpoint = run.cfg, run.trainer, run.checkpoint
     with exported_run_dir(run.run_dir):
         trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=resume_checkpoint)

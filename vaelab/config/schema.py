@@ -95,11 +95,13 @@ def _require(condition: bool, key: str, value: object, expected: str) -> None:
         raise ConfigError(f"{key}={value} is invalid: expected {expected}")
 
 
-def _help(text: str, default: object) -> object:
-    """A dataclass field with a default and a help string for ``--help``."""
+def _help(text: str, default: object, lightning: bool = False) -> object:
+    """A dataclass field with a default and a help string for ``--help``; ``lightning``
+    marks a ``trainer.*`` key that goes unchanged to ``pl.Trainer``'s argument of that name."""
+    metadata = {"help": text, "lightning": lightning}
     if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": text})
-    return field(default=default, metadata={"help": text})
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
@@ -218,24 +220,39 @@ class DataConfig:
 
 @dataclass
 class TrainerConfig:
-    max_epochs: int = _help("number of training epochs", 50)
-    accelerator: AcceleratorKind = _help("Lightning accelerator (auto: a GPU if there is one)", AcceleratorKind.auto)
-    devices: int = _help("devices (GPUs or CPU processes) per node; -1: every GPU", 1)
-    num_nodes: int = _help("number of nodes", 1)
-    strategy: str = _help("Lightning strategy: auto, ddp, ...", "auto")
-    precision: str = _help("Lightning precision, e.g. 32-true or bf16-mixed", "32-true")
+    """Keys marked ``lightning=True`` are passed to ``pl.Trainer`` as they are (a new
+    Trainer option needs only a field here and a line in configs/trainer/*.yaml); the
+    others are vaelab's training loop's own."""
+
+    max_epochs: int = _help("number of training epochs", 50, lightning=True)
+    accelerator: AcceleratorKind = _help("Lightning accelerator (auto: a GPU if there is one)", AcceleratorKind.auto, lightning=True)
+    devices: int = _help("devices (GPUs or CPU processes) per node; -1: every GPU", 1, lightning=True)
+    num_nodes: int = _help("number of nodes", 1, lightning=True)
+    strategy: str = _help("Lightning strategy: auto, ddp, ...", "auto", lightning=True)
+    precision: str = _help("Lightning precision, e.g. 32-true or bf16-mixed", "32-true", lightning=True)
+    limit_val_batches: Optional[int] = _help(
+        "validate on at most this many batches (null: all; 0: no validation)", None, lightning=True
+    )
+    limit_test_batches: Optional[int] = _help("test on at most this many batches (null: all)", None, lightning=True)
     gradient_clip_val: Optional[float] = _help("clip gradient norm to this value (null: off)", None)
-    limit_train_batches: Optional[int] = _help("train on at most this many batches per epoch (null: all)", None)
-    limit_val_batches: Optional[int] = _help("validate on at most this many batches (null: all; 0: no validation)", None)
-    limit_test_batches: Optional[int] = _help("test on at most this many batches (null: all)", None)
-    log_every_n_steps: int = _help("log training metrics every n steps", 50)
+    limit_train_batches: Optional[int] = _help("train on at most this many minibatches per epoch (null: all)", None)
+    log_every_n_steps: int = _help("log the training bound every n optimizer steps", 50)
     progress_bar: bool = _help("show a progress bar", True)
+    steps_per_call: int = _help(
+        "optimizer steps per Lightning training_step call: Lightning's per-call work is shared by them; "
+        "the numbers do not depend on it", 50,
+    )
+    compile: Optional[bool] = _help(
+        "torch.compile the bound and its gradient (CUDA: as a CUDA graph); null: when the run is long "
+        "enough to repay the compile time", None,
+    )
 
     def __post_init__(self) -> None:
         _require(self.max_epochs >= 1, "trainer.max_epochs", self.max_epochs, "an integer >= 1")
         _require(self.devices >= 1 or self.devices == -1, "trainer.devices", self.devices, "an integer >= 1, or -1")
         _require(self.num_nodes >= 1, "trainer.num_nodes", self.num_nodes, "an integer >= 1")
         _require(self.log_every_n_steps >= 1, "trainer.log_every_n_steps", self.log_every_n_steps, "an integer >= 1")
+        _require(self.steps_per_call >= 1, "trainer.steps_per_call", self.steps_per_call, "an integer >= 1")
         for key in ("limit_train_batches", "limit_test_batches"):
             value = getattr(self, key)
             _require(value is None or value >= 1, f"trainer.{key}", value, "null or an integer >= 1")

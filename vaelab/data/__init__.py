@@ -7,7 +7,8 @@ from vaelab.data.datamodule import VAEDataModule
 __all__ = ["EpochPermutation", "InMemoryBatches", "VAEDataModule", "build_datamodule"]
 
 
-def build_datamodule(cfg: DataConfig, seed: int, eval_batch_size: int = 100, track_test: bool = False) -> VAEDataModule:
+def build_datamodule(cfg: DataConfig, seed: int, eval_batch_size: int = 100, track_test: bool = False, **training) -> VAEDataModule:
     """The data module described by ``cfg``; ``seed`` seeds the training shuffle;
-    ``track_test`` also scores the test set after every epoch."""
-    return VAEDataModule(cfg, seed=seed, eval_batch_size=eval_batch_size, track_test=track_test)
+    ``track_test`` also scores the test set after every epoch; ``training`` takes
+    ``steps_per_call`` and ``limit_train_batches`` (see :class:`VAEDataModule`)."""
+    return VAEDataModule(cfg, seed=seed, eval_batch_size=eval_batch_size, track_test=track_test, **training)

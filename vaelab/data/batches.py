@@ -44,6 +44,10 @@ class InMemoryBatches:
     are then seen twice per epoch. With ``pad=False`` (for evaluation, where every example
     must count exactly once and ranks need not take equal steps) rank r takes positions
     r, r + world_size, ... and nothing more. The last batch may be smaller than batch_size.
+
+    ``limit`` cuts each epoch after that many minibatches. With ``group`` the iterable yields
+    lists of up to ``group`` consecutive minibatches (the training step takes one optimizer
+    step for each), and its length counts those lists.
     """
 
     # Lightning reads ``batch_sampler`` whenever a loader has a ``sampler``.
@@ -58,11 +62,15 @@ class InMemoryBatches:
         rank: int = 0,
         world_size: int = 1,
         pad: bool = True,
+        group: int | None = None,
+        limit: int | None = None,
     ) -> None:
         if data.dim() != 2:
             raise ValueError(f"data must have shape [N, D], got {tuple(data.shape)}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if (group is not None and group < 1) or (limit is not None and limit < 1):
+            raise ValueError(f"group and limit must be >= 1, got {group} and {limit}")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
         self.data = data
@@ -70,6 +78,8 @@ class InMemoryBatches:
         self.rank = rank
         self.world_size = world_size
         self.pad = pad
+        self.group = group
+        self.limit = limit
         self.sampler = EpochPermutation(len(data), shuffle, seed)
 
     @property
@@ -78,15 +88,26 @@ class InMemoryBatches:
             return math.ceil(len(self.data) / self.world_size)
         return len(range(self.rank, len(self.data), self.world_size))
 
-    def __len__(self) -> int:
-        return math.ceil(self.examples_per_rank / self.batch_size)
+    @property
+    def minibatches(self) -> int:
+        """Minibatches per epoch (the optimizer steps of a training epoch)."""
+        batches = math.ceil(self.examples_per_rank / self.batch_size)
+        return batches if self.limit is None else min(batches, self.limit)
 
-    def __iter__(self) -> Iterator[Tensor]:
+    def __len__(self) -> int:
+        return math.ceil(self.minibatches / (self.group or 1))
+
+    def __iter__(self) -> Iterator[Tensor] | Iterator[list[Tensor]]:
         # A generator: the order is drawn at the first batch. Lightning calls ``iter`` before
         # ``set_epoch`` when it resumes from a checkpoint, and ``next`` after it.
         shard = self._shard(self.sampler.indices()).to(self.data.device)
-        for start in range(0, len(shard), self.batch_size):
-            yield self.data.index_select(0, shard[start : start + self.batch_size])
+        starts = range(0, self.minibatches * self.batch_size, self.batch_size)
+        batches = (self.data.index_select(0, shard[start : start + self.batch_size]) for start in starts)
+        if self.group is None:
+            yield from batches
+            return
+        for first in range(0, len(starts), self.group):
+            yield [next(batches) for _ in range(min(self.group, len(starts) - first))]
 
     def to(self, device: torch.device | str) -> InMemoryBatches:
         """Moves the data to ``device`` (batches are then cut there) and returns ``self``."""

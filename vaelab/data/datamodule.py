@@ -23,15 +23,29 @@ class VAEDataModule(pl.LightningDataModule):
     permuted with ``split_seed`` into test (``test_size``), validation (``val_size``) and train.
 
     Binarization: ``static`` draws every split once; ``dynamic`` draws validation and test once
-    (the same draws as ``static``, so evaluation is deterministic) and each training batch
-    afresh on its device; ``none`` keeps grey levels. The seeded draws use ``split_seed``.
+    (the same draws as ``static``, so evaluation is deterministic) and leaves the training
+    set's grey levels for the training step to draw from afresh; ``none`` keeps grey levels.
+    The seeded draws use ``split_seed``.
+
+    The training loader yields lists of up to ``steps_per_call`` minibatches and stops an
+    epoch after ``limit_train_batches`` minibatches.
     """
 
-    def __init__(self, cfg: DataConfig, seed: int, eval_batch_size: int = 100, track_test: bool = False) -> None:
+    def __init__(
+        self,
+        cfg: DataConfig,
+        seed: int,
+        eval_batch_size: int = 100,
+        track_test: bool = False,
+        steps_per_call: int = 1,
+        limit_train_batches: int | None = None,
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         self.seed = seed
         self.eval_batch_size = eval_batch_size
+        self.steps_per_call = steps_per_call
+        self.limit_train_batches = limit_train_batches
         # The sets scored after every training epoch, in the order of val_dataloader's loaders:
         # the validation split, and the test set too for test-set learning curves.
         self.validation_sets = (["val"] if cfg.val_size > 0 else []) + (["test"] if track_test else [])
@@ -55,7 +69,9 @@ class VAEDataModule(pl.LightningDataModule):
             self._move_to(self.trainer.strategy.root_device)
 
     def train_dataloader(self) -> InMemoryBatches:
-        return self._batches(self.train_data, self.cfg.batch_size, shuffle=True)
+        batches = self._batches(self.train_data, self.cfg.batch_size, shuffle=True)
+        batches.group, batches.limit = self.steps_per_call, self.limit_train_batches
+        return batches
 
     def val_dataloader(self) -> list[InMemoryBatches]:
         """One loader per name in ``validation_sets``; none (Lightning then skips validation)
@@ -65,11 +81,6 @@ class VAEDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> InMemoryBatches:
         return self._batches(self.test_data, self.eval_batch_size, shuffle=False, pad=False)
-
-    def on_after_batch_transfer(self, batch: Tensor, dataloader_idx: int) -> Tensor:
-        if self.cfg.binarize is Binarize.dynamic and self.trainer.training:
-            return torch.bernoulli(batch)
-        return batch
 
     def _load(self) -> None:
         cfg = self.cfg

@@ -6,13 +6,15 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf
 from torch import Tensor
+from pytorch_lightning.core.optimizer import LightningOptimizer
+from pytorch_lightning.strategies import SingleDeviceStrategy
 from torchmetrics import MeanMetric
 
 from vaelab.config.schema import EvalConfig, KLMode, ModelConfig, Objective, OptimConfig
 from vaelab.errors import TrainingDivergedError
+from vaelab.models.compiled import CompiledForBatchSize, should_compile
 from vaelab.models.optim import build_optimizer, build_schedule, kl_weight
 from vaelab.models.vae import VAE
-
 
 
 def _typed(schema: type, values: dict):
@@ -25,11 +27,30 @@ class VAEModule(pl.LightningModule):
 
     Arguments are plain dicts (YAML-able) so that ``VAEModule.load_from_checkpoint`` can
     rebuild the model from a checkpoint alone.
+
+    Training takes one optimizer step per minibatch, several minibatches per Lightning
+    ``training_step`` call (``steps_per_call``), so that Lightning's per-call work is shared
+    by many small steps; the numbers are those of one step per call. ``compile`` (True,
+    False or None for auto) compiles the bound and its gradient; ``gradient_clip_val`` clips
+    the gradient's norm; ``log_every_n_steps`` sets how often the step's bound is logged.
     """
 
-    def __init__(self, model: dict, optim: dict, eval: dict, data_dim: int, image_shape: tuple[int, int]):
+    def __init__(
+        self,
+        model: dict,
+        optim: dict,
+        eval: dict,
+        data_dim: int,
+        image_shape: tuple[int, int],
+        dynamic_binarization: bool = False,
+        steps_per_call: int = 1,
+        compile: bool | None = False,
+        gradient_clip_val: float | None = None,
+        log_every_n_steps: int = 50,
+    ):
         super().__init__()
         self.save_hyperparameters()
+        self.automatic_optimization = False  # training_step takes its own optimizer steps
         self.model_cfg: ModelConfig = _typed(ModelConfig, model)
         self.optim_cfg: OptimConfig = _typed(OptimConfig, optim)
         self.eval_cfg: EvalConfig = _typed(EvalConfig, eval)
@@ -37,6 +58,7 @@ class VAEModule(pl.LightningModule):
         # Means over every evaluated example, reduced exactly across DDP ranks (sums and counts).
         self.val_elbo, self.val_bound, self.curve_test_elbo = MeanMetric(), MeanMetric(), MeanMetric()
         self.test_ll, self.test_elbo = MeanMetric(), MeanMetric()
+        self._step_loss = self._loss_and_bound_sum
 
     def configure_optimizers(self):
         optimizer = build_optimizer(self.optim_cfg, self.parameters())
@@ -46,36 +68,99 @@ class VAEModule(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
 
     def on_train_start(self) -> None:
+        loader = self.trainer.train_dataloader
+        steps_ahead = (self.trainer.max_epochs - self.current_epoch) * loader.minibatches
+        if should_compile(self.hparams.compile, self.device, steps_ahead):
+            self._step_loss = CompiledForBatchSize(self._loss_and_bound_sum, loader.batch_size, self.device)
+        plugin = self.trainer.precision_plugin
+        self._direct = isinstance(self.trainer.strategy, SingleDeviceStrategy) and getattr(plugin, "scaler", None) is None
+        self._kl_weight = torch.ones((), device=self.device)  # model.beta, warmed up: filled every step
         # A run resumed mid-epoch (a SLURM requeue's hpc checkpoint) skips on_train_epoch_start.
         self.on_train_epoch_start()
 
     def on_train_epoch_start(self) -> None:
         self._bound_sum = torch.zeros((), device=self.device)
         self._examples = 0
+        self._check_due = False
 
-    def training_step(self, x: Tensor, batch_idx: int) -> Tensor:
-        """The configured estimator's loss, with this step's KL weight; the logged bound is
-        the true one (weight 1). Logging costs no per-step work: the epoch's sum is kept on
-        the device and Lightning sees a value only on the steps it writes logs."""
-        epochs_done = self.current_epoch + batch_idx / max(self.trainer.num_training_batches, 1)
-        weight = kl_weight(self.model_cfg.beta, self.optim_cfg.kl_warmup_epochs, epochs_done)
-        loss, bound = self.vae.training_loss(x, torch.tensor(weight, device=self.device))
-        self._bound_sum += bound.sum()
-        self._examples += len(x)
-        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
-            self.log(f"train/{self._bound_name()}", bound.mean(), prog_bar=True, batch_size=len(x))
-            self.log("train/kl_weight", weight, batch_size=len(x))
-        return loss
+    def _loss_and_bound_sum(self, x: Tensor, kl_weight: Tensor) -> tuple[Tensor, Tensor]:
+        """The configured estimator's loss with this KL weight (a 0-dim tensor, so that a
+        compiled step does not recompile when it changes), and the sum of the true bounds."""
+        loss, bound = self.vae.training_loss(x, kl_weight)
+        return loss, bound.sum()
 
-    def on_train_batch_end(self, outputs: object, batch: Tensor, batch_idx: int) -> None:
+    def training_step(self, minibatches: list[Tensor], batch_idx: int) -> None:
+        """One optimizer step per minibatch: x ~ Bernoulli(grey levels) under dynamic
+        binarization, the estimator's loss at this step's KL weight, its gradient, clipping,
+        the update. The logged bound is the true one (weight 1), next to the weight in force.
+        Logging costs no per-step work: the epoch's sum stays on the device until the epoch ends."""
+        optimizer = self.optimizers()
+        update = self._update_directly if self._direct else self._update_through_lightning
+        binarize, every = self.hparams.dynamic_binarization, self.hparams.log_every_n_steps
+        per_epoch = max(self.trainer.train_dataloader.minibatches, 1)
+        step, logged = self.global_step, None
+        for x in minibatches:
+            if binarize:
+                x = torch.bernoulli(x)
+            weight = kl_weight(self.model_cfg.beta, self.optim_cfg.kl_warmup_epochs, step / per_epoch)
+            self._kl_weight.fill_(weight)  # on the device, without a host-to-device copy
+            loss, bound_sum = self._step_loss(x, self._kl_weight)
+            update(optimizer, loss)
+            step += 1
+            self._bound_sum += bound_sum
+            self._examples += len(x)
+            if step % every == 0:
+                logged = bound_sum / len(x)
+                metrics = {f"train/{self._bound_name()}": logged.item(), "train/kl_weight": weight}
+                self._log_step(step - 1, {**metrics, "epoch": self.current_epoch})
+        epoch_loop = self.trainer.fit_loop.epoch_loop
+        if self._direct:  # count the steps Lightning's optimizer wrapper did not see
+            progress = epoch_loop.manual_optimization.optim_step_progress
+            for _ in minibatches:
+                progress.increment_ready()
+                progress.increment_completed()
+        # Lightning counts one batch per call; its logs and checkpoints count optimizer steps.
+        epoch_loop._batches_that_stepped += len(minibatches) - 1
+        if logged is not None:
+            self.log(f"train/{self._bound_name()}", logged, prog_bar=True, logger=False)
+        self._check_due = self._check_due or logged is not None
+
+    def _update_through_lightning(self, optimizer: LightningOptimizer, loss: Tensor) -> None:
+        """zero_grad, backward, clip, step through Lightning's hooks, which DDP (gradient
+        synchronisation) and fp16 (loss scaling) need."""
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        if self.hparams.gradient_clip_val is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip_val)
+        optimizer.step()
+
+    def _update_directly(self, optimizer: LightningOptimizer, loss: Tensor) -> None:
+        """The same update on the torch optimizer itself, for one device without loss
+        scaling: Lightning's hooks would cost more than a small step's arithmetic."""
+        optimizer = optimizer.optimizer
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.hparams.gradient_clip_val is not None:
+            torch.nn.utils.clip_grad_norm_(self.parameters(), self.hparams.gradient_clip_val)
+        optimizer.step()
+
+    def _log_step(self, step: int, metrics: dict) -> None:
+        """Write one row of step metrics at optimizer step ``step`` (numbered from 0)."""
+        for logger in self.loggers:
+            logger.log_metrics(metrics, step=step)
+            logger.save()
+
+    def on_train_batch_end(self, outputs: object, batch: list[Tensor], batch_idx: int) -> None:
         """Stop with a clear error once the loss is NaN/inf, checked without a per-step sync.
 
-        The check runs every ``log_every_n_steps`` and on the epoch's last batch, so it
-        always runs before validation and hence before any checkpoint is written.
+        The check runs after the calls that logged a step (every ``log_every_n_steps``) and
+        after the epoch's last call, so always before validation and hence before any
+        checkpoint is written.
         """
         last = batch_idx + 1 >= self.trainer.num_training_batches
-        if not (last or (batch_idx + 1) % self.trainer.log_every_n_steps == 0):
+        if not (last or self._check_due):
             return
+        self._check_due = False
         # Every DDP rank takes the same decision, so all stop together instead of waiting.
         diverged = self.trainer.strategy.reduce_boolean_decision(not torch.isfinite(self._bound_sum), all=False)
         if diverged:
@@ -88,6 +173,9 @@ class VAEModule(pl.LightningModule):
     def on_train_epoch_end(self) -> None:
         mean = self._bound_sum / max(self._examples, 1)
         self.log(f"train/{self._bound_name()}_epoch", mean, prog_bar=True, sync_dist=True)
+        schedule = self.lr_schedulers()
+        if schedule is not None:
+            schedule.step()
 
     def validation_step(self, x: Tensor, batch_idx: int, dataloader_idx: int = 0) -> None:
         """The ELBO (analytic KL, one sample) of the validation split selects the best

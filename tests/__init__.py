@@ -1,0 +1,1 @@
+"""vaelab's test suite (a package, so that its modules import tests.helpers)."""

@@ -1,0 +1,128 @@
+"""What several test modules share: where the real datasets are and marks that skip a test
+without them, the words of a fit of a few seconds, and linear-Gaussian VAEs (one and two
+stochastic layers) whose marginal likelihood is known in closed form. (Fixtures are in conftest.py.)"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import distributions as D
+
+from vaelab.config.schema import DecoderKind, ModelConfig, StochasticLayerConfig
+from vaelab.models.vae import VAE
+from vaelab.probability.densities import kl_to_standard_normal
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+# --- the real datasets, beside the project: ../shared/data ---------------------------------
+
+SHARED_DATA = PROJECT.parent / "shared" / "data"
+MNIST_RAW = SHARED_DATA / "MNIST" / "raw"
+MNIST_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
+FREY_FILE = SHARED_DATA / "FreyFaces" / "frey_rawface.mat"
+
+needs_mnist = pytest.mark.skipif(
+    not all((MNIST_RAW / name).is_file() for name in MNIST_FILES),
+    reason=f"real MNIST not found: expected the 4 files {', '.join(MNIST_FILES)} in {MNIST_RAW}",
+)
+needs_frey = pytest.mark.skipif(not FREY_FILE.is_file(), reason=f"real Frey faces not found: expected {FREY_FILE}")
+
+# A fit of a few seconds on the real data: experiment=smoke with 3 training batches and 10
+# importance samples per test image. Later words win: a module adds or changes what it needs.
+TINY_FIT = [
+    "experiment=smoke",
+    "trainer.progress_bar=false",
+    "trainer.limit_train_batches=3",
+    "eval.ll_samples=10",
+    f"data.root={SHARED_DATA}",
+]
+
+# --- a linear-Gaussian VAE: p(z) = N(0, I), p(x|z) = N(Wz + b, s^2 I), so p(x) = N(b, WW^T + s^2 I)
+
+DATA_DIM, LATENT_DIM, SIGMA = 6, 3, 0.5
+
+
+def linear_gaussian_vae() -> VAE:
+    """The decoder is linear with orthogonal columns of W (so W^T W, hence the exact posterior
+    covariance, is diagonal); the encoder is left as initialised (see :func:`set_posterior`)."""
+    cfg = ModelConfig(decoder=DecoderKind.gaussian, latent_dim=LATENT_DIM, hidden=[], sigma=SIGMA, sigmoid_mean=False)
+    vae = VAE(cfg, DATA_DIM)
+    q, _ = torch.linalg.qr(torch.randn(DATA_DIM, LATENT_DIM))
+    with torch.no_grad():
+        vae.decoder.mean_head.weight.copy_(q * torch.tensor([2.0, 1.0, 0.5]))
+        vae.decoder.mean_head.bias.copy_(torch.randn(DATA_DIM))
+    return vae
+
+
+def set_posterior(vae: VAE, log_var_shift: float = 0.0, mean_shift: float = 0.0) -> None:
+    """q(z|x) = p(z|x) (covariance (I + W^T W / s^2)^-1, mean cov W^T (x - b) / s^2) when
+    the shifts are 0; otherwise a Gaussian near it."""
+    W, b = vae.decoder.mean_head.weight, vae.decoder.mean_head.bias
+    cov = torch.linalg.inv(torch.eye(LATENT_DIM) + W.T @ W / SIGMA**2)
+    gain = cov @ W.T / SIGMA**2
+    with torch.no_grad():
+        vae.encoders[0].mean.weight.copy_(gain)
+        vae.encoders[0].mean.bias.copy_(-gain @ b + mean_shift)
+        vae.encoders[0].log_var.weight.zero_()
+        vae.encoders[0].log_var.bias.copy_(torch.log(torch.diagonal(cov)) + log_var_shift)
+
+
+def closed_form_log_likelihood(vae: VAE, x: torch.Tensor) -> torch.Tensor:
+    """log p(x) = log N(x; b, W W^T + s^2 I)."""
+    W, b = vae.decoder.mean_head.weight, vae.decoder.mean_head.bias
+    return D.MultivariateNormal(b, W @ W.T + SIGMA**2 * torch.eye(DATA_DIM)).log_prob(x)
+
+
+def closed_form_elbo(vae: VAE, x: torch.Tensor, kl_weight: float = 1.0) -> torch.Tensor:
+    """E_q[log p(x|z)] - kl_weight * KL(q || p) for the Gaussian q(z|x) = N(Gx + c, diag(v)) of
+    the encoder: Gaussian expectations of a quadratic."""
+    W, b = vae.decoder.mean_head.weight, vae.decoder.mean_head.bias
+    mean, log_var = vae.encoders[0](x)
+    residual = x - mean @ W.T - b
+    trace = (torch.exp(log_var) * (W**2).sum(0)).sum(-1)  # tr(W diag(v) W^T)
+    expected_log_lik = -0.5 * DATA_DIM * math.log(2 * math.pi * SIGMA**2) - ((residual**2).sum(-1) + trace) / (2 * SIGMA**2)
+    return expected_log_lik - kl_weight * kl_to_standard_normal(mean, log_var)
+
+
+# --- two stochastic layers, all linear: z2 ~ N(0, I), z1 | z2 ~ N(A z2 + a, diag(s1)),
+# x | z1 ~ N(W z1 + b, s^2 I), so p(x) = N(W a + b, W (A A^T + diag(s1)) W^T + s^2 I).
+
+Z1, Z2 = 3, 2
+
+
+def two_layer_linear_vae() -> VAE:
+    cfg = ModelConfig(
+        decoder=DecoderKind.gaussian, latent_dim=Z1, hidden=[], sigma=SIGMA, sigmoid_mean=False,
+        upper_layers=[StochasticLayerConfig(hidden=[], latent_dim=Z2)],
+    )
+    vae = VAE(cfg, DATA_DIM)
+    prior = vae.priors[0]
+    with torch.no_grad():
+        prior.log_var.weight.zero_()  # p(z1|z2) has a fixed diagonal covariance
+        prior.log_var.bias.copy_(torch.tensor([-1.0, -0.5, 0.2]))
+        vae.decoder.mean_head.weight.mul_(0.3)  # a broad posterior, near the prior
+        # q(z1|x) = N(0, 9 I), q(z2|z1) = N(0, I): poor but wider than the posterior, so
+        # importance sampling converges in these few dimensions
+        for encoder in vae.encoders:
+            for layer in (encoder.mean, encoder.log_var):
+                layer.weight.zero_()
+                layer.bias.zero_()
+        vae.encoders[0].log_var.bias.fill_(math.log(9.0))
+    return vae
+
+
+def sample_x(vae: VAE, n: int) -> torch.Tensor:
+    """Data from the model itself."""
+    with torch.no_grad():
+        z2 = torch.randn(n, Z2)
+        mean, log_var = vae.priors[0](z2)
+        z1 = mean + torch.exp(0.5 * log_var) * torch.randn(n, Z1)
+        return vae.decoder.mean(z1) + SIGMA * torch.randn(n, DATA_DIM)

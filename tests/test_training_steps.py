@@ -1,0 +1,173 @@
+"""The training path: several optimizer steps per Lightning call, optionally compiled.
+
+A run that takes ``trainer.steps_per_call`` steps per ``training_step`` call must be the run
+that takes one: the same examples in the same order, the same binarization and
+reparameterization noise, the same parameters and the same ``metrics.csv``, bit for bit.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from tests.helpers import SHARED_DATA, needs_frey, needs_mnist
+from vaelab.config.compose import compose, parse_command_line
+from vaelab.fit import build_run, fit_run, main
+from vaelab.models.compiled import AUTO_MIN_STEPS, has_cpp_compiler, should_compile
+from vaelab.errors import ConfigError
+
+BASE = [
+    "experiment=smoke", "trainer.progress_bar=false", "eval.ll_samples=10", f"data.root={SHARED_DATA}",
+    "trainer.max_epochs=2", "trainer.limit_val_batches=2", "trainer.limit_test_batches=1",
+]
+# Every feature of the step: dynamic binarization, clipping, a schedule, the IWAE bound,
+# a second stochastic layer, the learned-variance decoder, Adagrad, a ragged last batch.
+SETUPS = {
+    "mnist-elbo-clip": ["trainer.limit_train_batches=11", "trainer.gradient_clip_val=1.0", "trainer.log_every_n_steps=3"],
+    "frey-iwae-2layers": [
+        "data=frey", "model=gaussian_learned", "model.objective=iwae", "model.k=3", "data.batch_size=100",
+        "'model.upper_layers=[{hidden: [20], latent_dim: 4}]'", "model.hidden=[50]", "optim.schedule=burda",
+        "trainer.log_every_n_steps=4",
+    ],
+    "mnist-adagrad-mc": [
+        "trainer.limit_train_batches=9", "optim.name=adagrad", "model.kl=mc", "model.k=2", "trainer.log_every_n_steps=2",
+    ],
+}
+
+
+def fit(run_dir: Path, *words: str) -> None:
+    words = [w.strip("'") for w in words]
+    assert main([*BASE, f"run.dir={run_dir}", "trainer.compile=false", *words]) == 0
+
+
+def metrics_rows(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "metrics.csv", newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def final_state(run_dir: Path) -> dict:
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    return checkpoint
+
+
+@pytest.mark.slow
+@needs_mnist
+@needs_frey
+@pytest.mark.parametrize("setup", sorted(SETUPS))
+def test_many_steps_per_call_train_exactly_as_one(tmp_path, setup):
+    fit(tmp_path / "one", *SETUPS[setup], "trainer.steps_per_call=1")
+    fit(tmp_path / "many", *SETUPS[setup], "trainer.steps_per_call=4")
+    one, many = final_state(tmp_path / "one"), final_state(tmp_path / "many")
+    assert one["global_step"] == many["global_step"] > 4
+    assert one["state_dict"].keys() == many["state_dict"].keys()
+    for name, value in one["state_dict"].items():
+        assert torch.equal(value, many["state_dict"][name]), name
+    for a, b in zip(one["optimizer_states"][0]["state"].values(), many["optimizer_states"][0]["state"].values()):
+        assert all(torch.equal(a[key], b[key]) for key in a)
+    rows_one, rows_many = metrics_rows(tmp_path / "one"), metrics_rows(tmp_path / "many")
+    assert rows_one == rows_many
+    assert sum(1 for row in rows_one if any(k.startswith("train/") and not k.endswith("_epoch") and v for k, v in row.items())) >= 2
+
+
+@pytest.mark.slow
+@needs_mnist
+@needs_frey
+def test_steps_through_lightnings_hooks_equal_direct_steps(tmp_path):
+    """On one device the update skips Lightning's optimizer and backward wrappers (DDP and
+    fp16 need them); both ways give the same run."""
+    class ThroughLightning(pl.Callback):
+        def on_train_start(self, trainer, module):
+            self.default = None
+
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            if self.default is None:
+                self.default = module._direct
+            module._direct = False
+
+    words = [*BASE, "trainer.compile=false", *SETUPS["mnist-elbo-clip"], "trainer.steps_per_call=4"]
+    assert main([*words, f"run.dir={tmp_path / 'direct'}"]) == 0
+    run = build_run(compose(parse_command_line([*words, f"run.dir={tmp_path / 'lightning'}"])))
+    callback = ThroughLightning()
+    run.trainer.callbacks.append(callback)
+    fit_run(run)
+    assert callback.default is True  # one device: the direct way unless told otherwise
+    direct, lightning = final_state(tmp_path / "direct"), final_state(tmp_path / "lightning")
+    assert direct["global_step"] == lightning["global_step"] == 22
+    for name, value in direct["state_dict"].items():
+        assert torch.equal(value, lightning["state_dict"][name]), name
+    assert metrics_rows(tmp_path / "direct") == metrics_rows(tmp_path / "lightning")
+
+
+@pytest.mark.slow
+@needs_mnist
+@needs_frey
+def test_steps_are_counted_in_optimizer_steps(tmp_path):
+    fit(tmp_path / "run", "trainer.limit_train_batches=11", "trainer.steps_per_call=4", "trainer.log_every_n_steps=5")
+    rows = metrics_rows(tmp_path / "run")
+    logged = [(int(row["epoch"]), int(row["step"])) for row in rows if row.get("train/elbo")]
+    # steps 5, 10, 15, 20 (numbered from 0: 4, 9, 14, 19) over two epochs of 11 steps
+    assert logged == [(0, 4), (0, 9), (1, 14), (1, 19)]
+    val_steps = [int(row["step"]) for row in rows if row.get("val/elbo")]
+    assert val_steps == [10, 21]  # the last step of each epoch, as Lightning numbers them
+    assert torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 22
+
+
+@pytest.mark.slow
+@needs_mnist
+@needs_frey
+def test_dynamic_binarization_draws_each_training_minibatch(tmp_path):
+    seen: list[torch.Tensor] = []
+
+    class Recorder(pl.Callback):
+        def on_train_start(self, trainer, module):
+            step_loss = module._step_loss
+
+            def recording(x, *tensors):
+                seen.append(x.clone())
+                return step_loss(x, *tensors)
+
+            module._step_loss = recording
+
+    words = [*BASE, "trainer.max_epochs=1", "trainer.limit_train_batches=3", f"run.dir={tmp_path}", "data.batch_size=500"]
+    run = build_run(compose(parse_command_line(words)))
+    run.trainer.callbacks.append(Recorder())
+    run.trainer.fit(run.module, datamodule=run.datamodule)
+    assert len(seen) == 3
+    assert all(bool(((x == 0) | (x == 1)).all()) for x in seen)
+    assert 0.1 < float(torch.cat(seen).mean()) < 0.16  # Bernoulli draws of MNIST's grey levels
+
+
+def test_auto_compiles_long_runs_only():
+    cpu = torch.device("cpu")
+    if has_cpp_compiler():
+        assert should_compile(None, cpu, AUTO_MIN_STEPS["cpu"])
+        assert should_compile(True, cpu, 10)
+    assert not should_compile(None, cpu, AUTO_MIN_STEPS["cpu"] - 1)
+    assert not should_compile(False, cpu, 10**9)
+    with pytest.raises(ConfigError, match="trainer.compile=true is not supported on mps"):
+        should_compile(True, torch.device("mps"), 10)
+
+
+@pytest.mark.slow
+@needs_mnist
+@needs_frey
+@pytest.mark.skipif(not has_cpp_compiler(), reason="torch.compile on the CPU needs a C++ compiler")
+def test_compiled_steps_draw_the_same_noise_as_eager_ones(tmp_path):
+    """Compiling changes rounding only: a compiled run stays within float32 tolerance of
+    the eager run (a different draw of the noise would move it by whole nats)."""
+    words = ["trainer.limit_train_batches=8", "trainer.log_every_n_steps=2", "model.hidden=[64]", "data.batch_size=50"]
+    fit(tmp_path / "eager", *words)
+    fit(tmp_path / "compiled", *words, "trainer.compile=true")
+    eager, compiled = final_state(tmp_path / "eager"), final_state(tmp_path / "compiled")
+    for name, value in eager["state_dict"].items():
+        torch.testing.assert_close(compiled["state_dict"][name], value, rtol=1e-4, atol=1e-5, msg=name)
+    bounds = [
+        [float(row["train/elbo"]) for row in metrics_rows(tmp_path / run) if row.get("train/elbo")]
+        for run in ("eager", "compiled")
+    ]
+    assert len(bounds[0]) == 8
+    torch.testing.assert_close(torch.tensor(bounds[1]), torch.tensor(bounds[0]), rtol=1e-5, atol=1e-3)
