@@ -1,6 +1,6 @@
 """What several test modules share: where the real datasets are and marks that skip a test
-without them, the words of a fit of a few seconds, and a linear-Gaussian VAE whose marginal
-likelihood is known in closed form. (Fixtures are in conftest.py.)"""
+without them, the words of a fit of a few seconds, and linear-Gaussian VAEs (one and two
+stochastic layers) whose marginal likelihood is known in closed form. (Fixtures are in conftest.py.)"""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import distributions as D
 
-from vaelab.config.schema import DecoderKind, ModelConfig
+from vaelab.config.schema import DecoderKind, ModelConfig, StochasticLayerConfig
 from vaelab.models.vae import VAE
 from vaelab.probability.densities import kl_to_standard_normal
 
@@ -81,12 +81,48 @@ def closed_form_log_likelihood(vae: VAE, x: torch.Tensor) -> torch.Tensor:
     return D.MultivariateNormal(b, W @ W.T + SIGMA**2 * torch.eye(DATA_DIM)).log_prob(x)
 
 
-def closed_form_elbo(vae: VAE, x: torch.Tensor) -> torch.Tensor:
-    """E_q[log p(x|z)] - KL(q || p) for the Gaussian q(z|x) = N(Gx + c, diag(v)) of the encoder:
-    Gaussian expectations of a quadratic."""
+def closed_form_elbo(vae: VAE, x: torch.Tensor, kl_weight: float = 1.0) -> torch.Tensor:
+    """E_q[log p(x|z)] - kl_weight * KL(q || p) for the Gaussian q(z|x) = N(Gx + c, diag(v)) of
+    the encoder: Gaussian expectations of a quadratic."""
     W, b = vae.decoder.mean_head.weight, vae.decoder.mean_head.bias
     mean, log_var = vae.encoders[0](x)
     residual = x - mean @ W.T - b
     trace = (torch.exp(log_var) * (W**2).sum(0)).sum(-1)  # tr(W diag(v) W^T)
     expected_log_lik = -0.5 * DATA_DIM * math.log(2 * math.pi * SIGMA**2) - ((residual**2).sum(-1) + trace) / (2 * SIGMA**2)
-    return expected_log_lik - kl_to_standard_normal(mean, log_var)
+    return expected_log_lik - kl_weight * kl_to_standard_normal(mean, log_var)
+
+
+# --- two stochastic layers, all linear: z2 ~ N(0, I), z1 | z2 ~ N(A z2 + a, diag(s1)),
+# x | z1 ~ N(W z1 + b, s^2 I), so p(x) = N(W a + b, W (A A^T + diag(s1)) W^T + s^2 I).
+
+Z1, Z2 = 3, 2
+
+
+def two_layer_linear_vae() -> VAE:
+    cfg = ModelConfig(
+        decoder=DecoderKind.gaussian, latent_dim=Z1, hidden=[], sigma=SIGMA, sigmoid_mean=False,
+        upper_layers=[StochasticLayerConfig(hidden=[], latent_dim=Z2)],
+    )
+    vae = VAE(cfg, DATA_DIM)
+    prior = vae.priors[0]
+    with torch.no_grad():
+        prior.log_var.weight.zero_()  # p(z1|z2) has a fixed diagonal covariance
+        prior.log_var.bias.copy_(torch.tensor([-1.0, -0.5, 0.2]))
+        vae.decoder.mean_head.weight.mul_(0.3)  # a broad posterior, near the prior
+        # q(z1|x) = N(0, 9 I), q(z2|z1) = N(0, I): poor but wider than the posterior, so
+        # importance sampling converges in these few dimensions
+        for encoder in vae.encoders:
+            for layer in (encoder.mean, encoder.log_var):
+                layer.weight.zero_()
+                layer.bias.zero_()
+        vae.encoders[0].log_var.bias.fill_(math.log(9.0))
+    return vae
+
+
+def sample_x(vae: VAE, n: int) -> torch.Tensor:
+    """Data from the model itself."""
+    with torch.no_grad():
+        z2 = torch.randn(n, Z2)
+        mean, log_var = vae.priors[0](z2)
+        z1 = mean + torch.exp(0.5 * log_var) * torch.randn(n, Z1)
+        return vae.decoder.mean(z1) + SIGMA * torch.randn(n, DATA_DIM)

@@ -70,6 +70,11 @@ def test_data_root_follows_environment_variable(monkeypatch, tmp_path):
         (["trainer.checkpoint_every_n_steps=0"], "trainer.checkpoint_every_n_steps=0 is invalid: expected null or an integer >= 1"),
         (["trainer.checkpoint_every_minutes=0"], "trainer.checkpoint_every_minutes=0.0 is invalid: expected null or a number > 0"),
         (["latent_dim"], "cannot read 'latent_dim'"),
+        (["model.estimator=score"], "expected one of [reparam, stl, dreg]"),
+        (["model.estimator=stl"], "model.estimator=stl needs model.kl=mc"),
+        (["model.estimator=dreg", "model.kl=mc"], "model.estimator=dreg is defined for model.objective=iwae"),
+        (["model.beta=-1"], "model.beta=-1.0 is invalid: expected a finite weight >= 0"),
+        (["optim.kl_warmup_epochs=-1"], "optim.kl_warmup_epochs=-1.0 is invalid"),
     ],
 )
 def test_bad_configs_fail_with_one_clear_line(words, expected):
@@ -78,6 +83,15 @@ def test_bad_configs_fail_with_one_clear_line(words, expected):
     message = str(error.value)
     assert expected in message
     assert "\n" not in message
+
+
+def test_estimator_options_compose_where_they_are_defined():
+    _, cfg = load_config(["experiment=iwae_1layer", "model.estimator=dreg", "model.k=5"])
+    assert cfg.model.estimator.value == "dreg" and not cfg.model.biased_estimator
+    _, cfg = load_config(["model.estimator=stl", "model.kl=mc", "model.k=3", "model.beta=0.5", "optim.kl_warmup_epochs=2.5"])
+    assert cfg.model.estimator.value == "stl" and cfg.model.beta == 0.5 and cfg.optim.kl_warmup_epochs == 2.5
+    _, cfg = load_config(["experiment=iwae_1layer", "model.estimator=stl"])  # allowed; fit warns that it is biased
+    assert cfg.model.biased_estimator
 
 
 def test_every_group_option_composes():
@@ -106,3 +120,12 @@ def test_trainer_settings_lightning_rejects_are_one_config_error(tmp_path):
         with pytest.raises(ConfigError) as error:
             build_run(node)
         assert expected in str(error.value) and "\n" not in str(error.value)
+
+
+def test_stl_on_the_iwae_bound_warns_that_it_is_biased(tmp_path):
+    from vaelab.fit import build_run
+    from vaelab.config.compose import compose, parse_command_line
+
+    node = compose(parse_command_line(["experiment=iwae_1layer", "model.estimator=stl", f"run.dir={tmp_path / 'run'}"]))
+    with pytest.warns(UserWarning, match=r"model.estimator=stl on the iwae objective with k=50 has a biased encoder gradient"):
+        build_run(node)

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf
 from PIL import Image
@@ -384,10 +385,10 @@ def test_divergence_stops_with_one_line_and_no_checkpoint(tmp_path, capsys):
     batch = torch.bernoulli(data.train_data[:100])
     bounds = []
     for _ in range(2):
-        bound = module.vae.training_bound(batch).mean()
-        bounds.append(bound.item())
+        loss, bound = module.vae.training_loss(batch, torch.tensor(1.0))
+        bounds.append(bound.mean().item())
         optimizer.zero_grad()
-        (-bound).backward()
+        loss.backward()
         optimizer.step()
     assert math.isfinite(bounds[0]) and not math.isfinite(bounds[1]), bounds
 
@@ -425,3 +426,48 @@ def test_track_test_scores_the_test_set_after_every_epoch(tmp_path):
     val = {int(row["epoch"]) for row in rows if row.get("val/elbo")}
     assert sorted(curve) == [0, 1] and sorted(val) == [0, 1]
     assert all(math.isfinite(value) for value in curve.values())
+
+
+# ---------------------------------------------------------------- KL weight
+
+
+@pytest.mark.slow
+@needs_mnist
+def test_kl_weight_changes_the_loss_and_no_logged_bound(tmp_path):
+    """model.beta and optim.kl_warmup_epochs weight the training loss only. The weight in
+    force is logged per step (train/kl_weight, linear over the warm-up). Two runs with the same
+    seed see the same parameters and samples at step 0, so their logged train/elbo agree there
+    although their weights (0 and 1) differ, and differ later, once their training has. The
+    validation and test bounds of a checkpoint do not depend on the beta it is loaded with."""
+    words = ["trainer.max_epochs=2", "trainer.log_every_n_steps=1", "trainer.accelerator=cpu"]
+    assert fit(tmp_path / "weighted", *words, "model.beta=0.5", "optim.kl_warmup_epochs=1", base=TINIER) == 0
+    assert fit(tmp_path / "plain", *words, base=TINIER) == 0
+
+    def column(run: str, key: str) -> list[float]:
+        return [float(row[key]) for row in read_metrics(tmp_path / run) if row.get(key)]
+
+    # 3 batches an epoch: the weight is 0.5 * min(1, epoch + batch / 3) at each of the 6 steps
+    assert column("weighted", "train/kl_weight") == pytest.approx([0, 1 / 6, 1 / 3, 0.5, 0.5, 0.5])
+    assert column("plain", "train/kl_weight") == [1.0] * 6
+    weighted, plain = column("weighted", "train/elbo"), column("plain", "train/elbo")
+    assert len(weighted) == len(plain) == 6
+    assert weighted[0] == plain[0]
+    assert all(w != p for w, p in zip(weighted[1:], plain[1:]))
+
+    node, cfg = load_config([*TINIER, "model.beta=0.5"])
+    data = build_datamodule(cfg.data, cfg.seed, cfg.eval.batch_size)
+    checkpoint = tmp_path / "weighted" / "checkpoints" / "last.ckpt"
+    scores = []
+    for beta in (0.5, 1.0):
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=False)["hyper_parameters"]["model"]
+        module = VAEModule.load_from_checkpoint(checkpoint, map_location="cpu", model={**saved, "beta": beta})
+        trainer = pl.Trainer(
+            accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+            limit_val_batches=2, limit_test_batches=1,
+        )
+        pl.seed_everything(5, verbose=False)
+        validated = trainer.validate(module, datamodule=data, verbose=False)[0]
+        tested = trainer.test(module, datamodule=data, verbose=False)[0]
+        scores.append((module.model_cfg.beta, validated["val/elbo"], tested["test/ll"], tested["test/elbo"]))
+    assert scores[0][0] == 0.5 and scores[1][0] == 1.0
+    assert scores[0][1:] == scores[1][1:]

@@ -7,7 +7,15 @@ import pytest
 import torch
 from torch import distributions as D
 
-from tests.helpers import DATA_DIM, SIGMA, closed_form_log_likelihood, linear_gaussian_vae, set_posterior
+from tests.helpers import (
+    DATA_DIM,
+    SIGMA,
+    closed_form_log_likelihood,
+    linear_gaussian_vae,
+    sample_x,
+    set_posterior,
+    two_layer_linear_vae,
+)
 from vaelab.config.schema import Activation, DecoderKind, KLMode, ModelConfig
 from vaelab.models.decoders import BernoulliDecoder, GaussianDecoder
 from vaelab.models.vae import VAE
@@ -140,41 +148,8 @@ def test_chunked_log_likelihood_equals_one_shot(chunk_size):
 
 
 # --- two stochastic layers, all linear: z2 ~ N(0, I), z1 | z2 ~ N(A z2 + a, diag(s1)),
-# x | z1 ~ N(W z1 + b, s^2 I), so p(x) = N(W a + b, W (A A^T + diag(s1)) W^T + s^2 I).
-
-Z1, Z2 = 3, 2
-
-
-def two_layer_linear_vae() -> VAE:
-    from vaelab.config.schema import StochasticLayerConfig
-
-    cfg = ModelConfig(
-        decoder=DecoderKind.gaussian, latent_dim=Z1, hidden=[], sigma=SIGMA, sigmoid_mean=False,
-        upper_layers=[StochasticLayerConfig(hidden=[], latent_dim=Z2)],
-    )
-    vae = VAE(cfg, DATA_DIM)
-    prior = vae.priors[0]
-    with torch.no_grad():
-        prior.log_var.weight.zero_()  # p(z1|z2) has a fixed diagonal covariance
-        prior.log_var.bias.copy_(torch.tensor([-1.0, -0.5, 0.2]))
-        vae.decoder.mean_head.weight.mul_(0.3)  # a broad posterior, near the prior
-        # q(z1|x) = N(0, 9 I), q(z2|z1) = N(0, I): poor but wider than the posterior, so
-        # importance sampling converges in these few dimensions
-        for encoder in vae.encoders:
-            for layer in (encoder.mean, encoder.log_var):
-                layer.weight.zero_()
-                layer.bias.zero_()
-        vae.encoders[0].log_var.bias.fill_(math.log(9.0))
-    return vae
-
-
-def sample_x(vae: VAE, n: int) -> torch.Tensor:
-    """Data from the model itself."""
-    with torch.no_grad():
-        z2 = torch.randn(n, Z2)
-        mean, log_var = vae.priors[0](z2)
-        z1 = mean + torch.exp(0.5 * log_var) * torch.randn(n, Z1)
-        return vae.decoder.mean(z1) + SIGMA * torch.randn(n, DATA_DIM)
+# x | z1 ~ N(W z1 + b, s^2 I), so p(x) = N(W a + b, W (A A^T + diag(s1)) W^T + s^2 I)
+# (the model and data from it: tests/helpers.py).
 
 
 def two_layer_closed_form(vae: VAE, x: torch.Tensor) -> torch.Tensor:

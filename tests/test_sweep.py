@@ -93,6 +93,11 @@ def test_sweep_files_hold_the_latent_grids_the_iwae_k_grid_and_an_lr_search():
     assert sorted((v["model.objective"], v["model.k"]) for v in iwae[0]) == [
         (o, k) for o in ("elbo", "iwae") for k in (1, 5, 50)
     ]
+    estimators = [values for values in grids.values() if "model.estimator" in values[0]]
+    assert len(estimators) == 1
+    assert sorted((v["model.estimator"], v["model.k"]) for v in estimators[0]) == [
+        (e, k) for e in ("dreg", "reparam", "stl") for k in (5, 50)
+    ]
     searches = [load_sweep(p) for p in SWEEP_FILES]
     searches = [c for c in searches if c["method"] in ("bayes", "random") and "early_terminate" in c]
     assert any(

@@ -126,9 +126,9 @@ def test_dynamic_binarization_draws_each_training_minibatch(tmp_path):
         def on_train_start(self, trainer, module):
             step_loss = module._step_loss
 
-            def recording(x):
+            def recording(x, *tensors):
                 seen.append(x.clone())
-                return step_loss(x)
+                return step_loss(x, *tensors)
 
             module._step_loss = recording
 

@@ -114,6 +114,11 @@ def build_run(cfg_node: DictConfig) -> Run:
             "model=bernoulli on continuous data: the Bernoulli log-likelihood of grey levels is not a "
             "normalised density, so its nats are not comparable with published ones"
         )
+    if cfg.model.biased_estimator:
+        rank_zero_warn(
+            f"model.estimator=stl on the iwae objective with k={cfg.model.k} has a biased encoder gradient "
+            "(Tucker et al. 2019, section 3); model.estimator=dreg is its unbiased counterpart"
+        )
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     t = cfg.trainer
     datamodule = build_datamodule(

@@ -8,6 +8,7 @@ the composed config is turned into these objects. Each ``help`` string is shown 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Optional
@@ -40,6 +41,12 @@ class Objective(str, Enum):
 class KLMode(str, Enum):
     analytic = "analytic"
     mc = "mc"
+
+
+class Estimator(str, Enum):
+    reparam = "reparam"
+    stl = "stl"
+    dreg = "dreg"
 
 
 class OptimizerKind(str, Enum):
@@ -121,6 +128,16 @@ class ModelConfig:
     objective: Objective = _help("training bound: elbo (K&W eq. 7/10) or iwae (Burda et al. eq. 8)", Objective.elbo)
     k: int = _help("samples per example: averaged for elbo, importance-weighted for iwae", 1)
     kl: KLMode = _help("KL term of the elbo objective (iwae always uses log-weights)", KLMode.analytic)
+    estimator: Estimator = _help(
+        "gradient estimator: reparam (pathwise), stl (sticking the landing, Roeder et al. 2017; elbo with kl=mc), "
+        "dreg (doubly reparameterized, Tucker et al. 2019; iwae)",
+        Estimator.reparam,
+    )
+    beta: float = _help(
+        "weight of the KL term (of log p(z) - log q(z|x) in the log-weights) in the training loss only; "
+        "every reported bound has weight 1",
+        1.0,
+    )
     sigma: float = _help("gaussian decoder: fixed standard deviation of p(x|z)", 0.1)
     var_floor: float = _help("gaussian_learned decoder: lower bound on each pixel's variance", 1e-3)
     sigmoid_mean: bool = _help("gaussian decoders: squash the mean to (0,1) with a sigmoid", False)
@@ -132,6 +149,22 @@ class ModelConfig:
         _require(self.sigma > 0, "model.sigma", self.sigma, "a standard deviation > 0")
         _require(self.var_floor > 0, "model.var_floor", self.var_floor, "a variance > 0")
         _require(self.init_std > 0, "model.init_std", self.init_std, "a standard deviation > 0")
+        _require(self.beta >= 0 and math.isfinite(self.beta), "model.beta", self.beta, "a finite weight >= 0")
+        if self.estimator is Estimator.stl and self.objective is Objective.elbo and self.kl is KLMode.analytic:
+            raise ConfigError(
+                "model.estimator=stl needs model.kl=mc: it stops the gradient of log q(z|x), which the analytic KL "
+                "does not sample"
+            )
+        if self.estimator is Estimator.dreg and self.objective is not Objective.iwae:
+            raise ConfigError(
+                "model.estimator=dreg is defined for model.objective=iwae (Tucker et al. 2019); "
+                "for the elbo use model.estimator=stl with model.kl=mc"
+            )
+
+    @property
+    def biased_estimator(self) -> bool:
+        """stl on the IWAE bound with k > 1: its encoder gradient is biased (Tucker et al. 2019, sec. 3)."""
+        return self.estimator is Estimator.stl and self.objective is Objective.iwae and self.k > 1
 
 
 @dataclass
@@ -141,6 +174,9 @@ class OptimConfig:
     weight_decay: float = _help("L2 penalty (as in torch.optim)", 0.0)
     betas: list[float] = _help("Adam's decay rates of the moment estimates", [0.9, 0.999])
     eps: float = _help("Adam's epsilon", 1e-8)
+    kl_warmup_epochs: float = _help(
+        "the KL weight rises linearly from 0 to model.beta over this many epochs, updated every step (0: off)", 0.0
+    )
     schedule: LRSchedule = _help(
         "constant, or burda: lr * 10^(-i/7) for 3^i epochs, i = 0..7 (Burda et al. section 5; 3280 epochs)",
         LRSchedule.constant,
@@ -151,6 +187,8 @@ class OptimConfig:
         _require(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, "a value >= 0")
         _require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "optim.betas", self.betas, "two values in [0, 1)")
         _require(self.eps > 0, "optim.eps", self.eps, "a value > 0")
+        warmup = self.kl_warmup_epochs
+        _require(warmup >= 0 and math.isfinite(warmup), "optim.kl_warmup_epochs", warmup, "a number of epochs >= 0")
 
 
 @dataclass

@@ -44,15 +44,15 @@ def should_compile(setting: bool | None, device: torch.device, steps_ahead: int)
 
 
 class CompiledForBatchSize:
-    """``fn(x)`` compiled for minibatches of exactly ``batch_size`` rows; other sizes (an
-    epoch's ragged last minibatch) run eagerly instead of compiling a second graph.
+    """``fn(x, *tensors)`` compiled for minibatches x of exactly ``batch_size`` rows; other
+    sizes (an epoch's ragged last minibatch) run eagerly instead of compiling a second graph.
 
     On the CPU random numbers are drawn by torch's eager kernels inside the compiled code
     (inductor's ``fallback_random``), so a compiled step samples exactly the noise an
     eager step does and compiling never changes which random numbers a run uses.
     """
 
-    def __init__(self, fn: Callable[[Tensor], tuple[Tensor, ...]], batch_size: int, device: torch.device) -> None:
+    def __init__(self, fn: Callable[..., tuple[Tensor, ...]], batch_size: int, device: torch.device) -> None:
         self.fn = fn
         self.batch_size = batch_size
         if device.type == "cuda":
@@ -60,5 +60,5 @@ class CompiledForBatchSize:
         else:
             self.compiled = torch.compile(fn, dynamic=False, options={"fallback_random": True})
 
-    def __call__(self, x: Tensor) -> tuple[Tensor, ...]:
-        return self.compiled(x) if x.shape[0] == self.batch_size else self.fn(x)
+    def __call__(self, x: Tensor, *tensors: Tensor) -> tuple[Tensor, ...]:
+        return self.compiled(x, *tensors) if x.shape[0] == self.batch_size else self.fn(x, *tensors)

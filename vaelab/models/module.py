@@ -14,7 +14,7 @@ from torchmetrics import MeanMetric
 from vaelab.config.schema import EvalConfig, KLMode, ModelConfig, Objective, OptimConfig
 from vaelab.errors import TrainingDivergedError
 from vaelab.models.compiled import CompiledForBatchSize, should_compile
-from vaelab.models.optim import build_optimizer, build_schedule
+from vaelab.models.optim import build_optimizer, build_schedule, kl_weight
 from vaelab.models.vae import VAE
 
 # Where a checkpoint keeps the running sums of the epoch it was taken in.
@@ -82,6 +82,8 @@ class VAEModule(pl.LightningModule):
             self._step_loss = CompiledForBatchSize(self._loss_and_bound_sum, loader.batch_size, self.device)
         plugin = self.trainer.precision_plugin
         self._direct = isinstance(self.trainer.strategy, SingleDeviceStrategy) and getattr(plugin, "scaler", None) is None
+        # model.beta; during a warm-up (optim.kl_warmup_epochs) refilled every step
+        self._kl_weight = torch.full((), self.model_cfg.beta, device=self.device)
         # A run resumed mid-epoch skips on_train_epoch_start: it goes on with the sums it saved.
         restored, self._restored_sums = self._restored_sums, None
         self.on_train_epoch_start()
@@ -116,30 +118,38 @@ class VAEModule(pl.LightningModule):
         self._examples = 0
         self._check_due = False
 
-    def _loss_and_bound_sum(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Minus the minibatch's mean bound (the loss), and the sum of its bounds."""
-        bound = self.vae.training_bound(x)
-        return -bound.mean(), bound.detach().sum()
+    def _loss_and_bound_sum(self, x: Tensor, kl_weight: Tensor) -> tuple[Tensor, Tensor]:
+        """The configured estimator's loss with this KL weight (a 0-dim tensor, so that a
+        compiled step does not recompile when it changes), and the sum of the true bounds."""
+        loss, bound = self.vae.training_loss(x, kl_weight)
+        return loss, bound.sum()
 
     def training_step(self, minibatches: list[Tensor], batch_idx: int) -> None:
         """One optimizer step per minibatch: x ~ Bernoulli(grey levels) under dynamic
-        binarization, the bound, its gradient, clipping, the update. Logging costs no
-        per-step work: the epoch's sum stays on the device until the epoch ends."""
+        binarization, the estimator's loss at this step's KL weight, its gradient, clipping,
+        the update. The logged bound is the true one (weight 1), next to the weight in force.
+        Logging costs no per-step work: the epoch's sum stays on the device until the epoch ends."""
         optimizer = self.optimizers()
         update = self._update_directly if self._direct else self._update_through_lightning
         binarize, every = self.hparams.dynamic_binarization, self.hparams.log_every_n_steps
-        step, logged = self.global_step, None
+        per_epoch = max(self.trainer.train_dataloader.minibatches, 1)
+        beta, warmup = self.model_cfg.beta, self.optim_cfg.kl_warmup_epochs
+        step, logged, weight = self.global_step, None, beta
         for x in minibatches:
             if binarize:
                 x = torch.bernoulli(x)
-            loss, bound_sum = self._step_loss(x)
+            if warmup > 0:
+                weight = kl_weight(beta, warmup, step / per_epoch)
+                self._kl_weight.fill_(weight)  # on the device, without a host-to-device copy
+            loss, bound_sum = self._step_loss(x, self._kl_weight)
             update(optimizer, loss)
             step += 1
             self._bound_sum += bound_sum
             self._examples += len(x)
             if step % every == 0:
                 logged = bound_sum / len(x)
-                self._log_step(step - 1, {f"train/{self._bound_name()}": logged.item(), "epoch": self.current_epoch})
+                metrics = {f"train/{self._bound_name()}": logged.item(), "train/kl_weight": weight}
+                self._log_step(step - 1, {**metrics, "epoch": self.current_epoch})
         epoch_loop = self.trainer.fit_loop.epoch_loop
         if self._direct:  # count the steps Lightning's optimizer wrapper did not see
             progress = epoch_loop.manual_optimization.optim_step_progress

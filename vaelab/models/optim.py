@@ -1,4 +1,4 @@
-"""Optimizers and learning-rate schedules, built from an :class:`OptimConfig`."""
+"""Optimizers, learning-rate schedules and the KL weight's warm-up, built from an :class:`OptimConfig`."""
 
 from __future__ import annotations
 
@@ -20,6 +20,16 @@ def burda_lr_factor(epoch: int) -> float:
         if epoch < end:
             return 10.0 ** (-stage / 7)
     return 10.0 ** (-(BURDA_STAGES - 1) / 7)
+
+
+def kl_weight(beta: float, warmup_epochs: float, epochs_done: float) -> float:
+    """The KL weight after ``epochs_done`` epochs (fractional: the module passes
+    epoch + batch / batches per epoch, so the weight moves every step): rising linearly from
+    0 to ``beta`` over ``warmup_epochs`` (Bowman et al. 2016; Sonderby et al. 2016), then
+    ``beta``; ``beta`` throughout when ``warmup_epochs`` is 0."""
+    if warmup_epochs <= 0:
+        return beta
+    return beta * min(1.0, epochs_done / warmup_epochs)
 
 
 def build_optimizer(cfg: OptimConfig, parameters: Iterable[nn.Parameter]) -> torch.optim.Optimizer:

@@ -5,13 +5,17 @@ decoder. Recognition model: q(z_1 | x), q(z_{l+1} | z_l). With one layer this is
 Welling's model; with more, Burda et al.'s (section 5). Every bound is per example, in nats.
 """
 
+from collections.abc import Callable
+
+import torch
 from torch import Tensor, nn
 
-from vaelab.config.schema import KLMode, ModelConfig, Objective
+from vaelab.config.schema import Estimator, KLMode, ModelConfig, Objective
 from vaelab.models.decoders import build_decoder
 from vaelab.models.gaussian_layer import GaussianLayer, reparameterize
 from vaelab.models.mlp import init_linear_
 from vaelab.probability.bounds import importance_sampled_log_likelihood, iwae_bound
+from vaelab.probability.estimators import dreg_surrogate, weighted_log_weights
 from vaelab.probability.densities import (
     gaussian_log_prob,
     kl_to_standard_normal,
@@ -19,6 +23,12 @@ from vaelab.probability.densities import (
 )
 
 Posterior = tuple[Tensor, Tensor]
+
+
+def _frozen(module: nn.Module) -> Callable[..., tuple[Tensor, Tensor]]:
+    """``module``'s forward with its parameters detached: gradients reach its inputs only."""
+    parameters = {name: parameter.detach() for name, parameter in module.named_parameters()}
+    return lambda *inputs: torch.func.functional_call(module, parameters, inputs)
 
 
 class VAE(nn.Module):
@@ -45,25 +55,37 @@ class VAE(nn.Module):
         """Dimension of z_L, the layer whose prior is N(0, I)."""
         return self.encoders[-1].mean.out_features
 
-    def _sample_posterior(self, x: Tensor, k: int, first: Posterior | None) -> tuple[list[Tensor], Tensor, Posterior]:
-        """k samples of z_1..z_L from q, their log q, and the top layer's q parameters."""
+    def _sample_posterior(
+        self, x: Tensor, k: int, first: Posterior | None = None, stop_q: bool = False
+    ) -> tuple[list[Tensor], Tensor, Posterior]:
+        """k samples of z_1..z_L from q, their log q, and the top layer's q parameters.
+
+        With ``stop_q``, log q is evaluated with q's parameters stopped: its gradient reaches
+        q's parameters only through the samples (the path term of Roeder et al. 2017), and
+        still reaches each z_l, also where z_l is the input of q(z_{l+1}|z_l).
+        """
         mean, log_var = self.encoders[0](x) if first is None else first
         z = reparameterize(mean, log_var, k)
+        if stop_q:
+            mean, log_var = mean.detach(), log_var.detach()
         zs, log_q = [z], gaussian_log_prob(z, mean, log_var)
         for encoder in self.encoders[1:]:
             mean, log_var = encoder(z)
-            z = reparameterize(mean, log_var)
+            z_next = reparameterize(mean, log_var)
+            if stop_q:
+                mean, log_var = _frozen(encoder)(z)
+            log_q = log_q + gaussian_log_prob(z_next, mean, log_var)
+            z = z_next
             zs.append(z)
-            log_q = log_q + gaussian_log_prob(z, mean, log_var)
         return zs, log_q, (mean, log_var)
 
-    def _log_joint_below_top(self, x: Tensor, zs: list[Tensor]) -> Tensor:
-        """log p(x|z_1) + sum_l log p(z_l|z_{l+1}): every generative term but log p(z_L)."""
-        log_p = self.decoder.log_prob(x, zs[0])
+    def _generative_log_probs(self, x: Tensor, zs: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """log p(x|z_1) and log p(z_1..z_L) = log N(z_L; 0, I) + sum_l log p(z_l|z_{l+1})."""
+        log_prior = standard_normal_log_prob(zs[-1])
         for index, prior in enumerate(self.priors):
             mean, log_var = prior(zs[index + 1])
-            log_p = log_p + gaussian_log_prob(zs[index], mean, log_var)
-        return log_p
+            log_prior = log_prior + gaussian_log_prob(zs[index], mean, log_var)
+        return self.decoder.log_prob(x, zs[0]), log_prior
 
     def log_weights(self, x: Tensor, k: int, posterior: Posterior | None = None) -> Tensor:
         """log w = log p(x, z_1..z_L) - log q(z_1..z_L | x) for k samples from q: [k, batch].
@@ -71,7 +93,23 @@ class VAE(nn.Module):
         ``posterior`` may pass q(z_1|x)'s parameters, computed once for many calls.
         """
         zs, log_q, _ = self._sample_posterior(x, k, posterior)
-        return self._log_joint_below_top(x, zs) + standard_normal_log_prob(zs[-1]) - log_q
+        log_likelihood, log_prior = self._generative_log_probs(x, zs)
+        return log_likelihood + log_prior - log_q
+
+    def _elbo_terms(self, x: Tensor, k: int, kl: KLMode, stop_q: bool = False) -> tuple[Tensor, Tensor]:
+        """Per sample, log p(x|z_1) and the latent term whose mean is minus the KL: [k, batch] each.
+
+        ``mc``: log p(z) - log q(z|x). ``analytic``: the same for the layers below the top,
+        minus the top layer's KL(q(z_L|.) || N(0, I)) in closed form (Kingma & Welling eq. 10).
+        """
+        zs, log_q, (top_mean, top_log_var) = self._sample_posterior(x, k, None, stop_q)
+        log_likelihood, log_prior = self._generative_log_probs(x, zs)
+        if kl is KLMode.mc:
+            return log_likelihood, log_prior - log_q
+        log_prior_below_top = log_prior - standard_normal_log_prob(zs[-1])
+        log_q_below_top = log_q - gaussian_log_prob(zs[-1], top_mean, top_log_var)
+        # One layer: the KL is [batch] and broadcasts over the samples.
+        return log_likelihood, log_prior_below_top - log_q_below_top - kl_to_standard_normal(top_mean, top_log_var)
 
     def elbo(self, x: Tensor, k: int, kl: KLMode) -> Tensor:
         """SGVB estimate of the ELBO averaged over k samples: [batch].
@@ -80,24 +118,37 @@ class VAE(nn.Module):
         KL(q(z_L|.) || N(0, I)) in closed form, the other terms sampled; with one layer this
         is mean_k log p(x|z) - KL(q(z|x) || p(z)) (eq. 10).
         """
-        if kl is KLMode.mc:
-            return self.log_weights(x, k).mean(0)
-        zs, log_q, (top_mean, top_log_var) = self._sample_posterior(x, k, None)
-        log_q_below_top = log_q - gaussian_log_prob(zs[-1], top_mean, top_log_var)
-        top_kl = kl_to_standard_normal(top_mean, top_log_var)
-        if top_kl.dim() < log_q.dim():  # one layer: q(z_1|x) has no sample dimension
-            top_kl = top_kl.unsqueeze(0)
-        return (self._log_joint_below_top(x, zs) - log_q_below_top - top_kl).mean(0)
+        log_likelihood, log_ratio = self._elbo_terms(x, k, kl)
+        return (log_likelihood + log_ratio).mean(0)
 
     def iwae(self, x: Tensor, k: int) -> Tensor:
         """Importance-weighted bound with k samples (Burda et al. eq. 8): [batch]."""
         return iwae_bound(self.log_weights(x, k))
 
-    def training_bound(self, x: Tensor) -> Tensor:
-        """The bound the configured objective maximises: [batch]."""
-        if self.cfg.objective is Objective.iwae:
-            return self.iwae(x, self.cfg.k)
-        return self.elbo(x, self.cfg.k, self.cfg.kl)
+    def training_loss(self, x: Tensor, kl_weight: Tensor) -> tuple[Tensor, Tensor]:
+        """The loss to minimise, and the true bound per example: (scalar, [batch]).
+
+        The loss is minus the batch mean of the configured bound (``objective``, ``k``,
+        ``kl``) with log p(z) - log q(z|x) weighted by ``kl_weight`` (a 0-dim tensor), and
+        its gradient is the configured ``estimator``'s (vaelab.probability.estimators). The
+        bound is the same bound with weight 1, from the same samples, detached.
+        """
+        cfg = self.cfg
+        stop_q = cfg.estimator is not Estimator.reparam
+        if cfg.objective is Objective.elbo:
+            log_likelihood, log_ratio = self._elbo_terms(x, cfg.k, cfg.kl, stop_q)
+            surrogate = weighted_log_weights(log_likelihood, log_ratio, kl_weight).mean(0)
+            return -surrogate.mean(), (log_likelihood + log_ratio).detach().mean(0)
+        zs, log_q, _ = self._sample_posterior(x, cfg.k, None, stop_q)
+        log_likelihood, log_prior = self._generative_log_probs(x, zs)
+        log_w = weighted_log_weights(log_likelihood, log_prior - log_q, kl_weight)
+        bound = iwae_bound((log_likelihood + log_prior - log_q).detach())
+        if cfg.estimator is not Estimator.dreg:  # reparam, or stl (biased here: Tucker et al. sec. 3)
+            return -iwae_bound(log_w).mean(), bound
+        # DReG: the same log-weights once more with the samples detached, for p's gradient.
+        log_likelihood_fixed_z, log_prior_fixed_z = self._generative_log_probs(x, [z.detach() for z in zs])
+        log_w_fixed_z = weighted_log_weights(log_likelihood_fixed_z, log_prior_fixed_z - log_q.detach(), kl_weight)
+        return -dreg_surrogate(log_w_fixed_z, log_w, kl_weight).mean(), bound
 
     def log_likelihood(self, x: Tensor, num_samples: int, chunk_size: int) -> tuple[Tensor, Tensor]:
         """Importance-sampled estimates of log p(x) and of the ELBO, each [batch]."""
