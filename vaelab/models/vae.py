@@ -56,32 +56,36 @@ class VAE(nn.Module):
         return self.encoders[-1].mean.out_features
 
     def _sample_posterior(
-        self, x: Tensor, k: int, first: Posterior | None = None, stop_q: bool = False
-    ) -> tuple[list[Tensor], Tensor, Posterior]:
+        self, x: Tensor, k: int, first: Posterior | None = None, stop_q: bool = False, top: bool = True
+    ) -> tuple[list[Tensor], Tensor | float, Posterior]:
         """k samples of z_1..z_L from q, their log q, and the top layer's q parameters.
 
         With ``stop_q``, log q is evaluated with q's parameters stopped: its gradient reaches
         q's parameters only through the samples (the path term of Roeder et al. 2017), and
-        still reaches each z_l, also where z_l is the input of q(z_{l+1}|z_l).
+        still reaches each z_l, also where z_l is the input of q(z_{l+1}|z_l). Without
+        ``top``, log q leaves out the top layer's term (0 for one layer).
         """
         mean, log_var = self.encoders[0](x) if first is None else first
         z = reparameterize(mean, log_var, k)
         if stop_q:
             mean, log_var = mean.detach(), log_var.detach()
-        zs, log_q = [z], gaussian_log_prob(z, mean, log_var)
-        for encoder in self.encoders[1:]:
+        last = len(self.encoders) - 1
+        zs, log_q = [z], gaussian_log_prob(z, mean, log_var) if top or last > 0 else 0.0
+        for index, encoder in enumerate(self.encoders[1:], start=1):
             mean, log_var = encoder(z)
             z_next = reparameterize(mean, log_var)
             if stop_q:
                 mean, log_var = _frozen(encoder)(z)
-            log_q = log_q + gaussian_log_prob(z_next, mean, log_var)
+            if top or index < last:
+                log_q = log_q + gaussian_log_prob(z_next, mean, log_var)
             z = z_next
             zs.append(z)
         return zs, log_q, (mean, log_var)
 
-    def _generative_log_probs(self, x: Tensor, zs: list[Tensor]) -> tuple[Tensor, Tensor]:
-        """log p(x|z_1) and log p(z_1..z_L) = log N(z_L; 0, I) + sum_l log p(z_l|z_{l+1})."""
-        log_prior = standard_normal_log_prob(zs[-1])
+    def _generative_log_probs(self, x: Tensor, zs: list[Tensor], top: bool = True) -> tuple[Tensor, Tensor | float]:
+        """log p(x|z_1) and log p(z_1..z_L) = log N(z_L; 0, I) + sum_l log p(z_l|z_{l+1});
+        without ``top``, the latter leaves out log N(z_L; 0, I)."""
+        log_prior = standard_normal_log_prob(zs[-1]) if top else 0.0
         for index, prior in enumerate(self.priors):
             mean, log_var = prior(zs[index + 1])
             log_prior = log_prior + gaussian_log_prob(zs[index], mean, log_var)
@@ -102,14 +106,13 @@ class VAE(nn.Module):
         ``mc``: log p(z) - log q(z|x). ``analytic``: the same for the layers below the top,
         minus the top layer's KL(q(z_L|.) || N(0, I)) in closed form (Kingma & Welling eq. 10).
         """
-        zs, log_q, (top_mean, top_log_var) = self._sample_posterior(x, k, None, stop_q)
-        log_likelihood, log_prior = self._generative_log_probs(x, zs)
-        if kl is KLMode.mc:
+        analytic = kl is KLMode.analytic
+        zs, log_q, (top_mean, top_log_var) = self._sample_posterior(x, k, None, stop_q, top=not analytic)
+        log_likelihood, log_prior = self._generative_log_probs(x, zs, top=not analytic)
+        if not analytic:
             return log_likelihood, log_prior - log_q
-        log_prior_below_top = log_prior - standard_normal_log_prob(zs[-1])
-        log_q_below_top = log_q - gaussian_log_prob(zs[-1], top_mean, top_log_var)
-        # One layer: the KL is [batch] and broadcasts over the samples.
-        return log_likelihood, log_prior_below_top - log_q_below_top - kl_to_standard_normal(top_mean, top_log_var)
+        # One layer: the KL is [batch] and broadcasts over the samples (the other terms are 0).
+        return log_likelihood, log_prior - log_q - kl_to_standard_normal(top_mean, top_log_var)
 
     def elbo(self, x: Tensor, k: int, kl: KLMode) -> Tensor:
         """SGVB estimate of the ELBO averaged over k samples: [batch].
