@@ -27,19 +27,12 @@ from tests.helpers import (
     set_posterior,
 )
 from vaelab.config.schema import DecoderKind, ModelConfig, StochasticLayerConfig
-from vaelab.evaluate import (
-    EVAL_FILE,
-    active_units,
-    bits_per_dim,
-    main,
-    posterior_expectations,
-    score,
-    score_batch,
-)
+from vaelab.evaluate import EVAL_FILE, main
 from vaelab.fit import main as fit_main
 from vaelab.models.vae import VAE
 from vaelab.results.loggers import wandb_run_id
 from vaelab.results.pictures import PALETTE, lerp, manifold_points, slerp
+from vaelab.results.scores import active_units, bits_per_dim, posterior_expectations, score
 
 ERROR_PREFIX = "vaelab.evaluate: error:"
 
@@ -73,31 +66,6 @@ def test_estimates_match_the_closed_forms(float64):
     torch.testing.assert_close(iwae[1], scores.elbo)  # the same 100000 log-weights
     assert (iwae[1] < iwae[5]).all() and (iwae[5] < iwae[50]).all() and (iwae[50] < exact).all()
     assert (scores.elbo < scores.ll).all()
-
-
-class FixedLogWeights:
-    """Stands in for a VAE: hands out the rows of a fixed [n, batch] matrix of log-weights."""
-
-    def __init__(self, log_w: torch.Tensor):
-        self.log_w, self.used = log_w, 0
-        self.encoders = [lambda x: None]
-
-    def log_weights(self, x, n, first):
-        chunk = self.log_w[self.used : self.used + n]
-        self.used += n
-        return chunk
-
-
-@pytest.mark.parametrize("chunk_size", [1, 4, 7, 100])
-def test_chunked_estimates_equal_the_one_shot_formulas(chunk_size, float64):
-    log_w = torch.randn(23, 4) * 20
-    ll, elbo, iwae = score_batch(FixedLogWeights(log_w), None, ll_samples=20, iwae_k=[1, 3, 23], chunk_size=chunk_size)
-    torch.testing.assert_close(ll, torch.logsumexp(log_w[:20], 0) - math.log(20))
-    torch.testing.assert_close(elbo, log_w[:20].mean(0))
-    torch.testing.assert_close(iwae[1], log_w.mean(0))
-    groups = log_w[:21].reshape(7, 3, 4)  # 7 whole groups of 3 out of 23 samples
-    torch.testing.assert_close(iwae[3], (torch.logsumexp(groups, 1) - math.log(3)).mean(0))
-    torch.testing.assert_close(iwae[23], torch.logsumexp(log_w, 0) - math.log(23))
 
 
 def test_iwae_estimates_are_ordered_per_image_when_k_divides(float64):
@@ -312,6 +280,26 @@ def test_evaluate_a_run_directory(name, fitted, capsys, monkeypatch):
 
 
 @pytest.mark.slow
+@needs_mnist
+def test_fit_test_ll_and_evaluate_test_ll_agree_on_the_same_samples(fitted, tmp_path):
+    """Same checkpoint, images, seed and chunks: vaelab.fit's test/ll and test/elbo equal
+    vaelab.evaluate's test_ll and test_elbo up to float32 summation; another seed draws other
+    samples and moves both by far more than that tolerance."""
+    run_dir = tmp_path / "copy"
+    shutil.copytree(fitted("mnist"), run_dir)
+    fitted_numbers = json.loads((run_dir / "summary.json").read_text())
+    assert fitted_numbers["ll_samples"] == 10
+    assert main([f"ckpt={run_dir}", "eval.iwae_k=[1,5]"]) == 0  # max k <= S: no samples beyond the S
+    evaluated = read_eval(run_dir)
+    assert evaluated["test_images"] == 200 and evaluated["ll_samples"] == 10
+    for key in ("test_ll", "test_elbo"):
+        assert evaluated[key] == pytest.approx(fitted_numbers[key], abs=1e-3, rel=0), key
+    assert main([f"ckpt={run_dir}", "eval.iwae_k=[1,5]", "seed=1"]) == 0
+    reseeded = read_eval(run_dir)
+    for key in ("test_ll", "test_elbo"):
+        assert abs(reseeded[key] - fitted_numbers[key]) > 1e-2, key
+
+
 @needs_mnist
 def test_evaluate_a_checkpoint_file_with_overrides_reproducibly(fitted, tmp_path, capsys):
     source = fitted("mnist")

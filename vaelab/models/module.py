@@ -227,9 +227,10 @@ class VAEModule(pl.LightningModule):
             self.log(f"val/{self._bound_name()}", self.val_bound, add_dataloader_idx=False)
 
     def test_step(self, x: Tensor, batch_idx: int) -> None:
-        log_likelihood, elbo = self.vae.log_likelihood(x, self.eval_cfg.ll_samples, self.eval_cfg.chunk_size)
-        self.test_ll.update(log_likelihood)
-        self.test_elbo.update(elbo)
+        """L_S and the ELBO from the same S importance samples per image, as ``vaelab.evaluate``."""
+        estimates = self.vae.estimate_log_likelihood(x, self.eval_cfg.ll_samples, self.eval_cfg.chunk_size)
+        self.test_ll.update(estimates.log_likelihood)
+        self.test_elbo.update(estimates.elbo)
         self.log("test/ll", self.test_ll)
         self.log("test/elbo", self.test_elbo)
 

@@ -5,13 +5,15 @@ decoder. Recognition model: q(z_1 | x), q(z_{l+1} | z_l). With one layer this is
 Welling's model; with more, Burda et al.'s (section 5). Every bound is per example, in nats.
 """
 
+from typing import Iterable
+
 from torch import Tensor, nn
 
 from vaelab.config.schema import KLMode, ModelConfig, Objective
 from vaelab.models.decoders import build_decoder
 from vaelab.models.gaussian_layer import GaussianLayer, reparameterize
 from vaelab.models.mlp import init_linear_
-from vaelab.probability.bounds import importance_sampled_log_likelihood, iwae_bound
+from vaelab.probability.bounds import ImportanceEstimates, estimate_log_likelihood, iwae_bound
 from vaelab.probability.densities import (
     gaussian_log_prob,
     kl_to_standard_normal,
@@ -99,12 +101,13 @@ class VAE(nn.Module):
             return self.iwae(x, self.cfg.k)
         return self.elbo(x, self.cfg.k, self.cfg.kl)
 
-    def log_likelihood(self, x: Tensor, num_samples: int, chunk_size: int) -> tuple[Tensor, Tensor]:
-        """Importance-sampled estimates of log p(x) and of the ELBO, each [batch]."""
-        first = self.encoders[0](x)
-        return importance_sampled_log_likelihood(
-            lambda n: self.log_weights(x, n, first), num_samples, chunk_size
-        )
+    def estimate_log_likelihood(
+        self, x: Tensor, samples: int, chunk_size: int, iwae_k: Iterable[int] = ()
+    ) -> ImportanceEstimates:
+        """Importance-sampled log p(x) (L_S), ELBO and L_k of each k from one stream of samples
+        of q, drawn ``chunk_size`` at a time: see :class:`ImportanceEstimates`."""
+        first = self.encoders[0](x)  # q(z_1|x), computed once for every chunk
+        return estimate_log_likelihood(lambda n: self.log_weights(x, n, first), samples, chunk_size, iwae_k)
 
     def posterior_means(self, x: Tensor) -> list[Tensor]:
         """E_q[z_l] of each layer, following the means upwards: [batch, latent_l] each."""
