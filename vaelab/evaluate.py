@@ -196,7 +196,7 @@ def evaluate(cfg: FitConfig, run_dir: Path, checkpoint: Path, why: str = "as giv
 
     e = cfg.eval
     torch.manual_seed(cfg.seed)
-    scores = score(vae, test, e.ll_samples, e.iwae_k, e.chunk_size, e.batch_size, e.posterior_mean_samples)
+    scores = score(vae, test, e.ll_samples, e.iwae_k, e.chunk_size, e.batch_size, e.posterior_mean_samples, e.compile)
     counts, variances = active_units(scores.posterior_means, e.active_threshold)
     # a density of grey levels; the Bernoulli "likelihood" of grey levels is not normalised
     continuous = cfg.data.binarize is Binarize.none and vae.cfg.decoder is not DecoderKind.bernoulli

@@ -14,6 +14,7 @@ from torchmetrics import MeanMetric
 from vaelab.config.schema import EvalConfig, KLMode, ModelConfig, Objective, OptimConfig
 from vaelab.errors import TrainingDivergedError
 from vaelab.models.compiled import CompiledForBatchSize, should_compile
+from vaelab.models.compiling import compile_pays
 from vaelab.models.optim import build_optimizer, build_schedule
 from vaelab.models.vae import VAE
 
@@ -228,7 +229,10 @@ class VAEModule(pl.LightningModule):
 
     def test_step(self, x: Tensor, batch_idx: int) -> None:
         """L_S and the ELBO from the same S importance samples per image, as ``vaelab.evaluate``."""
-        estimates = self.vae.estimate_log_likelihood(x, self.eval_cfg.ll_samples, self.eval_cfg.chunk_size)
+        e = self.eval_cfg
+        samples_in_all = sum(self.trainer.num_test_batches) * e.batch_size * e.ll_samples
+        compiled = compile_pays(e.compile, x.device, samples_in_all)
+        estimates = self.vae.estimate_log_likelihood(x, e.ll_samples, e.chunk_size, compiled=compiled)
         self.test_ll.update(estimates.log_likelihood)
         self.test_elbo.update(estimates.elbo)
         self.log("test/ll", self.test_ll)

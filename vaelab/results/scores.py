@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from vaelab.models.compiling import compile_pays
 from vaelab.models.gaussian_layer import reparameterize
 from vaelab.models.vae import VAE
 
@@ -40,20 +41,23 @@ def score(
     chunk_size: int = 50,
     batch_size: int = 100,
     posterior_mean_samples: int = 100,
+    compile: bool | None = None,
 ) -> Scores:
     """Score every row of ``data`` [N, D] in batches, on the device and in the dtype of ``vae``.
 
     The importance samples of all batches are drawn first, in the order ``vaelab.fit``'s test
     draws them, so with the same seed, ``batch_size``, ``chunk_size`` and max(iwae_k) <= S, L_S
     and the ELBO are those of its ``test/ll`` and ``test/elbo``; the posterior expectations after.
+    ``compile``: ``eval.compile``, decided as the fit's test decides it.
     """
     parameter = next(vae.parameters())
     batches = [x.to(parameter.device, parameter.dtype) for x in data.split(batch_size)]
+    compiled = compile_pays(compile, parameter.device, len(batches) * batch_size * ll_samples)
     was_training = vae.training
     vae.eval()
     try:
         with torch.inference_mode():
-            estimates = [vae.estimate_log_likelihood(x, ll_samples, chunk_size, iwae_k) for x in batches]
+            estimates = [vae.estimate_log_likelihood(x, ll_samples, chunk_size, iwae_k, compiled) for x in batches]
             means = [posterior_expectations(vae, x, posterior_mean_samples) for x in batches]
     finally:
         vae.train(was_training)
