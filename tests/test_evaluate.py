@@ -30,8 +30,8 @@ from tests.helpers import (
 from vaelab.config.schema import DecoderKind, ModelConfig, StochasticLayerConfig
 from vaelab.evaluate import EVAL_FILE, main
 from vaelab.fit import main as fit_main
-from vaelab.models import compiling
-from vaelab.models.compiling import compile_pays
+from vaelab.models import compiled
+from vaelab.models.compiled import should_compile_estimates
 from vaelab.models.vae import VAE
 from vaelab.results.loggers import wandb_run_id
 from vaelab.results.pictures import PALETTE, lerp, manifold_points, slerp
@@ -84,11 +84,11 @@ def test_iwae_estimates_are_ordered_per_image_when_k_divides(float64):
     torch.testing.assert_close(scores.iwae[1], scores.elbo)
 
 
-def estimates_with_seed(vae: VAE, x: torch.Tensor, compiled: bool) -> tuple[list[torch.Tensor], torch.Tensor]:
+def estimates_with_seed(vae: VAE, x: torch.Tensor, compile: bool) -> tuple[list[torch.Tensor], torch.Tensor]:
     """L_S, the ELBO and L_5 from seed 3, and the generator's next draw."""
     torch.manual_seed(3)
     with torch.inference_mode():
-        estimates = vae.estimate_log_likelihood(x, samples=20, chunk_size=10, iwae_k=[5], compiled=compiled)
+        estimates = vae.estimate_log_likelihood(x, samples=20, chunk_size=10, iwae_k=[5], compiled=compile)
     return [estimates.log_likelihood, estimates.elbo, estimates.iwae[5]], torch.randn(3)
 
 
@@ -96,14 +96,14 @@ def test_compiled_estimates_draw_the_same_samples(float64):
     """torch.compile changes the estimates only by rounding: the same noise, from torch's generator."""
     vae = linear_gaussian_vae()
     x = torch.randn(4, DATA_DIM)
-    eager, after_eager = estimates_with_seed(vae, x, compiled=False)
+    eager, after_eager = estimates_with_seed(vae, x, compile=False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        compiled, after_compiled = estimates_with_seed(vae, x, compiled=True)
+        fast, after_fast = estimates_with_seed(vae, x, compile=True)
     assert not [w for w in caught if "torch.compile failed" in str(w.message)], "compiled: fell back to eager"
-    for a, b in zip(eager, compiled):
+    for a, b in zip(eager, fast):
         torch.testing.assert_close(a, b)
-    assert torch.equal(after_eager, after_compiled)  # as many draws from the generator
+    assert torch.equal(after_eager, after_fast)  # as many draws from the generator
 
 
 def test_compile_failure_falls_back_to_eager_with_one_warning(float64, monkeypatch):
@@ -114,23 +114,26 @@ def test_compile_failure_falls_back_to_eager_with_one_warning(float64, monkeypat
         return fail
 
     monkeypatch.setattr(torch, "compile", broken)
-    monkeypatch.setattr(compiling, "_failed", set())
+    monkeypatch.setattr(compiled, "_failed_devices", set())
     vae = linear_gaussian_vae()
     x = torch.randn(4, DATA_DIM)
-    eager, after_eager = estimates_with_seed(vae, x, compiled=False)
+    eager, after_eager = estimates_with_seed(vae, x, compile=False)
     with pytest.warns(UserWarning, match=r"torch.compile failed, .*eval.compile=false.*: no C\+\+ compiler$") as caught:
-        compiled, after_compiled = estimates_with_seed(vae, x, compiled=True)
+        fallen_back, after_fallback = estimates_with_seed(vae, x, compile=True)
     assert len(caught) == 1  # not once per chunk
-    for a, b in zip(eager, compiled):
+    for a, b in zip(eager, fallen_back):
         assert torch.equal(a, b)
-    assert torch.equal(after_eager, after_compiled)
+    assert torch.equal(after_eager, after_fallback)
 
 
-def test_compile_is_automatic_on_the_cpu_from_ten_million_samples():
+def test_estimates_compile_by_themselves_on_a_cpu_from_ten_million_samples(monkeypatch):
     cpu = torch.device("cpu")
-    assert compile_pays(None, cpu, 10**7) and not compile_pays(None, cpu, 10**7 - 1)
-    assert not compile_pays(None, torch.device("cuda"), 10**9)  # not measured there: only when asked
-    assert compile_pays(True, torch.device("cuda"), 1) and not compile_pays(False, cpu, 10**9)
+    monkeypatch.setattr(compiled, "has_cpp_compiler", lambda: True)
+    assert should_compile_estimates(None, cpu, 10**7) and not should_compile_estimates(None, cpu, 10**7 - 1)
+    assert not should_compile_estimates(None, torch.device("cuda"), 10**9)  # not measured there: only when asked
+    assert should_compile_estimates(True, torch.device("cuda"), 1) and not should_compile_estimates(False, cpu, 10**9)
+    monkeypatch.setattr(compiled, "has_cpp_compiler", lambda: False)
+    assert not should_compile_estimates(None, cpu, 10**9)
 
 
 def test_active_units_on_constructed_encoders(float64):

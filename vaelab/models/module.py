@@ -13,8 +13,7 @@ from torchmetrics import MeanMetric
 
 from vaelab.config.schema import EvalConfig, KLMode, ModelConfig, Objective, OptimConfig
 from vaelab.errors import TrainingDivergedError
-from vaelab.models.compiled import CompiledForBatchSize, should_compile
-from vaelab.models.compiling import compile_pays
+from vaelab.models.compiled import CompiledForBatchSize, should_compile, should_compile_estimates
 from vaelab.models.optim import build_optimizer, build_schedule
 from vaelab.models.vae import VAE
 
@@ -231,7 +230,7 @@ class VAEModule(pl.LightningModule):
         """L_S and the ELBO from the same S importance samples per image, as ``vaelab.evaluate``."""
         e = self.eval_cfg
         samples_in_all = sum(self.trainer.num_test_batches) * e.batch_size * e.ll_samples
-        compiled = compile_pays(e.compile, x.device, samples_in_all)
+        compiled = should_compile_estimates(e.compile, x.device, samples_in_all)
         estimates = self.vae.estimate_log_likelihood(x, e.ll_samples, e.chunk_size, compiled=compiled)
         self.test_ll.update(estimates.log_likelihood)
         self.test_elbo.update(estimates.elbo)

@@ -10,7 +10,7 @@ from typing import Iterable
 from torch import Tensor, nn
 
 from vaelab.config.schema import KLMode, ModelConfig, Objective
-from vaelab.models.compiling import compiled_log_weights
+from vaelab.models.compiled import compiled_log_weights
 from vaelab.models.decoders import build_decoder
 from vaelab.models.gaussian_layer import GaussianLayer, reparameterize
 from vaelab.models.mlp import init_linear_
@@ -107,7 +107,7 @@ class VAE(nn.Module):
     ) -> ImportanceEstimates:
         """Importance-sampled log p(x) (L_S), ELBO and L_k of each k from one stream of samples
         of q, drawn ``chunk_size`` at a time: see :class:`ImportanceEstimates`. ``compiled``:
-        the log-weights under ``torch.compile`` (:mod:`vaelab.models.compiling`), same samples."""
+        the log-weights under ``torch.compile`` (:mod:`vaelab.models.compiled`), same samples."""
         first = self.encoders[0](x)  # q(z_1|x), computed once for every chunk
         log_weights = compiled_log_weights(self) if compiled else self.log_weights
         return estimate_log_likelihood(lambda n: log_weights(x, n, first), samples, chunk_size, iwae_k)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from vaelab.models.compiling import compile_pays
+from vaelab.models.compiled import should_compile_estimates
 from vaelab.models.gaussian_layer import reparameterize
 from vaelab.models.vae import VAE
 
@@ -52,7 +52,7 @@ def score(
     """
     parameter = next(vae.parameters())
     batches = [x.to(parameter.device, parameter.dtype) for x in data.split(batch_size)]
-    compiled = compile_pays(compile, parameter.device, len(batches) * batch_size * ll_samples)
+    compiled = should_compile_estimates(compile, parameter.device, len(batches) * batch_size * ll_samples)
     was_training = vae.training
     vae.eval()
     try:
