@@ -92,6 +92,8 @@ def estimates_with_seed(vae: VAE, x: torch.Tensor, compile: bool) -> tuple[list[
     return [estimates.log_likelihood, estimates.elbo, estimates.iwae[5]], torch.randn(3)
 
 
+@pytest.mark.slow  # compiles: 5-20 s
+@pytest.mark.skipif(not compiled.has_cpp_compiler(), reason="torch.compile on the CPU needs a C++ compiler")
 def test_compiled_estimates_draw_the_same_samples(float64):
     """torch.compile changes the estimates only by rounding: the same noise, from torch's generator."""
     vae = linear_gaussian_vae()
@@ -355,6 +357,7 @@ def test_fit_test_ll_and_evaluate_test_ll_agree_on_the_same_samples(fitted, tmp_
         assert abs(reseeded[key] - fitted_numbers[key]) > 1e-2, key
 
 
+@pytest.mark.slow
 @needs_mnist
 def test_evaluate_a_checkpoint_file_with_overrides_reproducibly(fitted, tmp_path, capsys):
     source = fitted("mnist")
