@@ -14,8 +14,9 @@ x [500, 784]), the matmul peak for this work, and one 2048^3 product.
 
 FLOPs are those of the matrix products, 2 x in x out per linear layer: the decoder's per
 sample, the encoder's per image (1.3 MFLOP each for this model, so 65 TFLOP for 10000 test
-images x 5000 samples). Prints each repeat, then the medians and the best repeats: ms per (image x 1000 samples),
-achieved GFLOP/s, its fraction of the matmul peak, and the projected time of the full test set.
+images x 5000 samples). Prints each repeat, then medians and bests: ms per (image x 1000 samples),
+achieved GFLOP/s, its fraction of the matmul peak measured just before it (a shared machine's
+load moves both), the projected time of the full test set, and eager / compiled time.
 
 On a shared machine, ``--threads 1`` measures one core's work robustly: the times are then the
 thread's CPU time (``time.thread_time``), which other processes' time slices do not inflate;
@@ -115,30 +116,33 @@ def main() -> None:
         print(f"warm-up {mode}: {time.perf_counter() - started:.1f} s")
 
     seconds: dict[str, list[float]] = {mode: [] for mode in modes}
+    fractions: dict[str, list[float]] = {mode: [] for mode in modes}  # of the peak measured just before
     peak: list[float] = []
     square: list[float] = []
     for repeat in range(args.repeats):
         line = []
         for mode in modes:
+            peak.append(matmul_gflops(decoder_shapes, seconds=0.5))
             seconds[mode].append(estimate_seconds(vae, images, args.samples, args.chunk_size, args.batch_size, mode == "compiled"))
-            line.append(f"{mode} {seconds[mode][-1]:.2f} s")
-        peak.append(matmul_gflops(decoder_shapes))
+            fractions[mode].append(work / seconds[mode][-1] / 1e9 / peak[-1])
+            line.append(f"{mode} {seconds[mode][-1]:.2f} s ({fractions[mode][-1]:.0%} of {peak[-1]:.0f} GFLOP/s)")
         square.append(matmul_gflops([(2048, 2048, 2048)]))
-        print(f"repeat {repeat + 1}: " + ", ".join(line) + f", matmul peak {peak[-1]:.0f} GFLOP/s (2048^3: {square[-1]:.0f})")
+        print(f"repeat {repeat + 1}: " + ", ".join(line) + f"; 2048^3: {square[-1]:.0f} GFLOP/s")
 
     full_images, full_samples = FULL_TEST
-    for name, pick in (("medians", statistics.median), ("best repeats (the least disturbed)", max)):
-        peak_now = pick(peak)
-        print(f"\n{name} of {args.repeats} (load average now {os.getloadavg()[0]:.1f}): matmul peak at the "
-              f"decoder's shapes {peak_now:.0f} GFLOP/s, 2048^3 {pick(square):.0f}")
-        for mode in modes:
-            t = statistics.median(seconds[mode]) if pick is statistics.median else min(seconds[mode])
+    print(f"\n{args.repeats} repeats, load average now {os.getloadavg()[0]:.1f}; matmul peak at the decoder's shapes: "
+          f"median {statistics.median(peak):.0f}, best {max(peak):.0f} GFLOP/s; 2048^3: best {max(square):.0f}")
+    for mode in modes:
+        for name, t in (("median", statistics.median(seconds[mode])), ("best", min(seconds[mode]))):
             per_k = t * 1e3 / (args.images * args.samples / 1000)
-            gflops = work / t / 1e9
             full = t * flops_per_image(vae, full_samples) * full_images / work
-            print(f"{mode:>9}: {per_k:6.2f} ms per (image x 1000 samples), {gflops:5.0f} GFLOP/s = "
-                  f"{gflops / peak_now:4.0%} of the matmul peak; full test set ({full_images} x {full_samples}): "
-                  f"{full / 60:.1f} min")
+            print(f"{mode:>9} {name:>6}: {per_k:6.2f} ms per (image x 1000 samples), {work / t / 1e9:5.0f} GFLOP/s; "
+                  f"full test set ({full_images} x {full_samples}): {full / 60:.1f} min")
+        print(f"{mode:>9}: median fraction of the matmul peak measured just before: {statistics.median(fractions[mode]):.0%}")
+    if len(modes) == 2:
+        ratios = [a / b for a, b in zip(seconds[modes[0]], seconds[modes[1]])]
+        print(f"{modes[0]} / {modes[1]} time, median of the repeats' ratios: {statistics.median(ratios):.2f}")
+
 
 if __name__ == "__main__":
     main()
