@@ -9,6 +9,7 @@ import math
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -27,19 +28,14 @@ from tests.helpers import (
     set_posterior,
 )
 from vaelab.config.schema import DecoderKind, ModelConfig, StochasticLayerConfig
-from vaelab.evaluate import (
-    EVAL_FILE,
-    active_units,
-    bits_per_dim,
-    main,
-    posterior_expectations,
-    score,
-    score_batch,
-)
+from vaelab.evaluate import EVAL_FILE, main
 from vaelab.fit import main as fit_main
+from vaelab.models import compiled
+from vaelab.models.compiled import should_compile_estimates
 from vaelab.models.vae import VAE
 from vaelab.results.loggers import wandb_run_id
 from vaelab.results.pictures import PALETTE, lerp, manifold_points, slerp
+from vaelab.results.scores import active_units, bits_per_dim, posterior_expectations, score
 
 ERROR_PREFIX = "vaelab.evaluate: error:"
 
@@ -75,31 +71,6 @@ def test_estimates_match_the_closed_forms(float64):
     assert (scores.elbo < scores.ll).all()
 
 
-class FixedLogWeights:
-    """Stands in for a VAE: hands out the rows of a fixed [n, batch] matrix of log-weights."""
-
-    def __init__(self, log_w: torch.Tensor):
-        self.log_w, self.used = log_w, 0
-        self.encoders = [lambda x: None]
-
-    def log_weights(self, x, n, first):
-        chunk = self.log_w[self.used : self.used + n]
-        self.used += n
-        return chunk
-
-
-@pytest.mark.parametrize("chunk_size", [1, 4, 7, 100])
-def test_chunked_estimates_equal_the_one_shot_formulas(chunk_size, float64):
-    log_w = torch.randn(23, 4) * 20
-    ll, elbo, iwae = score_batch(FixedLogWeights(log_w), None, ll_samples=20, iwae_k=[1, 3, 23], chunk_size=chunk_size)
-    torch.testing.assert_close(ll, torch.logsumexp(log_w[:20], 0) - math.log(20))
-    torch.testing.assert_close(elbo, log_w[:20].mean(0))
-    torch.testing.assert_close(iwae[1], log_w.mean(0))
-    groups = log_w[:21].reshape(7, 3, 4)  # 7 whole groups of 3 out of 23 samples
-    torch.testing.assert_close(iwae[3], (torch.logsumexp(groups, 1) - math.log(3)).mean(0))
-    torch.testing.assert_close(iwae[23], torch.logsumexp(log_w, 0) - math.log(23))
-
-
 def test_iwae_estimates_are_ordered_per_image_when_k_divides(float64):
     """From one stream of samples, L_k <= L_k' for every image when k divides k' (Jensen in
     each group), whatever the noise; L_S over all samples is the largest, L_1 the ELBO."""
@@ -111,6 +82,60 @@ def test_iwae_estimates_are_ordered_per_image_when_k_divides(float64):
         assert (low <= high + 1e-12).all()
     torch.testing.assert_close(scores.iwae[60], scores.ll)
     torch.testing.assert_close(scores.iwae[1], scores.elbo)
+
+
+def estimates_with_seed(vae: VAE, x: torch.Tensor, compile: bool) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """L_S, the ELBO and L_5 from seed 3, and the generator's next draw."""
+    torch.manual_seed(3)
+    with torch.inference_mode():
+        estimates = vae.estimate_log_likelihood(x, samples=20, chunk_size=10, iwae_k=[5], compiled=compile)
+    return [estimates.log_likelihood, estimates.elbo, estimates.iwae[5]], torch.randn(3)
+
+
+@pytest.mark.slow  # compiles: 5-20 s
+@pytest.mark.skipif(not compiled.has_cpp_compiler(), reason="torch.compile on the CPU needs a C++ compiler")
+def test_compiled_estimates_draw_the_same_samples(float64):
+    """torch.compile changes the estimates only by rounding: the same noise, from torch's generator."""
+    vae = linear_gaussian_vae()
+    x = torch.randn(4, DATA_DIM)
+    eager, after_eager = estimates_with_seed(vae, x, compile=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fast, after_fast = estimates_with_seed(vae, x, compile=True)
+    assert not [w for w in caught if "torch.compile failed" in str(w.message)], "compiled: fell back to eager"
+    for a, b in zip(eager, fast):
+        torch.testing.assert_close(a, b)
+    assert torch.equal(after_eager, after_fast)  # as many draws from the generator
+
+
+def test_compile_failure_falls_back_to_eager_with_one_warning(float64, monkeypatch):
+    def broken(*args, **kwargs):
+        def fail(*args, **kwargs):
+            raise RuntimeError("no C++ compiler\nmore detail")
+
+        return fail
+
+    monkeypatch.setattr(torch, "compile", broken)
+    monkeypatch.setattr(compiled, "_failed_devices", set())
+    vae = linear_gaussian_vae()
+    x = torch.randn(4, DATA_DIM)
+    eager, after_eager = estimates_with_seed(vae, x, compile=False)
+    with pytest.warns(UserWarning, match=r"torch.compile failed, .*eval.compile=false.*: no C\+\+ compiler$") as caught:
+        fallen_back, after_fallback = estimates_with_seed(vae, x, compile=True)
+    assert len(caught) == 1  # not once per chunk
+    for a, b in zip(eager, fallen_back):
+        assert torch.equal(a, b)
+    assert torch.equal(after_eager, after_fallback)
+
+
+def test_estimates_compile_by_themselves_on_a_cpu_from_ten_million_samples(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(compiled, "has_cpp_compiler", lambda: True)
+    assert should_compile_estimates(None, cpu, 10**7) and not should_compile_estimates(None, cpu, 10**7 - 1)
+    assert not should_compile_estimates(None, torch.device("cuda"), 10**9)  # not measured there: only when asked
+    assert should_compile_estimates(True, torch.device("cuda"), 1) and not should_compile_estimates(False, cpu, 10**9)
+    monkeypatch.setattr(compiled, "has_cpp_compiler", lambda: False)
+    assert not should_compile_estimates(None, cpu, 10**9)
 
 
 def test_active_units_on_constructed_encoders(float64):
@@ -309,6 +334,27 @@ def test_evaluate_a_run_directory(name, fitted, capsys, monkeypatch):
         assert len(logged) == len(names)
         records = next(runs[-1].glob("run-*.wandb")).read_bytes()
         assert b"eval/test_ll" in records and b"eval/iwae_50" in records
+
+
+@pytest.mark.slow
+@needs_mnist
+def test_fit_test_ll_and_evaluate_test_ll_agree_on_the_same_samples(fitted, tmp_path):
+    """Same checkpoint, images, seed and chunks: vaelab.fit's test/ll and test/elbo equal
+    vaelab.evaluate's test_ll and test_elbo up to float32 summation; another seed draws other
+    samples and moves both by far more than that tolerance."""
+    run_dir = tmp_path / "copy"
+    shutil.copytree(fitted("mnist"), run_dir)
+    fitted_numbers = json.loads((run_dir / "summary.json").read_text())
+    assert fitted_numbers["ll_samples"] == 10
+    assert main([f"ckpt={run_dir}", "eval.iwae_k=[1,5]"]) == 0  # max k <= S: no samples beyond the S
+    evaluated = read_eval(run_dir)
+    assert evaluated["test_images"] == 200 and evaluated["ll_samples"] == 10
+    for key in ("test_ll", "test_elbo"):
+        assert evaluated[key] == pytest.approx(fitted_numbers[key], abs=1e-3, rel=0), key
+    assert main([f"ckpt={run_dir}", "eval.iwae_k=[1,5]", "seed=1"]) == 0
+    reseeded = read_eval(run_dir)
+    for key in ("test_ll", "test_elbo"):
+        assert abs(reseeded[key] - fitted_numbers[key]) > 1e-2, key
 
 
 @pytest.mark.slow

@@ -19,7 +19,7 @@ from tests.helpers import (
 from vaelab.config.schema import Activation, DecoderKind, KLMode, ModelConfig
 from vaelab.models.decoders import BernoulliDecoder, GaussianDecoder
 from vaelab.models.vae import VAE
-from vaelab.probability.bounds import importance_sampled_log_likelihood, iwae_bound
+from vaelab.probability.bounds import ImportanceEstimates, estimate_log_likelihood, iwae_bound
 from vaelab.probability.densities import (
     bernoulli_log_prob,
     gaussian_log_prob,
@@ -103,9 +103,9 @@ def test_bounds_are_exact_when_q_is_the_true_posterior():
         # The analytic-KL estimator is exact only in expectation.
         torch.testing.assert_close(vae.elbo(x, 100_000, KLMode.analytic), exact, atol=0.02, rtol=0.0)
         torch.testing.assert_close(vae.iwae(x, 7), exact)
-        ll, elbo = vae.log_likelihood(x, num_samples=10, chunk_size=3)
-    torch.testing.assert_close(ll, exact)
-    torch.testing.assert_close(elbo, exact)
+        estimates = vae.estimate_log_likelihood(x, samples=10, chunk_size=3)
+    torch.testing.assert_close(estimates.log_likelihood, exact)
+    torch.testing.assert_close(estimates.elbo, exact)
 
 
 def test_iwae_bound_grows_with_k_and_stays_below_log_likelihood():
@@ -116,7 +116,7 @@ def test_iwae_bound_grows_with_k_and_stays_below_log_likelihood():
     replicates = 400
     with torch.no_grad():
         bounds = {k: torch.stack([vae.iwae(x, k) for _ in range(replicates)]).mean(0) for k in (1, 5, 50)}
-        estimate, _ = vae.log_likelihood(x, num_samples=200_000, chunk_size=20_000)
+        estimate = vae.estimate_log_likelihood(x, samples=200_000, chunk_size=20_000).log_likelihood
     assert (bounds[1] < bounds[5]).all() and (bounds[5] < bounds[50]).all()
     assert (bounds[50] < exact).all()
     torch.testing.assert_close(estimate, exact, atol=0.05, rtol=0.0)
@@ -138,13 +138,41 @@ def test_iwae_bound_is_log_mean_exp():
     torch.testing.assert_close(iwae_bound(log_w), expected)
 
 
+def fed_in_chunks(log_w: torch.Tensor, samples: int, chunk_size: int, iwae_k=()) -> ImportanceEstimates:
+    """The estimates from the rows of a fixed [n, batch] matrix of log-weights, handed out in chunks."""
+    used = 0
+
+    def next_chunk(n: int) -> torch.Tensor:
+        nonlocal used
+        used += n
+        return log_w[used - n : used]
+
+    return estimate_log_likelihood(next_chunk, samples, chunk_size, iwae_k)
+
+
 @pytest.mark.parametrize("chunk_size", [1, 4, 7, 100])
-def test_chunked_log_likelihood_equals_one_shot(chunk_size):
-    log_w = torch.randn(23, 5) * 30
-    chunks = iter(log_w.split(chunk_size))
-    ll, elbo = importance_sampled_log_likelihood(lambda n: next(chunks), 23, chunk_size)
-    torch.testing.assert_close(ll, torch.logsumexp(log_w, 0) - math.log(23))
-    torch.testing.assert_close(elbo, log_w.mean(0))
+def test_streamed_estimates_equal_the_one_shot_formulas(chunk_size):
+    log_w = torch.randn(23, 4) * 20
+    estimates = fed_in_chunks(log_w, samples=20, chunk_size=chunk_size, iwae_k=[1, 3, 23])
+    assert estimates.needed == 23 and estimates.missing == 0  # max(S, max k) samples per example
+    torch.testing.assert_close(estimates.log_likelihood, torch.logsumexp(log_w[:20], 0) - math.log(20))
+    torch.testing.assert_close(estimates.elbo, log_w[:20].mean(0))
+    iwae = estimates.iwae
+    torch.testing.assert_close(iwae[1], log_w.mean(0))
+    groups = log_w[:21].reshape(7, 3, 4)  # 7 whole groups of 3 out of 23 samples
+    torch.testing.assert_close(iwae[3], (torch.logsumexp(groups, 1) - math.log(3)).mean(0))
+    torch.testing.assert_close(iwae[23], torch.logsumexp(log_w, 0) - math.log(23))
+    alone = fed_in_chunks(log_w, samples=23, chunk_size=chunk_size)
+    torch.testing.assert_close(alone.log_likelihood, torch.logsumexp(log_w, 0) - math.log(23))
+    torch.testing.assert_close(alone.elbo, log_w.mean(0))
+
+
+def test_estimates_are_refused_before_every_sample_is_in():
+    estimates = ImportanceEstimates(samples=10, iwae_k=[4, 20])
+    estimates.add(torch.randn(15, 2))
+    assert estimates.missing == 5
+    with pytest.raises(ValueError, match="only 15 of the 20 log-weights"):
+        estimates.log_likelihood
 
 
 # --- two stochastic layers, all linear: z2 ~ N(0, I), z1 | z2 ~ N(A z2 + a, diag(s1)),
@@ -165,7 +193,8 @@ def test_two_layer_log_likelihood_estimate_matches_closed_form():
     x = sample_x(vae, 3)
     exact = two_layer_closed_form(vae, x)
     with torch.no_grad():
-        estimate, elbo = vae.log_likelihood(x, num_samples=400_000, chunk_size=50_000)
+        estimates = vae.estimate_log_likelihood(x, samples=400_000, chunk_size=50_000)
+        estimate, elbo = estimates.log_likelihood, estimates.elbo
         bounds = {10: torch.stack([vae.iwae(x, 10) for _ in range(200)]).mean(0)}
     torch.testing.assert_close(estimate, exact, atol=0.1, rtol=0.0)
     assert (elbo < bounds[10]).all() and (bounds[10] < exact).all()

@@ -8,23 +8,20 @@ was in training, with every constant of every density included):
 
 * ``test_ll``: log p(x) estimated by importance sampling with ``eval.ll_samples`` samples of
   q(z|x) (default 5000, as Burda et al. section 5.1): the bound L_S = log (1/S) sum_s w_s,
-  computed in chunks of ``eval.chunk_size`` samples, so memory does not grow with S.
+  computed in chunks of ``eval.chunk_size`` samples, so memory does not grow with S. The same
+  estimator gives ``vaelab.fit``'s ``test/ll``; with the same seed and max(``eval.iwae_k``) <= S
+  both see the same samples and report the same number.
 * ``test_elbo``: the ELBO, estimated by the mean log-weight of the same S samples.
 * ``test_iwae``: the importance-weighted bound L_k (Burda et al. eq. 8) for each k of
-  ``eval.iwae_k``. The samples are drawn as one stream of P = max(S, max k) samples per image;
-  the estimate of L_k is the mean of log (1/k) sum w over the floor(P/k) consecutive groups of
-  k samples (unbiased for E[L_k], with far less variance than one group). The first S samples give
-  ``test_ll`` and ``test_elbo``. Where k divides k' the estimates are ordered
-  L_k <= L_k' per image (Jensen within each group), not only in expectation.
+  ``eval.iwae_k``, the mean over the consecutive groups of k samples of one stream of
+  max(S, max k) samples per image (unbiased for E[L_k], with far less variance than one group;
+  where k divides k', L_k <= L_k' per image). See ``vaelab.probability.bounds.ImportanceEstimates``.
 * ``active_units``: per stochastic layer, the units u with Cov_x(E_{q(u|x)}[u]) above
   ``eval.active_threshold`` (0.01: Burda et al. section 5.2), the variance over the evaluated
-  test images (divisor N, as numpy.var in Burda et al.'s code). For z_1, E_q[z_1|x] is the
-  encoder's mean; for a higher layer l,
-  E_q[z_l|x] = E_{q(z_{l-1}|x)}[mu_l(z_{l-1})] is averaged over ``eval.posterior_mean_samples``
-  draws of the layers below (following the means upwards instead, mu_l(mu_{l-1}(...)), is
-  exact only for linear encoders).
+  test images. For z_1, E_q[z_1|x] is the encoder's mean; for a higher layer it is averaged over
+  ``eval.posterior_mean_samples`` draws of the layers below (``vaelab.results.scores``).
 * ``test_bits_per_dim``: continuous data only (``data.binarize=none``, Gaussian decoders): see
-  :func:`bits_per_dim`.
+  ``vaelab.results.scores.bits_per_dim``.
 
 Pictures, PNG files in the run directory named ``eval_<name>.png`` (the fit's own
 ``samples.png`` and ``reconstructions.png`` are left alone): ``samples``, ``reconstructions``,
@@ -43,23 +40,19 @@ else ``checkpoints/last.ckpt``); the keys after it are dotted overrides of the r
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
-from torch import Tensor
 
 from vaelab.config.compose import compose, parse_command_line, to_object
 from vaelab.config.help import _key_lines
 from vaelab.config.schema import AcceleratorKind, Binarize, DecoderKind, EvalConfig, FitConfig, LoggerKind
 from vaelab.data import build_datamodule
 from vaelab.errors import CheckpointError, ConfigError, VaelabError, first_line, run_command
-from vaelab.models.gaussian_layer import reparameterize
 from vaelab.models.module import VAEModule
 from vaelab.models.vae import VAE
 from vaelab.results.loggers import wandb_mode, wandb_run_id
@@ -67,6 +60,7 @@ from vaelab.results.pictures import image_grids, interpolation_grids, latent_sca
 from vaelab.results.atomic import write_atomically
 from vaelab.results.checkpoints import checkpoint_problem
 from vaelab.results.run_dir import CHECKPOINT_DIR, CONFIG_FILE, LAST_CHECKPOINT, load_saved_config
+from vaelab.results.scores import active_units, bits_per_dim, mean, score, std_error
 
 PROG = "vaelab.evaluate"
 EVAL_FILE = "eval.json"
@@ -84,160 +78,6 @@ into the run directory.
   key=value      override one key of the run's saved config.yaml, e.g. eval.ll_samples=100
                  eval.iwae_k=[1,5,50] data.root=... trainer.limit_test_batches=null eval.device=cpu
 """
-
-
-# ---------------------------------------------------------------- the numbers
-
-
-def bits_per_dim(ll_nats: float, data_dim: int) -> float:
-    """Bits per dimension of 8-bit data from a log-density in nats of the data scaled to [0, 1].
-
-    bpd = (-ll / D + log 256) / log 2.
-
-    The convention of the density-estimation literature for 8-bit images (Theis, van den Oord &
-    Bethge 2016, *A note on the evaluation of generative models*, section 3.1; Dinh et al. 2017,
-    *Real NVP*; Papamakarios et al. 2017, *MAF*): pixel values x in {0, ..., 255}, modelled by a
-    density on y = x / 256 in [0, 1]^D. Going back to the integer scale multiplies the density by
-    the Jacobian 256^-D, i.e. subtracts D log 256 nats, and the result is divided by D log 2 to
-    turn nats per image into bits per pixel; for uniformly dequantised data (x + u, u ~ U[0, 1))
-    it bounds the discrete negative log-probability. A uniform density on [0, 1]^D (ll = 0) gives
-    exactly 8 bits/dim.
-
-    Two caveats for vaelab's numbers, stated so they are not over-read: the data are scaled by
-    1/255, not 1/256, so the exact change of variables to the integer scale would use log 255 (the
-    conventional number is higher by log2(256/255) = 0.0056 bits/dim); and the test images are not
-    dequantised, so the density is read at the grid points x / 255 and is not a bound on a discrete
-    probability (a model with narrow peaks on the grid could score arbitrarily well;
-    ``model.var_floor`` limits this for ``gaussian_learned``).
-    """
-    return (-ll_nats / data_dim + math.log(256)) / math.log(2)
-
-
-class _GroupedBound:
-    """Running L_k over consecutive groups of k log-weights, fed in chunks of any size."""
-
-    def __init__(self, k: int):
-        self.k = k
-        self.pending: Tensor | None = None  # the samples of an unfinished group: [< k, batch]
-        self.total: Tensor | None = None
-        self.groups = 0
-
-    def add(self, log_w: Tensor) -> None:
-        if self.pending is not None and len(self.pending):
-            log_w = torch.cat([self.pending, log_w])
-        groups = len(log_w) // self.k
-        if groups:
-            grouped = log_w[: groups * self.k].reshape(groups, self.k, -1)
-            bounds = (torch.logsumexp(grouped, dim=1) - math.log(self.k)).sum(0)
-            self.total = bounds if self.total is None else self.total + bounds
-            self.groups += groups
-        self.pending = log_w[groups * self.k :]
-
-    def value(self) -> Tensor:
-        return self.total / self.groups
-
-
-def score_batch(vae: VAE, x: Tensor, ll_samples: int, iwae_k: list[int], chunk_size: int) -> tuple[Tensor, Tensor, dict[int, Tensor]]:
-    """Per-image log p(x) estimate L_S, ELBO estimate, and L_k for each k: [batch] each.
-
-    One stream of max(S, max k) importance samples per image, drawn ``chunk_size`` at a time;
-    see the module docstring for how the estimates share it.
-    """
-    total = max([ll_samples, *iwae_k])
-    first = vae.encoders[0](x)  # q(z_1|x), computed once for every chunk
-    log_sum = weight_sum = None
-    grouped = {k: _GroupedBound(k) for k in sorted(set(iwae_k))}
-    for start in range(0, total, chunk_size):
-        log_w = vae.log_weights(x, min(chunk_size, total - start), first)
-        for bound in grouped.values():
-            bound.add(log_w)
-        for_ll = log_w[: max(0, ll_samples - start)]
-        if len(for_ll):
-            chunk_log_sum, chunk_sum = torch.logsumexp(for_ll, dim=0), for_ll.sum(0)
-            log_sum = chunk_log_sum if log_sum is None else torch.logaddexp(log_sum, chunk_log_sum)
-            weight_sum = chunk_sum if weight_sum is None else weight_sum + chunk_sum
-    ll = log_sum - math.log(ll_samples)
-    elbo = weight_sum / ll_samples
-    return ll, elbo, {k: bound.value() for k, bound in grouped.items()}
-
-
-def posterior_expectations(vae: VAE, x: Tensor, samples: int) -> list[Tensor]:
-    """E_q[z_l | x] for each stochastic layer l: [batch, latent_l] each.
-
-    z_1: the encoder's mean, exactly. Above: E_{q(z_{l-1}|x)}[mu_l(z_{l-1})], averaged over
-    ``samples`` joint draws of the layers below.
-    """
-    mean, log_var = vae.encoders[0](x)
-    expectations = [mean]
-    if len(vae.encoders) > 1:
-        z = reparameterize(mean, log_var, samples)
-        for encoder in vae.encoders[1:]:
-            mean, log_var = encoder(z)
-            expectations.append(mean.mean(0))
-            z = reparameterize(mean, log_var)
-    return expectations
-
-
-@dataclass
-class Scores:
-    """Per-image results on the CPU: ``ll``, ``elbo`` [N]; ``iwae`` k -> [N];
-    ``posterior_means``: E_q[z_l|x] per layer, [N, latent_l]."""
-
-    ll: Tensor
-    elbo: Tensor
-    iwae: dict[int, Tensor]
-    posterior_means: list[Tensor]
-
-
-def score(
-    vae: VAE,
-    data: Tensor,
-    ll_samples: int,
-    iwae_k: list[int],
-    chunk_size: int = 50,
-    batch_size: int = 100,
-    posterior_mean_samples: int = 100,
-) -> Scores:
-    """Score every row of ``data`` [N, D] in batches, on the device and in the dtype of ``vae``."""
-    parameter = next(vae.parameters())
-    lls, elbos, means = [], [], []
-    iwaes: dict[int, list[Tensor]] = {k: [] for k in sorted(set(iwae_k))}
-    was_training = vae.training
-    vae.eval()
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(data), batch_size):
-                x = data[start : start + batch_size].to(parameter.device, parameter.dtype)
-                ll, elbo, bounds = score_batch(vae, x, ll_samples, iwae_k, chunk_size)
-                lls.append(ll.cpu())
-                elbos.append(elbo.cpu())
-                for k, bound in bounds.items():
-                    iwaes[k].append(bound.cpu())
-                means.append([m.cpu() for m in posterior_expectations(vae, x, posterior_mean_samples)])
-    finally:
-        vae.train(was_training)
-    return Scores(
-        ll=torch.cat(lls),
-        elbo=torch.cat(elbos),
-        iwae={k: torch.cat(v) for k, v in iwaes.items()},
-        posterior_means=[torch.cat(layer) for layer in zip(*means)],
-    )
-
-
-def active_units(posterior_means: list[Tensor], threshold: float = 0.01) -> tuple[list[int], list[Tensor]]:
-    """Per layer: the number of units whose E_q[u|x] varies over x by more than ``threshold``
-    (Burda et al. section 5.2), and every unit's variance (divisor N, in float64)."""
-    variances = [means.double().var(dim=0, unbiased=False) for means in posterior_means]
-    return [int((v > threshold).sum()) for v in variances], variances
-
-
-def mean(values: Tensor) -> float:
-    """The exact mean of per-image values, summed in float64."""
-    return values.double().mean().item()
-
-
-def std_error(values: Tensor) -> float | None:
-    return (values.double().std() / math.sqrt(len(values))).item() if len(values) > 1 else None
 
 
 # ---------------------------------------------------------------- checkpoint, config, device
@@ -361,7 +201,7 @@ def evaluate(cfg: FitConfig, run_dir: Path, checkpoint: Path, why: str = "as giv
 
     e = cfg.eval
     torch.manual_seed(cfg.seed)
-    scores = score(vae, test, e.ll_samples, e.iwae_k, e.chunk_size, e.batch_size, e.posterior_mean_samples)
+    scores = score(vae, test, e.ll_samples, e.iwae_k, e.chunk_size, e.batch_size, e.posterior_mean_samples, e.compile)
     counts, variances = active_units(scores.posterior_means, e.active_threshold)
     # a density of grey levels; the Bernoulli "likelihood" of grey levels is not normalised
     continuous = cfg.data.binarize is Binarize.none and vae.cfg.decoder is not DecoderKind.bernoulli

@@ -175,6 +175,7 @@ def _fit(run: Run, resume_checkpoint: Path | None) -> dict:
     with exported_run_dir(run.run_dir):
         trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=resume_checkpoint)
     best = checkpoint.best_model_path or checkpoint.last_model_path
+    torch.manual_seed(cfg.seed)  # the test's importance samples are those vaelab.evaluate draws
     tested = trainer.test(run.module, datamodule=run.datamodule, ckpt_path=best, verbose=False)[0]
     summary = {
         "run_dir": str(run.run_dir),

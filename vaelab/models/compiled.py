@@ -1,26 +1,45 @@
-"""Compiling the training bound and its gradient with ``torch.compile``, where it pays.
+"""Compiling with ``torch.compile``, where it pays: the training bound and its gradient, and
+the log-weights of the test-set estimates of log p(x).
 
 A training step of these small models is bound by per-operation overhead, not arithmetic:
 compiling fuses the elementwise work of the bound and of its backward pass (CPU, via C++
 code from inductor) and, on CUDA, captures the step as a CUDA graph (``reduce-overhead``).
-Compiling costs seconds to a minute once per process, so ``auto`` compiles only runs long
-enough to repay it.
+The test-set estimate (5000 samples per image) is bound by the decoder's matrix products;
+compiling fuses the passes over their outputs (softplus, the log-likelihood and its sum), see
+``benchmarks/evaluation.py``. Compiling costs seconds to a minute once per process, so
+``auto`` compiles only work long enough to repay it.
+
+On the CPU random numbers are drawn by torch's eager kernels inside the compiled code
+(inductor's ``fallback_random``), so compiled code samples exactly the noise eager code does
+and compiling never changes which random numbers a run uses.
 """
 
 from __future__ import annotations
 
 import shutil
+import warnings
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from vaelab.errors import ConfigError
+from vaelab.errors import ConfigError, first_line
+
+if TYPE_CHECKING:
+    from vaelab.models.vae import VAE, Posterior
 
 # ``trainer.compile=null`` compiles a run with at least this many optimizer steps ahead.
 # On this project's 2-core reference CPU compiling the training step costs about 40 s
 # (4 s with inductor's on-disk cache warm) and saves 15-30% of a small step.
 AUTO_MIN_STEPS = {"cpu": 30_000, "cuda": 2_000}
+
+# ``eval.compile=null`` compiles the test-set estimates from this many importance samples in
+# all (images x eval.ll_samples), on the CPU. There, compiling takes 10-25 s and saves 10-40%
+# of the ~15-25 us a sample of the default model costs eagerly (benchmarks/evaluation.py).
+AUTO_MIN_SAMPLES = 10_000_000
+
+_failed_devices: set[str] = set()  # device types on which compiling the estimates failed
 
 
 def has_cpp_compiler() -> bool:
@@ -47,9 +66,7 @@ class CompiledForBatchSize:
     """``fn(x, *tensors)`` compiled for minibatches x of exactly ``batch_size`` rows; other
     sizes (an epoch's ragged last minibatch) run eagerly instead of compiling a second graph.
 
-    On the CPU random numbers are drawn by torch's eager kernels inside the compiled code
-    (inductor's ``fallback_random``), so a compiled step samples exactly the noise an
-    eager step does and compiling never changes which random numbers a run uses.
+    On the CPU the compiled step samples the noise an eager step does (``fallback_random``).
     """
 
     def __init__(self, fn: Callable[..., tuple[Tensor, ...]], batch_size: int, device: torch.device) -> None:
@@ -62,3 +79,33 @@ class CompiledForBatchSize:
 
     def __call__(self, x: Tensor, *tensors: Tensor) -> tuple[Tensor, ...]:
         return self.compiled(x, *tensors) if x.shape[0] == self.batch_size else self.fn(x, *tensors)
+
+
+def should_compile_estimates(setting: bool | None, device: torch.device, samples_in_all: int) -> bool:
+    """``eval.compile``: true, false, or null (auto: on a CPU with a C++ compiler, from
+    ``AUTO_MIN_SAMPLES`` importance samples in all; elsewhere it was not measured)."""
+    if setting is None:
+        return device.type == "cpu" and has_cpp_compiler() and samples_in_all >= AUTO_MIN_SAMPLES
+    return setting
+
+
+def compiled_log_weights(vae: VAE) -> Callable[[Tensor, int, Posterior], Tensor]:
+    """``vae.log_weights`` compiled: the same samples, so the estimates change only by float
+    rounding. Where compiling fails (it fails before drawing any noise), one warning and the
+    eager ``vae.log_weights``: a fit's test after hours of training does not stop for it."""
+    compiled = torch.compile(vae.log_weights, dynamic=False, options={"fallback_random": True})
+
+    def log_weights(x: Tensor, k: int, posterior: Posterior) -> Tensor:
+        if x.device.type not in _failed_devices:
+            try:
+                return compiled(x, k, posterior)
+            except Exception as error:  # no C++ compiler, an op inductor cannot compile, ...
+                _failed_devices.add(x.device.type)
+                warnings.warn(
+                    "torch.compile failed, so log p(x) is estimated eagerly (slower; eval.compile=false "
+                    f"skips the attempt): {first_line(error)}",
+                    stacklevel=2,
+                )
+        return vae.log_weights(x, k, posterior)
+
+    return log_weights

@@ -13,7 +13,7 @@ from torchmetrics import MeanMetric
 
 from vaelab.config.schema import EvalConfig, KLMode, ModelConfig, Objective, OptimConfig
 from vaelab.errors import TrainingDivergedError
-from vaelab.models.compiled import CompiledForBatchSize, should_compile
+from vaelab.models.compiled import CompiledForBatchSize, should_compile, should_compile_estimates
 from vaelab.models.optim import build_optimizer, build_schedule, kl_weight
 from vaelab.models.vae import VAE
 
@@ -237,9 +237,13 @@ class VAEModule(pl.LightningModule):
             self.log(f"val/{self._bound_name()}", self.val_bound, add_dataloader_idx=False)
 
     def test_step(self, x: Tensor, batch_idx: int) -> None:
-        log_likelihood, elbo = self.vae.log_likelihood(x, self.eval_cfg.ll_samples, self.eval_cfg.chunk_size)
-        self.test_ll.update(log_likelihood)
-        self.test_elbo.update(elbo)
+        """L_S and the ELBO from the same S importance samples per image, as ``vaelab.evaluate``."""
+        e = self.eval_cfg
+        samples_in_all = sum(self.trainer.num_test_batches) * e.batch_size * e.ll_samples
+        compiled = should_compile_estimates(e.compile, x.device, samples_in_all)
+        estimates = self.vae.estimate_log_likelihood(x, e.ll_samples, e.chunk_size, compiled=compiled)
+        self.test_ll.update(estimates.log_likelihood)
+        self.test_elbo.update(estimates.elbo)
         self.log("test/ll", self.test_ll)
         self.log("test/elbo", self.test_elbo)
 

@@ -5,16 +5,17 @@ decoder. Recognition model: q(z_1 | x), q(z_{l+1} | z_l). With one layer this is
 Welling's model; with more, Burda et al.'s (section 5). Every bound is per example, in nats.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
 
 from vaelab.config.schema import Estimator, KLMode, ModelConfig, Objective
+from vaelab.models.compiled import compiled_log_weights
 from vaelab.models.decoders import build_decoder
 from vaelab.models.gaussian_layer import GaussianLayer, reparameterize
 from vaelab.models.mlp import init_linear_
-from vaelab.probability.bounds import importance_sampled_log_likelihood, iwae_bound
+from vaelab.probability.bounds import ImportanceEstimates, estimate_log_likelihood, iwae_bound
 from vaelab.probability.estimators import dreg_surrogate, weighted_log_weights
 from vaelab.probability.densities import (
     gaussian_log_prob,
@@ -153,12 +154,15 @@ class VAE(nn.Module):
         log_w_fixed_z = weighted_log_weights(log_likelihood_fixed_z, log_prior_fixed_z - log_q.detach(), kl_weight)
         return -dreg_surrogate(log_w_fixed_z, log_w, kl_weight).mean(), bound
 
-    def log_likelihood(self, x: Tensor, num_samples: int, chunk_size: int) -> tuple[Tensor, Tensor]:
-        """Importance-sampled estimates of log p(x) and of the ELBO, each [batch]."""
-        first = self.encoders[0](x)
-        return importance_sampled_log_likelihood(
-            lambda n: self.log_weights(x, n, first), num_samples, chunk_size
-        )
+    def estimate_log_likelihood(
+        self, x: Tensor, samples: int, chunk_size: int, iwae_k: Iterable[int] = (), compiled: bool = False
+    ) -> ImportanceEstimates:
+        """Importance-sampled log p(x) (L_S), ELBO and L_k of each k from one stream of samples
+        of q, drawn ``chunk_size`` at a time: see :class:`ImportanceEstimates`. ``compiled``:
+        the log-weights under ``torch.compile`` (:mod:`vaelab.models.compiled`), same samples."""
+        first = self.encoders[0](x)  # q(z_1|x), computed once for every chunk
+        log_weights = compiled_log_weights(self) if compiled else self.log_weights
+        return estimate_log_likelihood(lambda n: log_weights(x, n, first), samples, chunk_size, iwae_k)
 
     def posterior_means(self, x: Tensor) -> list[Tensor]:
         """E_q[z_l] of each layer, following the means upwards: [batch, latent_l] each."""

@@ -1,7 +1,9 @@
 """Bounds on log p(x) built from importance log-weights log w = log p(x,z) - log q(z|x)."""
 
+from __future__ import annotations
+
 import math
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 from torch import Tensor
@@ -15,24 +17,92 @@ def iwae_bound(log_weights: Tensor) -> Tensor:
     return torch.logsumexp(log_weights, dim=0) - math.log(log_weights.shape[0])
 
 
-def importance_sampled_log_likelihood(
-    log_weights: Callable[[int], Tensor], num_samples: int, chunk_size: int
-) -> tuple[Tensor, Tensor]:
-    """Estimate log p(x) and the ELBO from ``num_samples`` importance samples, in chunks.
+class _GroupedBound:
+    """The running sum of L_k over consecutive groups of k log-weights, fed in chunks of any size."""
 
-    ``log_weights(n)`` returns n fresh log-weights per example, shape [n, batch]. The
-    log-likelihood estimate is L_S with S = num_samples (Burda et al. eq. 8, section 5.1);
-    the ELBO estimate is the mean log-weight (Kingma & Welling eq. 3). Only one chunk of
-    samples is in memory at a time, so memory does not grow with ``num_samples``.
+    def __init__(self, k: int):
+        self.k = k
+        self.pending: Tensor | None = None  # the samples of an unfinished group: [< k, batch]
+        self.total: Tensor | None = None
+        self.groups = 0
+
+    def add(self, log_w: Tensor) -> None:
+        if self.pending is not None and len(self.pending):
+            log_w = torch.cat([self.pending, log_w])
+        groups = len(log_w) // self.k
+        if groups:
+            grouped = log_w[: groups * self.k].reshape(groups, self.k, -1)
+            bounds = iwae_bound(grouped.transpose(0, 1)).sum(0)
+            self.total = bounds if self.total is None else self.total + bounds
+            self.groups += groups
+        self.pending = log_w[groups * self.k :]
+
+
+class ImportanceEstimates:
+    """Estimates of log p(x) from one stream of importance log-weights per example.
+
+    Fed chunks of log-weights [n, batch] in the order they were drawn (any chunk sizes), it
+    keeps running sums only, so memory does not grow with the number of samples. From the
+    first S = ``samples`` log-weights: ``log_likelihood``, the bound L_S (Burda et al. eq. 8;
+    their section 5.1 estimates log p(x) with S = 5000), and ``elbo``, the mean log-weight
+    (Kingma & Welling eq. 7). For each k of ``iwae_k``: ``iwae[k]``, the mean of L_k over the
+    floor(P/k) consecutive groups of k of all P = max(S, max k) log-weights (``needed``),
+    unbiased for E[L_k]; where k divides k', L_k <= L_k' per example.
     """
-    log_sum = mean_sum = None
-    for start in range(0, num_samples, chunk_size):
-        chunk = log_weights(min(chunk_size, num_samples - start))
-        chunk_log_sum = torch.logsumexp(chunk, dim=0)
-        chunk_sum = chunk.sum(dim=0)
-        if log_sum is None:
-            log_sum, mean_sum = chunk_log_sum, chunk_sum
-        else:
-            log_sum = torch.logaddexp(log_sum, chunk_log_sum)
-            mean_sum = mean_sum + chunk_sum
-    return log_sum - math.log(num_samples), mean_sum / num_samples
+
+    def __init__(self, samples: int, iwae_k: Iterable[int] = ()):
+        self.samples = samples
+        self._grouped = {k: _GroupedBound(k) for k in sorted(set(iwae_k))}
+        self.needed = max([samples, *self._grouped])
+        self.seen = 0
+        self._log_sum: Tensor | None = None  # log sum_s w_s over the first S samples
+        self._sum: Tensor | None = None  # sum_s log w_s over the first S samples
+
+    def add(self, log_w: Tensor) -> None:
+        """Take the next chunk of log-weights, [n, batch]."""
+        for bound in self._grouped.values():
+            bound.add(log_w)
+        first = log_w[: max(0, self.samples - self.seen)]
+        if len(first):
+            log_sum, total = torch.logsumexp(first, dim=0), first.sum(0)
+            self._log_sum = log_sum if self._log_sum is None else torch.logaddexp(self._log_sum, log_sum)
+            self._sum = total if self._sum is None else self._sum + total
+        self.seen += len(log_w)
+
+    @property
+    def missing(self) -> int:
+        """How many more log-weights per example the estimates need."""
+        return max(0, self.needed - self.seen)
+
+    @property
+    def log_likelihood(self) -> Tensor:
+        """L_S: log (1/S) sum_s w_s, [batch]."""
+        self._require_all()
+        return self._log_sum - math.log(self.samples)
+
+    @property
+    def elbo(self) -> Tensor:
+        """The mean of the first S log-weights, [batch]."""
+        self._require_all()
+        return self._sum / self.samples
+
+    @property
+    def iwae(self) -> dict[int, Tensor]:
+        """k -> the mean L_k over the groups of k, [batch] each."""
+        self._require_all()
+        return {k: bound.total / bound.groups for k, bound in self._grouped.items()}
+
+    def _require_all(self) -> None:
+        if self.missing:
+            raise ValueError(f"only {self.seen} of the {self.needed} log-weights per example were added")
+
+
+def estimate_log_likelihood(
+    log_weights: Callable[[int], Tensor], samples: int, chunk_size: int, iwae_k: Iterable[int] = ()
+) -> ImportanceEstimates:
+    """:class:`ImportanceEstimates` from ``log_weights(n)``, n fresh log-weights [n, batch] per
+    call, drawn ``chunk_size`` samples at a time."""
+    estimates = ImportanceEstimates(samples, iwae_k)
+    while estimates.missing:
+        estimates.add(log_weights(min(chunk_size, estimates.missing)))
+    return estimates

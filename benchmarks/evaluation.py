@@ -1,0 +1,148 @@
+"""Speed of the test-set log-likelihood estimate (fit's ``test/ll``, evaluate's ``test_ll``)
+against this machine's matrix-multiply peak, in one process.
+
+    uv run python benchmarks/evaluation.py [--images 100] [--samples 5000] [--repeats 5]
+        [--chunk-size 50] [--batch-size 100] [--threads N] [--modes eager,compiled]
+
+The default model (784-500-500-20 softplus, Bernoulli decoder; Glorot-initialised: the work
+does not depend on the weights' values) estimates log p(x) of ``--images`` random binary
+images with ``--samples`` importance samples each, through ``VAE.estimate_log_likelihood``
+in batches and chunks as ``vaelab.evaluate`` and ``vaelab.fit`` do: eagerly and compiled
+(``eval.compile``). Interleaved with it, on the same minutes of a shared machine: ``torch.mm``
+of the decoder's own shapes ([chunk x batch, 20] x [20, 500], then x [500, 500], then
+x [500, 784]), the matmul peak for this work, and one 2048^3 product.
+
+FLOPs are those of the matrix products, 2 x in x out per linear layer: the decoder's per
+sample, the encoder's per image (1.3 MFLOP each for this model, so 65 TFLOP for 10000 test
+images x 5000 samples). Prints each repeat, then medians and bests: ms per (image x 1000 samples),
+achieved GFLOP/s, its fraction of the matmul peak measured just before it (a shared machine's
+load moves both), the projected time of the full test set, and eager / compiled time.
+
+On a shared machine, ``--threads 1`` measures one core's work robustly: the times are then the
+thread's CPU time (``time.thread_time``), which other processes' time slices do not inflate;
+otherwise they are wall-clock times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import torch
+from torch import nn
+
+from vaelab.config.schema import ModelConfig
+from vaelab.models.vae import VAE
+
+FULL_TEST = (10_000, 5000)  # images, samples: the default test/ll
+
+
+def linear_flops(module: nn.Module) -> int:
+    return sum(2 * m.in_features * m.out_features for m in module.modules() if isinstance(m, nn.Linear))
+
+
+def flops_per_image(vae: VAE, samples: int) -> int:
+    """Matmul FLOPs of one image's estimate: q(z_1|x) once, every other layer per sample."""
+    per_sample = linear_flops(vae.decoder) + sum(linear_flops(m) for m in [*vae.encoders[1:], *vae.priors])
+    return linear_flops(vae.encoders[0]) + samples * per_sample
+
+
+clock = time.perf_counter  # time.thread_time with --threads 1
+
+
+def estimate_seconds(vae: VAE, images: torch.Tensor, samples: int, chunk_size: int, batch_size: int, compiled: bool) -> float:
+    torch.manual_seed(0)
+    started = clock()
+    with torch.inference_mode():
+        for x in images.split(batch_size):
+            vae.estimate_log_likelihood(x, samples, chunk_size, compiled=compiled).log_likelihood.sum().item()
+    return clock() - started
+
+
+def matmul_gflops(shapes: list[tuple[int, int, int]], seconds: float = 1.0) -> float:
+    """GFLOP/s of running the products [m, k] x [k, n] one after the other, for about ``seconds``."""
+    operands = [(torch.randn(m, k), torch.randn(k, n), torch.empty(m, n)) for m, k, n in shapes]
+    flops = sum(2 * m * k * n for m, k, n in shapes)
+
+    def once() -> None:
+        for a, b, out in operands:
+            torch.mm(a, b, out=out)
+
+    once()
+    reps, started = 0, clock()
+    while (elapsed := clock() - started) < seconds:
+        once()
+        reps += 1
+    return reps * flops / elapsed / 1e9
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=100)
+    parser.add_argument("--samples", type=int, default=5000)
+    parser.add_argument("--chunk-size", type=int, default=50)
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--modes", default="eager,compiled")
+    args = parser.parse_args()
+    global clock
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if torch.get_num_threads() == 1:
+        clock = time.thread_time
+    modes = args.modes.split(",")
+
+    torch.manual_seed(0)
+    cfg = ModelConfig()
+    vae = VAE(cfg, 784).eval()
+    images = torch.bernoulli(torch.full((args.images, 784), 0.13))  # MNIST's mean pixel
+    work = flops_per_image(vae, args.samples) * args.images
+    rows = args.chunk_size * args.batch_size
+    widths = [cfg.latent_dim, *reversed(cfg.hidden), 784]
+    decoder_shapes = [(rows, k, n) for k, n in zip(widths, widths[1:])]
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads ({clock.__name__}), load average {os.getloadavg()[0]:.1f}; "
+        f"{args.images} images x {args.samples} samples, batch {args.batch_size}, chunk {args.chunk_size}: "
+        f"{work / 1e12:.3f} TFLOP"
+    )
+
+    for mode in modes:  # warm-up: the compiled mode compiles here
+        started = time.perf_counter()
+        estimate_seconds(vae, images[: args.batch_size], min(args.samples, 2 * args.chunk_size), args.chunk_size,
+                         args.batch_size, mode == "compiled")
+        print(f"warm-up {mode}: {time.perf_counter() - started:.1f} s")
+
+    seconds: dict[str, list[float]] = {mode: [] for mode in modes}
+    fractions: dict[str, list[float]] = {mode: [] for mode in modes}  # of the peak measured just before
+    peak: list[float] = []
+    square: list[float] = []
+    for repeat in range(args.repeats):
+        line = []
+        for mode in modes:
+            peak.append(matmul_gflops(decoder_shapes, seconds=0.5))
+            seconds[mode].append(estimate_seconds(vae, images, args.samples, args.chunk_size, args.batch_size, mode == "compiled"))
+            fractions[mode].append(work / seconds[mode][-1] / 1e9 / peak[-1])
+            line.append(f"{mode} {seconds[mode][-1]:.2f} s ({fractions[mode][-1]:.0%} of {peak[-1]:.0f} GFLOP/s)")
+        square.append(matmul_gflops([(2048, 2048, 2048)]))
+        print(f"repeat {repeat + 1}: " + ", ".join(line) + f"; 2048^3: {square[-1]:.0f} GFLOP/s")
+
+    full_images, full_samples = FULL_TEST
+    print(f"\n{args.repeats} repeats, load average now {os.getloadavg()[0]:.1f}; matmul peak at the decoder's shapes: "
+          f"median {statistics.median(peak):.0f}, best {max(peak):.0f} GFLOP/s; 2048^3: best {max(square):.0f}")
+    for mode in modes:
+        for name, t in (("median", statistics.median(seconds[mode])), ("best", min(seconds[mode]))):
+            per_k = t * 1e3 / (args.images * args.samples / 1000)
+            full = t * flops_per_image(vae, full_samples) * full_images / work
+            print(f"{mode:>9} {name:>6}: {per_k:6.2f} ms per (image x 1000 samples), {work / t / 1e9:5.0f} GFLOP/s; "
+                  f"full test set ({full_images} x {full_samples}): {full / 60:.1f} min")
+        print(f"{mode:>9}: median fraction of the matmul peak measured just before: {statistics.median(fractions[mode]):.0%}")
+    if len(modes) == 2:
+        ratios = [a / b for a, b in zip(seconds[modes[0]], seconds[modes[1]])]
+        print(f"{modes[0]} / {modes[1]} time, median of the repeats' ratios: {statistics.median(ratios):.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""The numbers of ``vaelab.evaluate``: a trained VAE scored image by image on a test set.
+
+* ``score``: per image, log p(x) estimated by importance sampling (L_S), the ELBO estimate and
+  the IWAE bounds L_k, all from one stream of samples of q(z|x) per image
+  (:class:`~vaelab.probability.bounds.ImportanceEstimates`, the estimator of ``vaelab.fit``'s
+  ``test/ll`` too), and the posterior expectations E_q[z_l|x] of every stochastic layer.
+* ``active_units``: Burda et al.'s count of the latent units that the data use (section 5.2).
+* ``bits_per_dim``: nats per image on the 8-bit scale of the density-estimation literature.
+* ``mean`` and ``std_error``: over the images, in float64.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from vaelab.models.compiled import should_compile_estimates
+from vaelab.models.gaussian_layer import reparameterize
+from vaelab.models.vae import VAE
+
+
+@dataclass
+class Scores:
+    """Per-image results on the CPU: ``ll``, ``elbo`` [N]; ``iwae`` k -> [N];
+    ``posterior_means``: E_q[z_l|x] per layer, [N, latent_l]."""
+
+    ll: Tensor
+    elbo: Tensor
+    iwae: dict[int, Tensor]
+    posterior_means: list[Tensor]
+
+
+def score(
+    vae: VAE,
+    data: Tensor,
+    ll_samples: int,
+    iwae_k: list[int],
+    chunk_size: int = 50,
+    batch_size: int = 100,
+    posterior_mean_samples: int = 100,
+    compile: bool | None = None,
+) -> Scores:
+    """Score every row of ``data`` [N, D] in batches, on the device and in the dtype of ``vae``.
+
+    The importance samples of all batches are drawn first, in the order ``vaelab.fit``'s test
+    draws them, so with the same seed, ``batch_size``, ``chunk_size`` and max(iwae_k) <= S, L_S
+    and the ELBO are those of its ``test/ll`` and ``test/elbo``; the posterior expectations after.
+    ``compile``: ``eval.compile``, decided as the fit's test decides it.
+    """
+    parameter = next(vae.parameters())
+    batches = [x.to(parameter.device, parameter.dtype) for x in data.split(batch_size)]
+    compiled = should_compile_estimates(compile, parameter.device, len(batches) * batch_size * ll_samples)
+    was_training = vae.training
+    vae.eval()
+    try:
+        with torch.inference_mode():
+            estimates = [vae.estimate_log_likelihood(x, ll_samples, chunk_size, iwae_k, compiled) for x in batches]
+            means = [posterior_expectations(vae, x, posterior_mean_samples) for x in batches]
+    finally:
+        vae.train(was_training)
+    return Scores(
+        ll=torch.cat([e.log_likelihood.cpu() for e in estimates]),
+        elbo=torch.cat([e.elbo.cpu() for e in estimates]),
+        iwae={k: torch.cat([e.iwae[k].cpu() for e in estimates]) for k in sorted(set(iwae_k))},
+        posterior_means=[torch.cat([m.cpu() for m in layer]) for layer in zip(*means)],
+    )
+
+
+def posterior_expectations(vae: VAE, x: Tensor, samples: int) -> list[Tensor]:
+    """E_q[z_l | x] for each stochastic layer l: [batch, latent_l] each.
+
+    z_1: the encoder's mean, exactly. Above: E_{q(z_{l-1}|x)}[mu_l(z_{l-1})], averaged over
+    ``samples`` joint draws of the layers below (following the means upwards instead,
+    mu_l(mu_{l-1}(...)), is exact only for linear encoders).
+    """
+    mean, log_var = vae.encoders[0](x)
+    expectations = [mean]
+    if len(vae.encoders) > 1:
+        z = reparameterize(mean, log_var, samples)
+        for encoder in vae.encoders[1:]:
+            mean, log_var = encoder(z)
+            expectations.append(mean.mean(0))
+            z = reparameterize(mean, log_var)
+    return expectations
+
+
+def active_units(posterior_means: list[Tensor], threshold: float = 0.01) -> tuple[list[int], list[Tensor]]:
+    """Per layer: the number of units whose E_q[u|x] varies over x by more than ``threshold``
+    (Burda et al. section 5.2), and every unit's variance (divisor N, as numpy.var in their
+    code; in float64)."""
+    variances = [means.double().var(dim=0, unbiased=False) for means in posterior_means]
+    return [int((v > threshold).sum()) for v in variances], variances
+
+
+def bits_per_dim(ll_nats: float, data_dim: int) -> float:
+    """Bits per dimension of 8-bit data from a log-density in nats of the data scaled to [0, 1].
+
+    bpd = (-ll / D + log 256) / log 2.
+
+    The convention of the density-estimation literature for 8-bit images (Theis, van den Oord &
+    Bethge 2016, *A note on the evaluation of generative models*, section 3.1; Dinh et al. 2017,
+    *Real NVP*; Papamakarios et al. 2017, *MAF*): pixel values x in {0, ..., 255}, modelled by a
+    density on y = x / 256 in [0, 1]^D. Going back to the integer scale multiplies the density by
+    the Jacobian 256^-D, i.e. subtracts D log 256 nats, and the result is divided by D log 2 to
+    turn nats per image into bits per pixel; for uniformly dequantised data (x + u, u ~ U[0, 1))
+    it bounds the discrete negative log-probability. A uniform density on [0, 1]^D (ll = 0) gives
+    exactly 8 bits/dim.
+
+    Two caveats for vaelab's numbers, stated so they are not over-read: the data are scaled by
+    1/255, not 1/256, so the exact change of variables to the integer scale would use log 255 (the
+    conventional number is higher by log2(256/255) = 0.0056 bits/dim); and the test images are not
+    dequantised, so the density is read at the grid points x / 255 and is not a bound on a discrete
+    probability (a model with narrow peaks on the grid could score arbitrarily well;
+    ``model.var_floor`` limits this for ``gaussian_learned``).
+    """
+    return (-ll_nats / data_dim + math.log(256)) / math.log(2)
+
+
+def mean(values: Tensor) -> float:
+    """The exact mean of per-image values, summed in float64."""
+    return values.double().mean().item()
+
+
+def std_error(values: Tensor) -> float | None:
+    """The standard error of that mean, std / sqrt(N) over the images; None for one image."""
+    return (values.double().std() / math.sqrt(len(values))).item() if len(values) > 1 else None
