@@ -128,10 +128,10 @@ def test_compile_failure_falls_back_to_eager_with_one_warning(float64, monkeypat
     assert torch.equal(after_eager, after_fallback)
 
 
-def test_estimates_compile_by_themselves_on_a_cpu_from_ten_million_samples(monkeypatch):
+def test_estimates_compile_by_themselves_on_a_cpu_from_twenty_million_samples(monkeypatch):
     cpu = torch.device("cpu")
     monkeypatch.setattr(compiled, "has_cpp_compiler", lambda: True)
-    assert should_compile_estimates(None, cpu, 10**7) and not should_compile_estimates(None, cpu, 10**7 - 1)
+    assert should_compile_estimates(None, cpu, 2 * 10**7) and not should_compile_estimates(None, cpu, 2 * 10**7 - 1)
     assert not should_compile_estimates(None, torch.device("cuda"), 10**9)  # not measured there: only when asked
     assert should_compile_estimates(True, torch.device("cuda"), 1) and not should_compile_estimates(False, cpu, 10**9)
     monkeypatch.setattr(compiled, "has_cpp_compiler", lambda: False)

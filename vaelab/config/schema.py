@@ -289,7 +289,7 @@ class EvalConfig:
     chunk_size: int = _help("importance samples evaluated at once; bounds memory", 50)
     compile: Optional[bool] = _help(
         "torch.compile the log-weights of the importance-sampled estimates (same samples); "
-        "null: on the CPU from 10^7 samples in all (images x ll_samples)", None
+        "null: on the CPU from 2*10^7 samples in all (images x ll_samples)", None
     )
     batch_size: int = _help("test images evaluated at once", 100)
     num_images: int = _help("images in the sample and reconstruction grids", 64)

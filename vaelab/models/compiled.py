@@ -35,9 +35,10 @@ if TYPE_CHECKING:
 AUTO_MIN_STEPS = {"cpu": 30_000, "cuda": 2_000}
 
 # ``eval.compile=null`` compiles the test-set estimates from this many importance samples in
-# all (images x eval.ll_samples), on the CPU. There, compiling takes 10-25 s and saves 10-40%
-# of the ~15-25 us a sample of the default model costs eagerly (benchmarks/evaluation.py).
-AUTO_MIN_SAMPLES = 10_000_000
+# all (images x eval.ll_samples), on the CPU. On the 2-core reference CPU compiling takes
+# 5-25 s and saves 6-16% of the 16-27 us a sample of the default model costs eagerly
+# (benchmarks/evaluation.py; the default test, 5 * 10^7 samples, saves about 1-2 minutes).
+AUTO_MIN_SAMPLES = 20_000_000
 
 _failed_devices: set[str] = set()  # device types on which compiling the estimates failed
 
