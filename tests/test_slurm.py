@@ -512,21 +512,25 @@ def _train_steps(metrics: Path) -> list[int]:
 @pytest.mark.slurm
 @pytest.mark.slow
 @needs_mnist
-@pytest.mark.parametrize("tasks", [1, 2])
-def test_sigusr1_requeued_job_is_the_uninterrupted_job(jobs, tmp_path, tasks):
+@pytest.mark.parametrize("layout", ["1 task", "2 tasks", "2 nodes"])
+def test_sigusr1_requeued_job_is_the_uninterrupted_job(jobs, tmp_path, layout, request):
     """A job sent SIGUSR1 at a random step inside an epoch and requeued ends bit for bit
-    where the same job never interrupted ends (CPU, deterministic algorithms)."""
+    where the same job never interrupted ends (CPU, deterministic algorithms): one process,
+    two DDP processes on one node, and one process on each of two nodes."""
     import random
 
     import torch
 
-    args = [*CPU_JOB, f"--ntasks-per-node={tasks}"]
+    if layout == "2 nodes":
+        script, args = "multinode.sbatch", [*TWO_NODE_JOB, f"--partition={request.getfixturevalue('two_nodes')}"]
+    else:
+        script, args = "fit.sbatch", [*CPU_JOB, f"--ntasks-per-node={layout[0]}"]
     whole_dir, signalled_dir = tmp_path / "whole", tmp_path / "signalled"
     whole_dir.mkdir(), signalled_dir.mkdir()
     env = cpu_env(VAELAB_PYTHON=sys.executable)
     # the signalled job first: with 2 tasks on a 2-CPU node the other waits for it
-    signalled = jobs.submit("fit.sbatch", signalled_dir, args, EXACT_FIT, env)
-    whole = jobs.submit("fit.sbatch", whole_dir, args, EXACT_FIT, env)
+    signalled = jobs.submit(script, signalled_dir, args, EXACT_FIT, env)
+    whole = jobs.submit(script, whole_dir, args, EXACT_FIT, env)
     run_dir = signalled_dir / "runs" / f"slurm-{signalled}"
     # a step inside epoch 1 or 2, away from its ends; the signal lands a few steps later
     at = random.randrange(1, 3) * EXACT_BATCHES + random.randrange(3, EXACT_BATCHES - 8)
