@@ -132,7 +132,6 @@ def build_run(cfg_node: DictConfig) -> Run:
         data_dim=datamodule.image_shape[0] * datamodule.image_shape[1],
         image_shape=datamodule.image_shape,
         dynamic_binarization=cfg.data.binarize is Binarize.dynamic,
-        steps_per_call=t.steps_per_call,
         compile=t.compile,
         gradient_clip_val=t.gradient_clip_val,
         log_every_n_steps=t.log_every_n_steps,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf
-from pytorch_lightning.utilities import rank_zero_warn
-from torch import Tensor
 from pytorch_lightning.core.optimizer import LightningOptimizer
 from pytorch_lightning.strategies import SingleDeviceStrategy
+from pytorch_lightning.utilities import rank_zero_warn
+from torch import Tensor
 from torchmetrics import MeanMetric
 
 from vaelab.config.schema import EvalConfig, KLMode, ModelConfig, Objective, OptimConfig
@@ -33,10 +33,10 @@ class VAEModule(pl.LightningModule):
     rebuild the model from a checkpoint alone.
 
     Training takes one optimizer step per minibatch, several minibatches per Lightning
-    ``training_step`` call (``steps_per_call``), so that Lightning's per-call work is shared
-    by many small steps; the numbers are those of one step per call. ``compile`` (True,
-    False or None for auto) compiles the bound and its gradient; ``gradient_clip_val`` clips
-    the gradient's norm; ``log_every_n_steps`` sets how often the step's bound is logged.
+    ``training_step`` call (the loader groups them: ``trainer.steps_per_call``), so that
+    Lightning's per-call work is shared by many small steps; the numbers are those of one
+    step per call. ``compile`` (True, False or None for auto) compiles the bound and its
+    gradient; ``gradient_clip_val`` clips the gradient's norm; ``log_every_n_steps`` sets how often the step's bound is logged.
     """
 
     def __init__(
@@ -47,7 +47,6 @@ class VAEModule(pl.LightningModule):
         data_dim: int,
         image_shape: tuple[int, int],
         dynamic_binarization: bool = False,
-        steps_per_call: int = 1,
         compile: bool | None = False,
         gradient_clip_val: float | None = None,
         log_every_n_steps: int = 50,

@@ -37,6 +37,7 @@ class VAE(nn.Module):
 
     def __init__(self, cfg: ModelConfig, data_dim: int):
         super().__init__()
+        self._compiled_log_weights = None  # built once, at the first compiled estimate
         self.cfg = cfg
         hidden = [cfg.hidden] + [layer.hidden for layer in cfg.upper_layers]
         sizes = [data_dim, cfg.latent_dim] + [layer.latent_dim for layer in cfg.upper_layers]
@@ -161,7 +162,9 @@ class VAE(nn.Module):
         of q, drawn ``chunk_size`` at a time: see :class:`ImportanceEstimates`. ``compiled``:
         the log-weights under ``torch.compile`` (:mod:`vaelab.models.compiled`), same samples."""
         first = self.encoders[0](x)  # q(z_1|x), computed once for every chunk
-        log_weights = compiled_log_weights(self) if compiled else self.log_weights
+        if compiled and self._compiled_log_weights is None:
+            self._compiled_log_weights = compiled_log_weights(self)
+        log_weights = self._compiled_log_weights if compiled else self.log_weights
         return estimate_log_likelihood(lambda n: log_weights(x, n, first), samples, chunk_size, iwae_k)
 
     def posterior_means(self, x: Tensor) -> list[Tensor]:
