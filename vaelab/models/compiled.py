@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 
 # ``trainer.compile=null`` compiles a run with at least this many optimizer steps ahead.
 # On this project's 2-core reference CPU compiling the training step costs about 40 s
-# (4 s with inductor's on-disk cache warm) and saves 15-30% of a small step.
+# (4 s with inductor's on-disk cache warm) and saved 7% of a step of Burda et al.'s one-layer
+# model at batch 20 (4.71 vs 5.07 ms, benchmarks/throughput.py, 2026-11-22).
 AUTO_MIN_STEPS = {"cpu": 30_000, "cuda": 2_000}
 
 # ``eval.compile=null`` compiles the test-set estimates from this many importance samples in
