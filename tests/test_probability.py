@@ -23,6 +23,7 @@ from vaelab.probability.bounds import ImportanceEstimates, estimate_log_likeliho
 from vaelab.probability.densities import (
     bernoulli_log_prob,
     gaussian_log_prob,
+    gaussian_log_prob_of_noise,
     kl_to_standard_normal,
     standard_normal_log_prob,
 )
@@ -35,6 +36,19 @@ def test_gaussian_log_prob_matches_torch_distributions():
     x, mean, log_var = torch.randn(3, 7, 5).unbind(0)
     expected = D.Independent(D.Normal(mean, torch.exp(0.5 * log_var)), 1).log_prob(x)
     torch.testing.assert_close(gaussian_log_prob(x, mean, log_var), expected)
+
+
+def test_gaussian_log_prob_of_noise_has_the_value_and_gradient_at_the_sample():
+    mean, log_var = (torch.randn(7, 5, requires_grad=True) for _ in range(2))
+    eps = torch.randn(3, 7, 5)
+    z = mean + torch.exp(0.5 * log_var) * eps
+    expected = D.Independent(D.Normal(mean, torch.exp(0.5 * log_var)), 1).log_prob(z)
+    got = gaussian_log_prob_of_noise(eps, log_var)
+    torch.testing.assert_close(got, expected)
+    grads = torch.autograd.grad(got.sum(), (mean, log_var), allow_unused=True, materialize_grads=True)
+    expected_grads = torch.autograd.grad(expected.sum(), (mean, log_var))
+    for grad, expected_grad in zip(grads, expected_grads):
+        torch.testing.assert_close(grad, expected_grad)
 
 
 def test_standard_normal_log_prob_matches_torch_distributions():

@@ -27,12 +27,17 @@ class GaussianLayer(nn.Module):
         return self.mean(h), self.log_var(h)
 
 
-def reparameterize(mean: Tensor, log_var: Tensor, k: int | None = None) -> Tensor:
-    """z = mean + sigma * eps, eps ~ N(0, I) (Kingma & Welling eq. 10).
+def reparameterize_with_noise(mean: Tensor, log_var: Tensor, k: int | None = None) -> tuple[Tensor, Tensor]:
+    """z = mean + sigma * eps, eps ~ N(0, I) (Kingma & Welling eq. 10), and eps.
 
     With ``k``, k samples stacked in a new leading dimension: [k, *mean.shape]; without,
     one sample of the same shape as ``mean`` (mean may already carry a sample dimension).
     """
     shape = mean.shape if k is None else (k, *mean.shape)
     eps = torch.randn(shape, dtype=mean.dtype, device=mean.device)
-    return mean + torch.exp(0.5 * log_var) * eps
+    return mean + torch.exp(0.5 * log_var) * eps, eps
+
+
+def reparameterize(mean: Tensor, log_var: Tensor, k: int | None = None) -> Tensor:
+    """z = mean + sigma * eps, as :func:`reparameterize_with_noise`, without eps."""
+    return reparameterize_with_noise(mean, log_var, k)[0]

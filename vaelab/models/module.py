@@ -81,8 +81,10 @@ class VAEModule(pl.LightningModule):
             self._step_loss = CompiledForBatchSize(self._loss_and_bound_sum, loader.batch_size, self.device)
         plugin = self.trainer.precision_plugin
         self._direct = isinstance(self.trainer.strategy, SingleDeviceStrategy) and getattr(plugin, "scaler", None) is None
-        # model.beta; during a warm-up (optim.kl_warmup_epochs) refilled every step
-        self._kl_weight = torch.full((), self.model_cfg.beta, device=self.device)
+        # model.beta; during a warm-up (optim.kl_warmup_epochs) refilled every step. None:
+        # weight 1 throughout, where the loss is the bound itself (fewer operations).
+        beta, warmup = self.model_cfg.beta, self.optim_cfg.kl_warmup_epochs
+        self._kl_weight = None if beta == 1 and warmup <= 0 else torch.full((), beta, device=self.device)
         # A run resumed mid-epoch skips on_train_epoch_start: it goes on with the sums it saved.
         restored, self._restored_sums = self._restored_sums, None
         self.on_train_epoch_start()
@@ -117,9 +119,10 @@ class VAEModule(pl.LightningModule):
         self._examples = 0
         self._check_due = False
 
-    def _loss_and_bound_sum(self, x: Tensor, kl_weight: Tensor) -> tuple[Tensor, Tensor]:
+    def _loss_and_bound_sum(self, x: Tensor, kl_weight: Tensor | None) -> tuple[Tensor, Tensor]:
         """The configured estimator's loss with this KL weight (a 0-dim tensor, so that a
-        compiled step does not recompile when it changes), and the sum of the true bounds."""
+        compiled step does not recompile when it changes; None for 1), and the sum of the
+        true bounds."""
         loss, bound = self.vae.training_loss(x, kl_weight)
         return loss, bound.sum()
 

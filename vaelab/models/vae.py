@@ -13,12 +13,13 @@ from torch import Tensor, nn
 from vaelab.config.schema import Estimator, KLMode, ModelConfig, Objective
 from vaelab.models.compiled import compiled_log_weights
 from vaelab.models.decoders import build_decoder
-from vaelab.models.gaussian_layer import GaussianLayer, reparameterize
+from vaelab.models.gaussian_layer import GaussianLayer, reparameterize_with_noise
 from vaelab.models.mlp import init_linear_
 from vaelab.probability.bounds import ImportanceEstimates, estimate_log_likelihood, iwae_bound
 from vaelab.probability.estimators import dreg_surrogate, weighted_log_weights
 from vaelab.probability.densities import (
     gaussian_log_prob,
+    gaussian_log_prob_of_noise,
     kl_to_standard_normal,
     standard_normal_log_prob,
 )
@@ -62,24 +63,27 @@ class VAE(nn.Module):
     ) -> tuple[list[Tensor], Tensor | float, Posterior]:
         """k samples of z_1..z_L from q, their log q, and the top layer's q parameters.
 
-        With ``stop_q``, log q is evaluated with q's parameters stopped: its gradient reaches
-        q's parameters only through the samples (the path term of Roeder et al. 2017), and
-        still reaches each z_l, also where z_l is the input of q(z_{l+1}|z_l). Without
-        ``top``, log q leaves out the top layer's term (0 for one layer).
+        log q comes from the noise of each reparameterized sample (same value and gradient,
+        fewer operations). With ``stop_q``, log q is evaluated from the samples with q's
+        parameters stopped: its gradient reaches q's parameters only through the samples (the
+        path term of Roeder et al. 2017), and still reaches each z_l, also where z_l is the
+        input of q(z_{l+1}|z_l). Without ``top``, log q leaves out the top layer's term.
         """
         mean, log_var = self.encoders[0](x) if first is None else first
-        z = reparameterize(mean, log_var, k)
-        if stop_q:
-            mean, log_var = mean.detach(), log_var.detach()
+        z, eps = reparameterize_with_noise(mean, log_var, k)  # [k, batch, latent_1]
         last = len(self.encoders) - 1
-        zs, log_q = [z], gaussian_log_prob(z, mean, log_var) if top or last > 0 else 0.0
+        log_q: Tensor | float = 0.0
+        if top or last > 0:
+            log_q = gaussian_log_prob(z, mean.detach(), log_var.detach()) if stop_q else gaussian_log_prob_of_noise(eps, log_var)
+        zs = [z]
         for index, encoder in enumerate(self.encoders[1:], start=1):
             mean, log_var = encoder(z)
-            z_next = reparameterize(mean, log_var)
-            if stop_q:
-                mean, log_var = _frozen(encoder)(z)
+            z_next, eps = reparameterize_with_noise(mean, log_var)
             if top or index < last:
-                log_q = log_q + gaussian_log_prob(z_next, mean, log_var)
+                if stop_q:
+                    log_q = log_q + gaussian_log_prob(z_next, *_frozen(encoder)(z))
+                else:
+                    log_q = log_q + gaussian_log_prob_of_noise(eps, log_var)
             z = z_next
             zs.append(z)
         return zs, log_q, (mean, log_var)
@@ -130,30 +134,39 @@ class VAE(nn.Module):
         """Importance-weighted bound with k samples (Burda et al. eq. 8): [batch]."""
         return iwae_bound(self.log_weights(x, k))
 
-    def training_loss(self, x: Tensor, kl_weight: Tensor) -> tuple[Tensor, Tensor]:
+    def training_loss(self, x: Tensor, kl_weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """The loss to minimise, and the true bound per example: (scalar, [batch]).
 
         The loss is minus the batch mean of the configured bound (``objective``, ``k``,
-        ``kl``) with log p(z) - log q(z|x) weighted by ``kl_weight`` (a 0-dim tensor), and
-        its gradient is the configured ``estimator``'s (vaelab.probability.estimators). The
-        bound is the same bound with weight 1, from the same samples, detached.
+        ``kl``) with log p(z) - log q(z|x) weighted by ``kl_weight`` (a 0-dim tensor; None is
+        weight 1), and its gradient is the configured ``estimator``'s
+        (vaelab.probability.estimators). The bound is the same bound with weight 1, from the
+        same samples, detached; with weight 1 and ``reparam`` or ``stl`` it is the loss's own.
         """
         cfg = self.cfg
         stop_q = cfg.estimator is not Estimator.reparam
         if cfg.objective is Objective.elbo:
-            log_likelihood, log_ratio = self._elbo_terms(x, cfg.k, cfg.kl, stop_q)
-            surrogate = weighted_log_weights(log_likelihood, log_ratio, kl_weight).mean(0)
-            return -surrogate.mean(), (log_likelihood + log_ratio).detach().mean(0)
+            log_likelihood, log_ratio = self._elbo_terms(x, cfg.k, cfg.kl, stop_q)  # [k, batch] each
+            bound = (log_likelihood + log_ratio).mean(0)
+            if kl_weight is not None:
+                surrogate = weighted_log_weights(log_likelihood, log_ratio, kl_weight).mean(0)
+                return -surrogate.mean(), bound.detach()
+            return -bound.mean(), bound.detach()
         zs, log_q, _ = self._sample_posterior(x, cfg.k, None, stop_q)
         log_likelihood, log_prior = self._generative_log_probs(x, zs)
-        log_w = weighted_log_weights(log_likelihood, log_prior - log_q, kl_weight)
-        bound = iwae_bound((log_likelihood + log_prior - log_q).detach())
-        if cfg.estimator is not Estimator.dreg:  # reparam, or stl (biased here: Tucker et al. sec. 3)
-            return -iwae_bound(log_w).mean(), bound
-        # DReG: the same log-weights once more with the samples detached, for p's gradient.
-        log_likelihood_fixed_z, log_prior_fixed_z = self._generative_log_probs(x, [z.detach() for z in zs])
-        log_w_fixed_z = weighted_log_weights(log_likelihood_fixed_z, log_prior_fixed_z - log_q.detach(), kl_weight)
-        return -dreg_surrogate(log_w_fixed_z, log_w, kl_weight).mean(), bound
+        log_ratio = log_prior - log_q  # [k, batch]
+        bound = iwae_bound(log_likelihood + log_ratio)
+        if cfg.estimator is Estimator.dreg:
+            # The same log-weights once more with the samples detached, for p's gradient.
+            weight = 1.0 if kl_weight is None else kl_weight
+            log_likelihood_fixed_z, log_prior_fixed_z = self._generative_log_probs(x, [z.detach() for z in zs])
+            log_w_fixed_z = weighted_log_weights(log_likelihood_fixed_z, log_prior_fixed_z - log_q.detach(), weight)
+            log_w = weighted_log_weights(log_likelihood, log_ratio, weight)
+            return -dreg_surrogate(log_w_fixed_z, log_w, weight).mean(), bound.detach()
+        # reparam, or stl (biased here: Tucker et al. sec. 3)
+        if kl_weight is not None:
+            return -iwae_bound(weighted_log_weights(log_likelihood, log_ratio, kl_weight)).mean(), bound.detach()
+        return -bound.mean(), bound.detach()
 
     def estimate_log_likelihood(
         self, x: Tensor, samples: int, chunk_size: int, iwae_k: Iterable[int] = (), compiled: bool = False

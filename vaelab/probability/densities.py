@@ -18,6 +18,13 @@ def gaussian_log_prob(x: Tensor, mean: Tensor, log_var: Tensor) -> Tensor:
     return -0.5 * (LOG_2PI + log_var + (x - mean).pow(2) * torch.exp(-log_var)).sum(-1)
 
 
+def gaussian_log_prob_of_noise(eps: Tensor, log_var: Tensor) -> Tensor:
+    """log N(z; mean, diag(exp(log_var))) at z = mean + exp(log_var / 2) * eps, from eps:
+    log N(eps; 0, I) - sum(log_var) / 2. For a reparameterized z it equals
+    :func:`gaussian_log_prob`'s value and gradient with two fewer operations per element."""
+    return -0.5 * (LOG_2PI + log_var + eps.pow(2)).sum(-1)
+
+
 def standard_normal_log_prob(z: Tensor) -> Tensor:
     """log N(z; 0, I): the prior p(z) of Kingma & Welling section 3."""
     return -0.5 * (LOG_2PI + z.pow(2)).sum(-1)
