@@ -1,11 +1,13 @@
 """Composing configs from configs/ and key=value words, and rejecting bad ones in one line."""
 
 import pytest
+import torch
 
 from vaelab.config import load_config
 from vaelab.config.compose import GROUPS, group_options
 from vaelab.config.help import help_text
-from vaelab.config.schema import Binarize, DatasetKind, DecoderKind, Objective
+from vaelab.config.plain import from_plain, to_plain
+from vaelab.config.schema import Binarize, DatasetKind, DecoderKind, EvalConfig, ModelConfig, Objective, OptimConfig
 from vaelab.errors import ConfigError
 
 
@@ -92,6 +94,22 @@ def test_estimator_options_compose_where_they_are_defined():
     assert cfg.model.estimator.value == "stl" and cfg.model.beta == 0.5 and cfg.optim.kl_warmup_epochs == 2.5
     _, cfg = load_config(["experiment=iwae_1layer", "model.estimator=stl"])  # allowed; fit warns that it is biased
     assert cfg.model.biased_estimator
+
+
+def test_plain_configs_load_with_weights_only_and_type_back_to_the_same_config(tmp_path):
+    """What a checkpoint's hyperparameters keep: plain values that torch.load(weights_only=True)
+    reads, enums by name, and from them the same typed configs; a key an older checkpoint
+    lacks takes its default."""
+    node, cfg = load_config(["experiment=iwae_1layer", "model.estimator=dreg", "optim.lr=3e-4"])
+    plain = {"model": to_plain(node.model), "optim": to_plain(cfg.optim), "eval": to_plain(node.eval)}
+    assert plain["model"]["decoder"] == "bernoulli" and plain["model"]["estimator"] == "dreg"
+    torch.save(plain, tmp_path / "hparams.pt")
+    loaded = torch.load(tmp_path / "hparams.pt", weights_only=True)
+    assert from_plain(ModelConfig, loaded["model"]) == cfg.model
+    assert from_plain(OptimConfig, loaded["optim"]) == cfg.optim
+    assert from_plain(EvalConfig, loaded["eval"]) == cfg.eval
+    older = {key: value for key, value in loaded["model"].items() if key != "estimator"}
+    assert from_plain(ModelConfig, older).estimator == ModelConfig().estimator
 
 
 def test_every_group_option_composes():

@@ -23,6 +23,7 @@ from pytorch_lightning.utilities.warnings import PossibleUserWarning
 
 from vaelab.config.compose import compose, parse_command_line, to_object
 from vaelab.config.help import help_text
+from vaelab.config.plain import to_plain
 from vaelab.config.schema import Binarize, DecoderKind, FitConfig, TrainerConfig
 from vaelab.cluster import SlurmRequeue
 from vaelab.data import VAEDataModule, build_datamodule
@@ -51,10 +52,6 @@ RESUME_KEY = "run.resume="
 warnings.filterwarnings("ignore", "The number of training batches .* is smaller than the logging interval", PossibleUserWarning)
 # What to lower when memory runs out outside a training, validation or test step.
 MEMORY_SETTINGS = "model.k or data.batch_size (training), eval.chunk_size or eval.batch_size (test)"
-
-
-def _plain(node: DictConfig) -> dict:
-    return OmegaConf.to_container(node, enum_to_str=True)
 
 
 def _trainer(cfg: FitConfig, run_dir: Path, callbacks: list[pl.Callback], loggers: list) -> pl.Trainer:
@@ -126,9 +123,9 @@ def build_run(cfg_node: DictConfig) -> Run:
         steps_per_call=t.steps_per_call, limit_train_batches=t.limit_train_batches,
     )
     module = VAEModule(
-        model=_plain(cfg_node.model),
-        optim=_plain(cfg_node.optim),
-        eval=_plain(cfg_node.eval),
+        model=to_plain(cfg_node.model),
+        optim=to_plain(cfg_node.optim),
+        eval=to_plain(cfg_node.eval),
         data_dim=datamodule.image_shape[0] * datamodule.image_shape[1],
         image_shape=datamodule.image_shape,
         dynamic_binarization=cfg.data.binarize is Binarize.dynamic,
@@ -153,7 +150,7 @@ def build_run(cfg_node: DictConfig) -> Run:
     )
     clock = TrainingClock()
     callbacks = [ConfigWriter(run_dir, cfg_node), checkpoint, within_epoch, ExactResume(), clock]
-    loggers = build_loggers(cfg.logger, run_dir, f"{run_dir.parent.name}/{run_dir.name}", _plain(cfg_node))
+    loggers = build_loggers(cfg.logger, run_dir, f"{run_dir.parent.name}/{run_dir.name}", to_plain(cfg_node))
     trainer = _trainer(cfg, run_dir, callbacks, loggers)
     return Run(cfg, run_dir, datamodule, module, trainer, checkpoint, clock)
 

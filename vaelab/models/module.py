@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import OmegaConf
 from pytorch_lightning.core.optimizer import LightningOptimizer
 from pytorch_lightning.strategies import SingleDeviceStrategy
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 from torchmetrics import MeanMetric
 
+from vaelab.config.plain import from_plain
 from vaelab.config.schema import EvalConfig, KLMode, ModelConfig, Objective, OptimConfig
 from vaelab.errors import TrainingDivergedError
 from vaelab.models.compiled import CompiledForBatchSize, should_compile, should_compile_estimates
@@ -19,11 +19,6 @@ from vaelab.models.vae import VAE
 
 # Where a checkpoint keeps the running sums of the epoch it was taken in.
 EPOCH_SUMS_KEY = "vaelab_epoch_sums"
-
-
-def _typed(schema: type, values: dict):
-    """Rebuild a config dataclass from the plain dict kept in a checkpoint's hparams."""
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), values))
 
 
 class VAEModule(pl.LightningModule):
@@ -54,9 +49,9 @@ class VAEModule(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False  # training_step takes its own optimizer steps
-        self.model_cfg: ModelConfig = _typed(ModelConfig, model)
-        self.optim_cfg: OptimConfig = _typed(OptimConfig, optim)
-        self.eval_cfg: EvalConfig = _typed(EvalConfig, eval)
+        self.model_cfg = from_plain(ModelConfig, model)
+        self.optim_cfg = from_plain(OptimConfig, optim)
+        self.eval_cfg = from_plain(EvalConfig, eval)
         self.vae = VAE(self.model_cfg, data_dim)
         # Means over every evaluated example, reduced exactly across DDP ranks (sums and counts).
         self.val_elbo, self.val_bound, self.curve_test_elbo = MeanMetric(), MeanMetric(), MeanMetric()
