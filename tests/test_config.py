@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from vaelab.config import load_config
-from vaelab.config.compose import GROUPS, group_options
+from vaelab.config.compose import GROUPS, compose_saved, group_options, parse_command_line, to_object
 from vaelab.config.help import help_text
 from vaelab.config.plain import from_plain, to_plain
 from vaelab.config.schema import Binarize, DatasetKind, DecoderKind, EvalConfig, ModelConfig, Objective, OptimConfig
@@ -110,6 +110,17 @@ def test_plain_configs_load_with_weights_only_and_type_back_to_the_same_config(t
     assert from_plain(EvalConfig, loaded["eval"]) == cfg.eval
     older = {key: value for key, value in loaded["model"].items() if key != "estimator"}
     assert from_plain(ModelConfig, older).estimator == ModelConfig().estimator
+
+
+def test_a_saved_config_takes_dotted_overrides_and_refuses_group_choices():
+    saved, _ = load_config(["experiment=smoke", "model.latent_dim=7"])
+    node = compose_saved(saved, parse_command_line(["trainer.max_epochs=9"]), keeps="a resumed run keeps its saved config")
+    cfg = to_object(node)
+    assert cfg.trainer.max_epochs == 9 and cfg.model.latent_dim == 7 and cfg.trainer.limit_train_batches == 20
+    with pytest.raises(ConfigError, match=r"^evaluation keeps the run's saved config: drop data=, model= and change single keys"):
+        compose_saved(saved, parse_command_line(["data=frey", "model=gaussian"]), keeps="evaluation keeps the run's saved config")
+    with pytest.raises(ConfigError, match=r"unknown key 'eval.ll_sample' in override 'eval.ll_sample=3'; did you mean eval.ll_samples\?"):
+        compose_saved(saved, parse_command_line(["eval.ll_sample=3"]), keeps="a resumed run keeps its saved config")
 
 
 def test_every_group_option_composes():

@@ -22,12 +22,13 @@ import pytest
 import torch
 
 from vaelab.config.compose import compose, parse_command_line
-from vaelab.errors import RunDirInUseError, out_of_memory_message
+from vaelab.errors import CheckpointError, RunDirInUseError, out_of_memory_message
 from vaelab.evaluate import main as evaluate_main
 from vaelab.fit import build_run
 from vaelab.fit import main as fit_main
 from vaelab.results.atomic import PARTIAL_PREFIX, remove_leftovers
 from vaelab.results.checkpoints import AtomicCheckpointIO, checkpoint_problem
+from vaelab.results.run_dir import find_checkpoint
 from vaelab.results.run_lock import LOCK_FILE, one_writer
 
 from tests.helpers import MNIST_RAW, PROJECT, TINY_FIT, needs_mnist
@@ -157,6 +158,30 @@ def test_a_fit_leaves_whole_checkpoints_and_no_temporary_files(one_epoch):
     checkpoints = sorted(one_epoch.rglob("*.ckpt"))
     assert [p.name for p in checkpoints] == ["best-epoch0.ckpt", "last.ckpt"]
     assert all(checkpoint_problem(p) is None for p in checkpoints)
+
+
+# ---------------------------------------------------------------- finding a run's checkpoint
+
+
+def test_a_run_dir_gives_its_newest_best_checkpoint_to_evaluate_and_last_to_resume(tmp_path):
+    run_dir = tmp_path / "run"
+    folder = run_dir / "checkpoints"
+    folder.mkdir(parents=True)
+    for age, name in enumerate(["best-epoch3.ckpt", "last.ckpt", "best-epoch1.ckpt"]):  # written in this order
+        (folder / name).write_bytes(b"")
+        os.utime(folder / name, (1000 + age, 1000 + age))
+    assert find_checkpoint(str(run_dir), "ckpt", prefer_best=True) == (run_dir, folder / "best-epoch1.ckpt", "the newest of 2 best-*.ckpt")
+    assert find_checkpoint(str(run_dir), "run.resume")[:2] == (run_dir, folder / "last.ckpt")
+    for name in ("best-epoch1.ckpt", "best-epoch3.ckpt"):
+        (folder / name).unlink()
+    assert find_checkpoint(str(run_dir), "ckpt", prefer_best=True)[1] == folder / "last.ckpt"
+    # a file: its run directory is the folder above checkpoints/, or the folder that holds it
+    assert find_checkpoint(str(folder / "last.ckpt"), "ckpt", prefer_best=True) == (run_dir, folder / "last.ckpt", "as given")
+    (tmp_path / "loose.ckpt").write_bytes(b"")
+    assert find_checkpoint(str(tmp_path / "loose.ckpt"), "run.resume")[0] == tmp_path
+    (folder / "last.ckpt").unlink()
+    with pytest.raises(CheckpointError, match=r"no checkpoint in .*checkpoints: expected last.ckpt; pass run.resume=<run dir>"):
+        find_checkpoint(str(run_dir), "run.resume")
 
 
 # ---------------------------------------------------------------- broken checkpoints: one line, or the previous one

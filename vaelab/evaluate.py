@@ -46,9 +46,8 @@ import warnings
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
 
-from vaelab.config.compose import compose, parse_command_line, to_object
+from vaelab.config.compose import compose_saved, parse_command_line, to_object
 from vaelab.config.help import _key_lines
 from vaelab.config.schema import AcceleratorKind, Binarize, DecoderKind, EvalConfig, FitConfig, LoggerKind
 from vaelab.data import build_datamodule
@@ -59,7 +58,7 @@ from vaelab.results.loggers import wandb_mode, wandb_run_id
 from vaelab.results.pictures import image_grids, interpolation_grids, latent_scatter, manifold_grid, save_grids
 from vaelab.results.atomic import write_atomically
 from vaelab.results.checkpoints import checkpoint_problem
-from vaelab.results.run_dir import CHECKPOINT_DIR, CONFIG_FILE, LAST_CHECKPOINT, load_saved_config
+from vaelab.results.run_dir import find_checkpoint, load_saved_config
 from vaelab.results.scores import active_units, bits_per_dim, mean, score, std_error
 
 PROG = "vaelab.evaluate"
@@ -83,46 +82,14 @@ into the run directory.
 # ---------------------------------------------------------------- checkpoint, config, device
 
 
-def find_checkpoint(target: str) -> tuple[Path, Path, str]:
-    """The run directory, the checkpoint file and a few words on why that one."""
-    path = Path(target)
-    if path.is_dir():
-        run_dir, folder = path, path / CHECKPOINT_DIR
-        best = sorted(folder.glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)
-        if best:
-            why = "best by validation ELBO" if len(best) == 1 else f"the newest of {len(best)} best-*.ckpt"
-            return run_dir, best[-1], why
-        if (folder / LAST_CHECKPOINT).is_file():
-            return run_dir, folder / LAST_CHECKPOINT, f"no best-*.ckpt in {folder}: the last epoch's"
-        raise CheckpointError(
-            f"no checkpoint in {folder}: expected best-*.ckpt or {LAST_CHECKPOINT}; pass ckpt=<run dir> of a "
-            "vaelab.fit run or ckpt=<file.ckpt>"
-        )
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}: pass ckpt=<run dir> of a vaelab.fit run or ckpt=<file.ckpt>")
-    run_dir = path.parent.parent if path.parent.name == CHECKPOINT_DIR else path.parent
-    return run_dir, path, "as given"
-
-
-def load_config(run_dir: Path, overrides: list[str]) -> tuple[DictConfig, FitConfig]:
+def load_config(run_dir: Path, overrides: list[str]) -> FitConfig:
     """The run's saved config with the dotted overrides applied, checked against the schema."""
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise CheckpointError(f"{run_dir / CONFIG_FILE} is missing, so the run's data and settings are unknown")
+    saved = load_saved_config(run_dir)
     for word in overrides:
         if word.split("=", 1)[0].startswith("model."):
             raise ConfigError(f"the model comes from the checkpoint: drop the override '{word}'")
-    try:
-        saved = load_saved_config(run_dir)
-    except Exception as error:  # unreadable YAML of any kind
-        raise CheckpointError(f"cannot read {run_dir / CONFIG_FILE}: {first_line(error)}") from error
     line = parse_command_line(overrides, flags=())
-    if line.choices:
-        raise ConfigError(
-            f"evaluation keeps the run's saved config: drop {', '.join(f'{g}=' for g in line.choices)} "
-            "and change single keys with dotted overrides"
-        )
-    node = compose(line, base=saved)
-    return node, to_object(node)
+    return to_object(compose_saved(saved, line, keeps="evaluation keeps the run's saved config"))
 
 
 def choose_device(cfg: FitConfig) -> torch.device:
@@ -326,8 +293,8 @@ def run(words: list[str]) -> int:
     overrides = [w for w in words if not w.startswith(CKPT_KEY)]
     if not targets or not targets[-1]:
         raise ConfigError("say which run to evaluate: ckpt=<run dir> or ckpt=<file.ckpt>; see --help")
-    run_dir, checkpoint, why = find_checkpoint(targets[-1])
-    _, cfg = load_config(run_dir, overrides)
+    run_dir, checkpoint, why = find_checkpoint(targets[-1], key="ckpt", prefer_best=True)
+    cfg = load_config(run_dir, overrides)
     results = evaluate(cfg, run_dir, checkpoint, why)
     for line in table_lines(results):
         print(line)

@@ -21,7 +21,7 @@ from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.utilities.warnings import PossibleUserWarning
 
-from vaelab.config.compose import compose, parse_command_line, to_object
+from vaelab.config.compose import compose, compose_saved, parse_command_line, to_object
 from vaelab.config.help import help_text
 from vaelab.config.plain import to_plain
 from vaelab.config.schema import Binarize, DecoderKind, FitConfig, TrainerConfig
@@ -41,7 +41,6 @@ from vaelab.results.run_dir import (
     choose_run_dir,
     exported_run_dir,
     find_resume_point,
-    load_saved_config,
 )
 from vaelab.results.run_lock import one_writer
 from vaelab.results.summary import summary_lines, write_summary
@@ -220,12 +219,11 @@ def run(words: list[str]) -> int:
         print(help_text())
         return 0
     resume = [w[len(RESUME_KEY):] for w in line.overrides if w.startswith(RESUME_KEY)]
-    saved, checkpoint = None, None
     if resume and resume[-1] not in ("", "null"):
-        run_dir, checkpoint = find_resume_point(resume[-1])
-        saved = load_saved_config(run_dir)
-        saved.run.dir = str(run_dir)
-    cfg_node = compose(line, base=saved)
+        checkpoint, saved = find_resume_point(resume[-1])
+        cfg_node = compose_saved(saved, line, keeps="a resumed run keeps its saved config")
+    else:
+        checkpoint, cfg_node = None, compose(line)
     to_object(cfg_node)
     if "--cfg" in line.flags:
         print(OmegaConf.to_yaml(cfg_node), end="")

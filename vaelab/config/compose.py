@@ -3,8 +3,9 @@
 Order, later wins: the schema's defaults, ``configs/config.yaml``, one file per group
 (``model``, ``data``, ``trainer``, ``logger``; chosen by ``group=option``), the
 ``experiment`` file if one is chosen (it may choose groups itself under ``defaults:`` and
-set any key), then dotted overrides such as ``model.latent_dim=5``. The result is checked
-against :mod:`vaelab.config.schema`; every problem is one :class:`ConfigError` line.
+set any key), then dotted overrides such as ``model.latent_dim=5``. A saved run's config
+(to resume or evaluate it) takes the place of the files: :func:`compose_saved`. The result is
+checked against :mod:`vaelab.config.schema`; every problem is one :class:`ConfigError` line.
 """
 
 from __future__ import annotations
@@ -120,38 +121,44 @@ def _merge(base: DictConfig, update: DictConfig, source: str) -> DictConfig:
         raise _explain(error, source) from error
 
 
-def compose(line: CommandLine, root: Path | None = None, base: DictConfig | None = None) -> DictConfig:
-    """Compose and type-check the configuration; values are resolved (no interpolations left).
-
-    ``base``, when given, is a saved run's config: it replaces the files, and only dotted
-    overrides apply on top of it (used to resume a run).
-    """
+def compose(line: CommandLine, root: Path | None = None) -> DictConfig:
+    """Compose and type-check the configuration; values are resolved (no interpolations left)."""
     root = root or config_dir()
-    cfg = OmegaConf.structured(FitConfig)
-    if base is not None:
-        if line.choices:
-            raise ConfigError(
-                f"a resumed run keeps its saved config: drop {', '.join(f'{g}=' for g in line.choices)} "
-                "and change single keys with dotted overrides"
-            )
-        cfg = _merge(cfg, base, "the saved run config")
-    else:
-        main = _load_yaml(root / "config.yaml")
-        choices = _pop_defaults(main, "config.yaml")
-        experiment_name = line.choices.get("experiment", choices.get("experiment"))
-        experiment = None
-        if experiment_name:
-            experiment = _group_file("experiment", experiment_name, root)
-            choices.update(_pop_defaults(experiment, f"experiment/{experiment_name}.yaml"))
-        choices.update(line.choices)
-        cfg = _merge(cfg, main, "config.yaml")
-        for group in GROUPS[:-1]:
-            if choices.get(group):
-                node = _group_file(group, choices[group], root)
-                cfg = _merge(cfg, OmegaConf.create({group: node}), f"{group}/{choices[group]}.yaml")
-        if experiment is not None:
-            cfg = _merge(cfg, experiment, f"experiment/{experiment_name}.yaml")
-    for word in line.overrides:
+    main = _load_yaml(root / "config.yaml")
+    choices = _pop_defaults(main, "config.yaml")
+    experiment_name = line.choices.get("experiment", choices.get("experiment"))
+    experiment = None
+    if experiment_name:
+        experiment = _group_file("experiment", experiment_name, root)
+        choices.update(_pop_defaults(experiment, f"experiment/{experiment_name}.yaml"))
+    choices.update(line.choices)
+    cfg = _merge(OmegaConf.structured(FitConfig), main, "config.yaml")
+    for group in GROUPS[:-1]:
+        if choices.get(group):
+            node = _group_file(group, choices[group], root)
+            cfg = _merge(cfg, OmegaConf.create({group: node}), f"{group}/{choices[group]}.yaml")
+    if experiment is not None:
+        cfg = _merge(cfg, experiment, f"experiment/{experiment_name}.yaml")
+    return _overridden(cfg, line.overrides)
+
+
+def compose_saved(saved: DictConfig, line: CommandLine, keeps: str) -> DictConfig:
+    """A saved run's config with the dotted overrides on top, checked and resolved as :func:`compose`.
+
+    The saved config replaces the files (``vaelab.fit run.resume=``, ``vaelab.evaluate``), so a
+    group choice is refused, in a line that opens with ``keeps`` ("a resumed run keeps its saved config").
+    """
+    if line.choices:
+        raise ConfigError(
+            f"{keeps}: drop {', '.join(f'{g}=' for g in line.choices)} and change single keys with dotted overrides"
+        )
+    cfg = _merge(OmegaConf.structured(FitConfig), saved, "the saved run config")
+    return _overridden(cfg, line.overrides)
+
+
+def _overridden(cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """``cfg`` with the dotted overrides applied in order, then resolved."""
+    for word in overrides:
         try:
             update = OmegaConf.from_dotlist([word])
         except OmegaConfBaseException as error:
@@ -174,7 +181,7 @@ def to_object(cfg: DictConfig) -> FitConfig:
         raise _explain(error, "the composed config") from error
 
 
-def load_config(words: list[str], base: DictConfig | None = None) -> tuple[DictConfig, FitConfig]:
+def load_config(words: list[str]) -> tuple[DictConfig, FitConfig]:
     """Compose, resolve and validate; returns the YAML-able and the typed config."""
-    cfg = compose(parse_command_line(words), base=base)
+    cfg = compose(parse_command_line(words))
     return cfg, to_object(cfg)

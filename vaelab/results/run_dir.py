@@ -12,7 +12,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from vaelab.config.schema import FitConfig
-from vaelab.errors import CheckpointError, warn
+from vaelab.errors import CheckpointError, first_line, warn
 from vaelab.results.atomic import write_atomically
 from vaelab.results.checkpoints import checkpoint_problem
 
@@ -53,35 +53,67 @@ def save_config(run_dir: Path, cfg: DictConfig) -> None:
     write_atomically(run_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg))
 
 
-def find_resume_point(target: str) -> tuple[Path, Path]:
-    """The run directory and checkpoint to continue from a checkpoint file or run directory.
+def find_checkpoint(target: str, key: str, prefer_best: bool = False) -> tuple[Path, Path, str]:
+    """The run directory, the checkpoint file and a few words on why that one, for ``key=target``.
+
+    ``target`` is a checkpoint file (its run directory holds it, or the ``checkpoints/`` folder
+    that does) or a run directory: then its newest ``checkpoints/best-*.ckpt`` if ``prefer_best``,
+    else ``checkpoints/last.ckpt``.
+    """
+    path = Path(target)
+    fix = f"pass {key}=<run dir> of a vaelab.fit run or {key}=<file.ckpt>"
+    if not path.is_dir():
+        if not path.is_file():
+            raise CheckpointError(f"no checkpoint at {path}: {fix}")
+        run_dir = path.parent.parent if path.parent.name == CHECKPOINT_DIR else path.parent
+        return run_dir, path, "as given"
+    folder = path / CHECKPOINT_DIR
+    best = sorted(folder.glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime) if prefer_best else []
+    if best:
+        return path, best[-1], "best by validation ELBO" if len(best) == 1 else f"the newest of {len(best)} best-*.ckpt"
+    if (folder / LAST_CHECKPOINT).is_file():
+        why = f"no best-*.ckpt in {folder}: the last epoch's" if prefer_best else "the last written"
+        return path, folder / LAST_CHECKPOINT, why
+    expected = f"best-*.ckpt or {LAST_CHECKPOINT}" if prefer_best else LAST_CHECKPOINT
+    raise CheckpointError(f"no checkpoint in {folder}: expected {expected}; {fix}")
+
+
+def load_saved_config(run_dir: Path) -> DictConfig:
+    """The run's ``config.yaml``, as it was saved."""
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing, so the run's data and settings are unknown")
+    try:
+        saved = OmegaConf.load(path)
+    except Exception as error:  # unreadable YAML of any kind
+        raise CheckpointError(f"{path} cannot be read: {first_line(error)}") from error
+    if not isinstance(saved, DictConfig):
+        raise CheckpointError(f"{path} cannot be read: it holds no mapping of keys to values")
+    return saved
+
+
+def find_resume_point(target: str) -> tuple[Path, DictConfig]:
+    """The checkpoint and the saved config to continue from a checkpoint file or run directory.
 
     A run directory continues from ``checkpoints/last.ckpt``, or where that is not a whole file,
     from the newest whole checkpoint in ``checkpoints/``, with a warning. A file must be whole.
+    The config's ``run.dir`` is where the run is now (it may have been moved).
     """
-    path = Path(target)
-    if path.is_dir():
-        checkpoint = path / CHECKPOINT_DIR / LAST_CHECKPOINT
-        run_dir = path
-    else:
-        checkpoint = path
-        run_dir = path.parent.parent if path.parent.name == CHECKPOINT_DIR else path.parent
-    if not checkpoint.is_file():
-        raise CheckpointError(
-            f"cannot resume: no checkpoint at {checkpoint}; pass run.resume=<run dir> holding "
-            f"{CHECKPOINT_DIR}/{LAST_CHECKPOINT} or run.resume=<file.ckpt>"
-        )
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise CheckpointError(f"cannot resume: {run_dir / CONFIG_FILE} is missing, so the run's config is unknown")
+    try:
+        run_dir, checkpoint, _ = find_checkpoint(target, "run.resume")
+        saved = load_saved_config(run_dir)
+    except CheckpointError as error:
+        raise CheckpointError(f"cannot resume: {error}") from None
+    OmegaConf.update(saved, "run.dir", str(run_dir))
     problem = checkpoint_problem(checkpoint)
     if problem is None:
-        return run_dir, checkpoint
-    if not path.is_dir():
+        return checkpoint, saved
+    if not Path(target).is_dir():
         raise CheckpointError(
             f"cannot resume from {checkpoint}: the file is {problem}; pass run.resume=<run dir> to continue "
             "from the run's newest whole checkpoint"
         )
-    return run_dir, _previous_whole_checkpoint(checkpoint, problem)
+    return _previous_whole_checkpoint(checkpoint, problem), saved
 
 
 def _previous_whole_checkpoint(broken: Path, problem: str) -> Path:
@@ -95,10 +127,6 @@ def _previous_whole_checkpoint(broken: Path, problem: str) -> Path:
         f"cannot resume: {broken} is {problem} and {broken.parent} holds no other whole checkpoint; "
         "start the run again without run.resume"
     )
-
-
-def load_saved_config(run_dir: Path) -> DictConfig:
-    return OmegaConf.load(run_dir / CONFIG_FILE)
 
 
 class ConfigWriter(pl.Callback):
