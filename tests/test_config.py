@@ -8,7 +8,7 @@ from vaelab.config.compose import GROUPS, compose_saved, group_options, parse_co
 from vaelab.config.help import help_text
 from vaelab.config.plain import from_plain, to_plain
 from vaelab.config.schema import Binarize, DatasetKind, DecoderKind, EvalConfig, ModelConfig, Objective, OptimConfig
-from vaelab.errors import ConfigError
+from vaelab.errors import ConfigError, VaelabError
 
 
 def test_defaults_are_a_bernoulli_500_500_20_vae_trained_by_adam_on_binarized_mnist():
@@ -121,6 +121,19 @@ def test_a_saved_config_takes_dotted_overrides_and_refuses_group_choices():
         compose_saved(saved, parse_command_line(["data=frey", "model=gaussian"]), keeps="evaluation keeps the run's saved config")
     with pytest.raises(ConfigError, match=r"unknown key 'eval.ll_sample' in override 'eval.ll_sample=3'; did you mean eval.ll_samples\?"):
         compose_saved(saved, parse_command_line(["eval.ll_sample=3"]), keeps="a resumed run keeps its saved config")
+
+
+def test_a_malformed_or_missing_saved_config_is_one_line(tmp_path):
+    from vaelab.results.run_dir import load_saved_config
+
+    with pytest.raises(VaelabError, match=r"config.yaml is missing, so the run's data and settings are unknown$"):
+        load_saved_config(tmp_path)
+    (tmp_path / "config.yaml").write_text("model: {latent_dim: [1,\n")
+    with pytest.raises(ConfigError, match=rf"^cannot read config file {tmp_path / 'config.yaml'}: while parsing"):
+        load_saved_config(tmp_path)
+    (tmp_path / "config.yaml").write_text("- 1\n")
+    with pytest.raises(ConfigError, match=r"must hold a mapping of keys to values"):
+        load_saved_config(tmp_path)
 
 
 def test_every_group_option_composes():

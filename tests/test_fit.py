@@ -25,6 +25,7 @@ from PIL import Image
 from tests.helpers import MNIST_FILES, MNIST_RAW, PROJECT, SHARED_DATA, TINY_FIT, needs_frey, needs_mnist
 from vaelab.config import load_config
 from vaelab.config.compose import GROUPS, group_options
+from vaelab.config.plain import to_plain
 from vaelab.data import build_datamodule
 from vaelab.fit import main
 from vaelab.models.module import VAEModule
@@ -378,7 +379,7 @@ def test_divergence_stops_with_one_line_and_no_checkpoint(tmp_path, capsys):
     data = build_datamodule(cfg.data, cfg.seed)
     data.setup("fit")
     module = VAEModule(
-        OmegaConf.to_container(node.model), OmegaConf.to_container(node.optim), OmegaConf.to_container(node.eval),
+        to_plain(node.model), to_plain(node.optim), to_plain(node.eval),
         data_dim=784, image_shape=(28, 28),
     )
     optimizer = module.configure_optimizers()

@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
@@ -65,10 +66,11 @@ def group_options(group: str, root: Path | None = None) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml"))
 
 
-def _load_yaml(path: Path) -> DictConfig:
+def load_yaml(path: Path) -> DictConfig:
+    """A YAML file of keys and values; one :class:`ConfigError` line if it is unreadable or not a mapping."""
     try:
         loaded = OmegaConf.load(path)
-    except (OSError, OmegaConfBaseException, ValueError) as error:
+    except (OSError, OmegaConfBaseException, ValueError, yaml.YAMLError) as error:
         raise ConfigError(f"cannot read config file {path}: {first_line(error)}") from error
     if not isinstance(loaded, DictConfig):
         raise ConfigError(f"config file {path} must hold a mapping of keys to values")
@@ -79,7 +81,7 @@ def _group_file(group: str, option: str, root: Path) -> DictConfig:
     options = group_options(group, root)
     if option not in options:
         raise ConfigError(f"unknown {group} '{option}': choose one of {', '.join(options)} (files in {root / group})")
-    return _load_yaml(root / group / f"{option}.yaml")
+    return load_yaml(root / group / f"{option}.yaml")
 
 
 def _pop_defaults(node: DictConfig, source: str) -> dict[str, str | None]:
@@ -124,7 +126,7 @@ def _merge(base: DictConfig, update: DictConfig, source: str) -> DictConfig:
 def compose(line: CommandLine, root: Path | None = None) -> DictConfig:
     """Compose and type-check the configuration; values are resolved (no interpolations left)."""
     root = root or config_dir()
-    main = _load_yaml(root / "config.yaml")
+    main = load_yaml(root / "config.yaml")
     choices = _pop_defaults(main, "config.yaml")
     experiment_name = line.choices.get("experiment", choices.get("experiment"))
     experiment = None

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
+from vaelab.config.compose import load_yaml
 from vaelab.config.schema import FitConfig
-from vaelab.errors import CheckpointError, first_line, warn
+from vaelab.errors import CheckpointError, warn
 from vaelab.results.atomic import write_atomically
 from vaelab.results.checkpoints import checkpoint_problem
 
@@ -83,13 +84,7 @@ def load_saved_config(run_dir: Path) -> DictConfig:
     path = run_dir / CONFIG_FILE
     if not path.is_file():
         raise CheckpointError(f"{path} is missing, so the run's data and settings are unknown")
-    try:
-        saved = OmegaConf.load(path)
-    except Exception as error:  # unreadable YAML of any kind
-        raise CheckpointError(f"{path} cannot be read: {first_line(error)}") from error
-    if not isinstance(saved, DictConfig):
-        raise CheckpointError(f"{path} cannot be read: it holds no mapping of keys to values")
-    return saved
+    return load_yaml(path)
 
 
 def find_resume_point(target: str) -> tuple[Path, DictConfig]:
