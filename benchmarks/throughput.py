@@ -34,7 +34,7 @@ from torch import nn
 from vaelab.config.compose import compose, parse_command_line
 from vaelab.config.schema import FitConfig
 from vaelab.fit import build_run
-from vaelab.models.compiled import should_compile
+from vaelab.models.compiled import should_compile, training_step_flops
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 LOG_2PI = math.log(2 * math.pi)
@@ -145,8 +145,9 @@ def run_scenario(overrides: list[str], full_run_steps: int, steps: int, repeats:
         *overrides, "trainer.progress_bar=false", "trainer.limit_val_batches=0", f"trainer.limit_train_batches={steps}",
         f"trainer.max_epochs={repeats + 1}", f"trainer.accelerator={device}", f"run.dir={run_dir}",
     ]
-    cfg = build_run(compose(parse_command_line(words))).cfg  # the scenario's settings, resolved
-    compiled = should_compile(cfg.trainer.compile, torch.device(device), full_run_steps)
+    resolved = build_run(compose(parse_command_line(words)))  # the scenario's settings and model
+    step_flops = training_step_flops(resolved.module.vae, resolved.cfg.data.batch_size)
+    compiled = should_compile(resolved.cfg.trainer.compile, torch.device(device), full_run_steps, step_flops)
     run = build_run(compose(parse_command_line([*words, f"trainer.compile={str(compiled).lower()}"])))
     timer = Interleave(run.cfg, steps)
     run.trainer.callbacks.insert(0, timer)

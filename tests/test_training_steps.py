@@ -17,8 +17,10 @@ import torch
 from tests.helpers import SHARED_DATA, needs_frey, needs_mnist
 from vaelab.config.compose import compose, parse_command_line
 from vaelab.fit import build_run, fit_run, main
-from vaelab.models.compiled import AUTO_MIN_STEPS, has_cpp_compiler, should_compile
+from vaelab.models.compiled import AUTO_MIN_STEPS_CUDA, has_cpp_compiler, should_compile, training_step_flops
+from vaelab.config.schema import ModelConfig
 from vaelab.errors import ConfigError
+from vaelab.models.vae import VAE
 
 BASE = [
     "experiment=smoke", "trainer.progress_bar=false", "eval.ll_samples=10", f"data.root={SHARED_DATA}",
@@ -141,15 +143,28 @@ def test_dynamic_binarization_draws_each_training_minibatch(tmp_path):
     assert 0.1 < float(torch.cat(seen).mean()) < 0.16  # Bernoulli draws of MNIST's grey levels
 
 
-def test_auto_compiles_long_runs_only():
+def test_training_step_flops_count_every_matrix_product():
+    cfg = ModelConfig(hidden=[5], latent_dim=3, k=4)  # x(8) -5- (3, 3) | z(3) -5- 8
+    vae = VAE(cfg, data_dim=8)
+    encoder, decoder = 8 * 5 + 5 * 3 * 2, 3 * 5 + 5 * 8
+    assert training_step_flops(vae, batch_size=10) == 6 * (10 * encoder + 10 * 4 * decoder)
+
+
+def test_auto_compiles_runs_long_enough_to_repay_compiling():
     cpu = torch.device("cpu")
+    small, large = 51e6, 790e6  # FLOP per step: Burda et al.'s one-layer model at batch 20; the default model
+    default_run, smoke_run, burda_run = 50 * 550, 2 * 50, 3280 * 3000
     if has_cpp_compiler():
-        assert should_compile(None, cpu, AUTO_MIN_STEPS["cpu"])
-        assert should_compile(True, cpu, 10)
-    assert not should_compile(None, cpu, AUTO_MIN_STEPS["cpu"] - 1)
-    assert not should_compile(False, cpu, 10**9)
+        assert should_compile(None, cpu, default_run, large)
+        assert should_compile(None, cpu, burda_run, small)
+        assert should_compile(True, cpu, 10, small)
+    assert not should_compile(None, cpu, default_run, small)
+    assert not should_compile(None, cpu, smoke_run, large)
+    assert not should_compile(False, cpu, 10**9, large)
+    assert should_compile(None, torch.device("cuda"), AUTO_MIN_STEPS_CUDA, small)
+    assert not should_compile(None, torch.device("cuda"), AUTO_MIN_STEPS_CUDA - 1, large)
     with pytest.raises(ConfigError, match="trainer.compile=true is not supported on mps"):
-        should_compile(True, torch.device("mps"), 10)
+        should_compile(True, torch.device("mps"), 10, small)
 
 
 @pytest.mark.slow

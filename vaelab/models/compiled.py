@@ -29,11 +29,17 @@ from vaelab.errors import ConfigError, first_line
 if TYPE_CHECKING:
     from vaelab.models.vae import VAE, Posterior
 
-# ``trainer.compile=null`` compiles a run with at least this many optimizer steps ahead.
-# On this project's 2-core reference CPU compiling the training step costs about 40 s
-# (4 s with inductor's on-disk cache warm) and saved 7% of a step of Burda et al.'s one-layer
-# model at batch 20 (4.71 vs 5.07 ms, benchmarks/throughput.py, 2026-11-22).
-AUTO_MIN_STEPS = {"cpu": 30_000, "cuda": 2_000}
+# ``trainer.compile=null`` compiles a run when the steps ahead are expected to save more time
+# than compiling costs. On CUDA (never measured here) from this many steps:
+AUTO_MIN_STEPS_CUDA = 2_000
+# On the CPU, the saving per step grows with the step's arithmetic: measured on this project's
+# 2-core reference CPU (benchmarks/throughput.py, 2026-11-22), 0.36 ms of 5.1 ms for Burda et
+# al.'s one-layer model at batch 20 (51 MFLOP per step) and 1.9 ms of 14.5 ms for the default
+# model at batch 100 (790 MFLOP): about CPU_SAVING_PER_STEP + CPU_SAVING_PER_FLOP * FLOP.
+# Compiling costs up to CPU_COMPILE_SECONDS (a few seconds with inductor's on-disk cache warm).
+CPU_SAVING_PER_STEP = 0.25e-3  # seconds
+CPU_SAVING_PER_FLOP = 2.1e-12  # seconds
+CPU_COMPILE_SECONDS = 30.0
 
 # ``eval.compile=null`` compiles the test-set estimates from this many importance samples in
 # all (images x eval.ll_samples), on the CPU. On the 2-core reference CPU compiling takes
@@ -49,9 +55,10 @@ def has_cpp_compiler() -> bool:
     return any(shutil.which(name) for name in ("g++", "c++", "clang++"))
 
 
-def should_compile(setting: bool | None, device: torch.device, steps_ahead: int) -> bool:
-    """``trainer.compile``: true, false, or null (auto: a long run on a CPU or CUDA device)."""
-    if device.type not in AUTO_MIN_STEPS:
+def should_compile(setting: bool | None, device: torch.device, steps_ahead: int, step_flops: float) -> bool:
+    """``trainer.compile``: true, false, or null (auto: where ``steps_ahead`` training steps of
+    ``step_flops`` each are expected to repay compiling, on a CPU or CUDA device)."""
+    if device.type not in ("cpu", "cuda"):
         if setting:
             raise ConfigError(f"trainer.compile=true is not supported on {device.type}: set trainer.compile=false")
         return False
@@ -59,9 +66,23 @@ def should_compile(setting: bool | None, device: torch.device, steps_ahead: int)
         if setting:
             raise ConfigError("trainer.compile=true needs a C++ compiler (g++ or clang++) on the CPU: install one or set trainer.compile=false")
         return False
-    if setting is None:
-        return steps_ahead >= AUTO_MIN_STEPS[device.type]
-    return setting
+    if setting is not None:
+        return setting
+    if device.type == "cuda":
+        return steps_ahead >= AUTO_MIN_STEPS_CUDA
+    return steps_ahead * (CPU_SAVING_PER_STEP + CPU_SAVING_PER_FLOP * step_flops) >= CPU_COMPILE_SECONDS
+
+
+def training_step_flops(vae: VAE, batch_size: int) -> int:
+    """FLOP of a training step's matrix products, forward and backward (3 x 2 per multiply-add):
+    q(z_1|x) once per example, every other layer once per sample of z (k per example)."""
+
+    def products(module: torch.nn.Module, rows: int) -> int:
+        return sum(rows * m.in_features * m.out_features for m in module.modules() if isinstance(m, torch.nn.Linear))
+
+    samples = batch_size * vae.cfg.k
+    per_sample = [*vae.encoders[1:], *vae.priors, vae.decoder]
+    return 6 * (products(vae.encoders[0], batch_size) + sum(products(m, samples) for m in per_sample))
 
 
 class CompiledForBatchSize:

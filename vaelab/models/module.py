@@ -13,7 +13,12 @@ from torchmetrics import MeanMetric
 from vaelab.config.plain import from_plain
 from vaelab.config.schema import EvalConfig, KLMode, ModelConfig, Objective, OptimConfig
 from vaelab.errors import TrainingDivergedError
-from vaelab.models.compiled import CompiledForBatchSize, should_compile, should_compile_estimates
+from vaelab.models.compiled import (
+    CompiledForBatchSize,
+    should_compile,
+    should_compile_estimates,
+    training_step_flops,
+)
 from vaelab.models.optim import build_optimizer, build_schedule, kl_weight
 from vaelab.models.vae import VAE
 
@@ -72,7 +77,8 @@ class VAEModule(pl.LightningModule):
     def on_train_start(self) -> None:
         loader = self.trainer.train_dataloader
         steps_ahead = (self.trainer.max_epochs - self.current_epoch) * loader.minibatches
-        if should_compile(self.hparams.compile, self.device, steps_ahead):
+        step_flops = training_step_flops(self.vae, loader.batch_size)
+        if should_compile(self.hparams.compile, self.device, steps_ahead, step_flops):
             self._step_loss = CompiledForBatchSize(self._loss_and_bound_sum, loader.batch_size, self.device)
         plugin = self.trainer.precision_plugin
         self._direct = isinstance(self.trainer.strategy, SingleDeviceStrategy) and getattr(plugin, "scaler", None) is None
