@@ -1,17 +1,21 @@
 """What several test modules share: where the real datasets are and marks that skip a test
-without them, the words of a fit of a few seconds, and linear-Gaussian VAEs (one and two
+without them, tiny MNIST files of the real format, the words of a fit of a few seconds, and linear-Gaussian VAEs (one and two
 stochastic layers) whose marginal likelihood is known in closed form. (Fixtures are in conftest.py.)"""
 
 from __future__ import annotations
 
+import gzip
 import math
+import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import distributions as D
 
 from vaelab.config.schema import DecoderKind, ModelConfig, StochasticLayerConfig
+from vaelab.data.mnist import IMAGE_MAGIC, LABEL_MAGIC
 from vaelab.models.vae import VAE
 from vaelab.probability.densities import kl_to_standard_normal
 
@@ -34,6 +38,33 @@ needs_mnist = pytest.mark.skipif(
     reason=f"real MNIST not found: expected the 4 files {', '.join(MNIST_FILES)} in {MNIST_RAW}",
 )
 needs_frey = pytest.mark.skipif(not FREY_FILE.is_file(), reason=f"real Frey faces not found: expected {FREY_FILE}")
+
+# --- tiny MNIST files of the real format (IDX, gzipped) ------------------------------------
+
+
+def idx_bytes(magic: int, dims: tuple[int, ...], payload: bytes) -> bytes:
+    return struct.pack(f">I{len(dims)}I", magic, *dims) + payload
+
+
+def write_mnist(root: Path, n_train: int = 7, n_test: int = 3, gz: bool = True) -> dict[str, np.ndarray]:
+    """Writes the four IDX files of ``<root>/MNIST/raw`` with random contents and returns those contents."""
+    rng = np.random.default_rng(0)
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, size=n, dtype=np.uint8)
+        for kind, magic, array in (("images-idx3", IMAGE_MAGIC, images), ("labels-idx1", LABEL_MAGIC, labels)):
+            name = f"{split}-{kind}-ubyte"
+            content = idx_bytes(magic, array.shape, array.tobytes())
+            if gz:
+                (raw / f"{name}.gz").write_bytes(gzip.compress(content))
+            else:
+                (raw / name).write_bytes(content)
+            arrays[name] = array
+    return arrays
+
 
 # A fit of a few seconds on the real data: experiment=smoke with 3 training batches and 10
 # importance samples per test image. Later words win: a module adds or changes what it needs.
