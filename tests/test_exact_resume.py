@@ -6,7 +6,7 @@ two optimizer steps) and then resumed with ``run.resume=<run dir>``. The final p
 optimizer's state, the step count, ``metrics.csv`` (every row once) and the test results must
 be equal, bit for bit, on the CPU with deterministic algorithms. The runs are a small model on
 tiny MNIST files of the real format; the processes are forked from one Python that has made the
-imports (tests/helpers.py, run_forked), one thread each.
+imports (tests/helpers.py, run_forked).
 """
 
 from __future__ import annotations
@@ -52,8 +52,7 @@ def log_and_maybe_die(self, metrics, step=None):
 
 AppendingCSVLogger.log_metrics = log_and_maybe_die
 """
-# One thread per process: two train at once on the test machine's 2 cores.
-ENV = {**os.environ, "PYTHONPATH": str(PROJECT), "OMP_NUM_THREADS": "1"}
+ENV = {**os.environ, "PYTHONPATH": str(PROJECT)}  # one thread per process: tests/conftest.py
 
 
 @pytest.fixture(scope="module")
