@@ -529,7 +529,7 @@ def summary_of(job: FitJob) -> dict:
 def check_continued_from_hpc_checkpoint(job: FitJob) -> tuple[str, dict]:
     """What every job sent SIGUSR1 shows; returns its log and its hpc checkpoint."""
     log = job.completed(restarts=1)
-    assert not job.when_held["summary.json"], "training ended before the signal"
+    assert job.when_held and not job.when_held["summary.json"], f"not held before the end of training: {job.when_held}"
     assert f"job {job.id} (restart 0)" in log and f"job {job.id} (restart 1)" in log, tail(log)
     hpc_path = job.run_dir / "hpc_ckpt_1.ckpt"
     assert hpc_path.is_file(), f"no {hpc_path}: {sorted(p.name for p in job.run_dir.iterdir())}\n{tail(log)}"
