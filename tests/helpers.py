@@ -1,17 +1,28 @@
 """What several test modules share: where the real datasets are and marks that skip a test
-without them, the words of a fit of a few seconds, and linear-Gaussian VAEs (one and two
-stochastic layers) whose marginal likelihood is known in closed form. (Fixtures are in conftest.py.)"""
+without them, tiny MNIST files of the real format, the words of a fit of a few seconds, several
+``python -m vaelab.fit`` processes that share one start-up (``run_forked``), and linear-Gaussian
+VAEs (one and two stochastic layers) whose marginal likelihood is known in closed form.
+(Fixtures are in conftest.py.)"""
 
 from __future__ import annotations
 
+import gzip
+import json
 import math
+import struct
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import distributions as D
 
 from vaelab.config.schema import DecoderKind, ModelConfig, StochasticLayerConfig
+from vaelab.data.mnist import IMAGE_MAGIC, LABEL_MAGIC
 from vaelab.models.vae import VAE
 from vaelab.probability.densities import kl_to_standard_normal
 
@@ -34,6 +45,33 @@ needs_mnist = pytest.mark.skipif(
     reason=f"real MNIST not found: expected the 4 files {', '.join(MNIST_FILES)} in {MNIST_RAW}",
 )
 needs_frey = pytest.mark.skipif(not FREY_FILE.is_file(), reason=f"real Frey faces not found: expected {FREY_FILE}")
+
+# --- tiny MNIST files of the real format (IDX, gzipped) ------------------------------------
+
+
+def idx_bytes(magic: int, dims: tuple[int, ...], payload: bytes) -> bytes:
+    return struct.pack(f">I{len(dims)}I", magic, *dims) + payload
+
+
+def write_mnist(root: Path, n_train: int = 7, n_test: int = 3, gz: bool = True) -> dict[str, np.ndarray]:
+    """Writes the four IDX files of ``<root>/MNIST/raw`` with random contents and returns those contents."""
+    rng = np.random.default_rng(0)
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, size=n, dtype=np.uint8)
+        for kind, magic, array in (("images-idx3", IMAGE_MAGIC, images), ("labels-idx1", LABEL_MAGIC, labels)):
+            name = f"{split}-{kind}-ubyte"
+            content = idx_bytes(magic, array.shape, array.tobytes())
+            if gz:
+                (raw / f"{name}.gz").write_bytes(gzip.compress(content))
+            else:
+                (raw / name).write_bytes(content)
+            arrays[name] = array
+    return arrays
+
 
 # A fit of a few seconds on the real data: experiment=smoke with 3 training batches and 10
 # importance samples per test image. Later words win: a module adds or changes what it needs.
@@ -126,3 +164,88 @@ def sample_x(vae: VAE, n: int) -> torch.Tensor:
         mean, log_var = vae.priors[0](z2)
         z1 = mean + torch.exp(0.5 * log_var) * torch.randn(n, Z1)
         return vae.decoder.mean(z1) + SIGMA * torch.randn(n, DATA_DIM)
+
+
+# --- several `python -m <module>` processes for the price of one Python start-up ----------------
+
+# One Python imports what vaelab's commands import (seconds of start-up), then forks a child per
+# command; each child runs the module as __main__, as `python -m` does, in its own working
+# directory, with its own argv, environment, stdout, stderr and exit status. Commands of a stage
+# run at the same time; a stage starts when the one before it has ended.
+_FORKING_DRIVER = """
+import json, os, runpy, sys, traceback
+import torch, pytorch_lightning  # noqa: F401  the start-up every command shares
+import vaelab.config.compose, vaelab.data, vaelab.errors, vaelab.models.module  # noqa: F401
+
+
+def child(command):
+    os.chdir(command["cwd"])
+    os.environ.update(command["env"])
+    for fd, path in ((1, command["stdout"]), (2, command["stderr"])):
+        os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), fd)
+    sys.argv = [command["module"], *command["argv"]]
+    status = 1
+    try:
+        exec(command["before"], {"__name__": "__before__"})
+        runpy.run_module(command["module"], run_name="__main__", alter_sys=True)
+        status = 0
+    except SystemExit as exit:
+        if isinstance(exit.code, str):
+            print(exit.code, file=sys.stderr)
+        status = exit.code if isinstance(exit.code, int) else int(exit.code is not None)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+
+
+statuses = []
+for stage in json.loads(sys.argv[1]):
+    children = []
+    for command in stage:
+        sys.stdout.flush()
+        pid = os.fork()
+        if pid == 0:
+            child(command)
+        children.append(pid)
+    statuses += [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children]
+print(json.dumps(statuses))
+"""
+
+
+@dataclass
+class Command:
+    """``python -m <module> <argv>`` in ``cwd``; ``env`` is added to the environment and
+    ``before`` (Python code) runs first, in the same process."""
+
+    argv: list[str]
+    cwd: Path
+    module: str = "vaelab.fit"
+    env: dict[str, str] = field(default_factory=dict)
+    before: str = ""
+
+
+def run_forked(stages: list[list[Command]], env: dict[str, str] | None = None, timeout: float = 600) -> list[subprocess.CompletedProcess]:
+    """Runs the commands as forked children of one Python (see ``_FORKING_DRIVER``); returns one
+    result per command, in order, with Popen's exit status (minus the signal's number if a
+    signal ended it) and the command's stdout and stderr."""
+    with tempfile.TemporaryDirectory(prefix="forked-") as folder:
+        plan, outputs = [], []
+        for stage in stages:
+            plan.append([])
+            for command in stage:
+                out, err = (Path(folder) / f"{len(outputs)}.{name}" for name in ("out", "err"))
+                outputs.append((command, out, err))
+                plan[-1].append({**asdict(command), "cwd": str(command.cwd), "stdout": str(out), "stderr": str(err)})
+        driver = subprocess.run(
+            [sys.executable, "-c", _FORKING_DRIVER, json.dumps(plan)],
+            env=env, capture_output=True, text=True, timeout=timeout, check=False,
+        )  # fmt: skip
+        assert driver.returncode == 0, f"the forking driver failed:\n{driver.stderr[-3000:]}"
+        statuses = json.loads(driver.stdout.splitlines()[-1])
+        return [
+            subprocess.CompletedProcess([command.module, *command.argv], status, out.read_text(), err.read_text())
+            for (command, out, err), status in zip(outputs, statuses)
+        ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import struct
 from contextlib import nullcontext
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,7 +14,7 @@ import scipy.io
 import torch
 from lightning_fabric.utilities.data import _set_sampler_epoch
 
-from tests.helpers import SHARED_DATA, needs_frey, needs_mnist
+from tests.helpers import SHARED_DATA, idx_bytes, needs_frey, needs_mnist, write_mnist
 from vaelab.config.schema import Binarize, DataConfig, DatasetKind
 from vaelab.data import InMemoryBatches, VAEDataModule, build_datamodule, frey, mnist
 from vaelab.data.frey import load_frey
@@ -34,30 +33,6 @@ def one_line_error(call, *args, **kwargs) -> str:
 
 
 # ---------------------------------------------------------------- synthetic files
-
-
-def idx_bytes(magic: int, dims: tuple[int, ...], payload: bytes) -> bytes:
-    return struct.pack(f">I{len(dims)}I", magic, *dims) + payload
-
-
-def write_mnist(root: Path, n_train: int = 7, n_test: int = 3, gz: bool = True) -> dict[str, np.ndarray]:
-    """Writes the four IDX files with random contents and returns those contents."""
-    rng = np.random.default_rng(0)
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    arrays = {}
-    for split, n in (("train", n_train), ("t10k", n_test)):
-        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
-        labels = rng.integers(0, 10, size=n, dtype=np.uint8)
-        for kind, magic, array in (("images-idx3", IMAGE_MAGIC, images), ("labels-idx1", LABEL_MAGIC, labels)):
-            name = f"{split}-{kind}-ubyte"
-            content = idx_bytes(magic, array.shape, array.tobytes())
-            if gz:
-                (raw / f"{name}.gz").write_bytes(gzip.compress(content))
-            else:
-                (raw / name).write_bytes(content)
-            arrays[name] = array
-    return arrays
 
 
 def write_frey(root: Path, faces: np.ndarray) -> Path:

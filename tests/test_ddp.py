@@ -32,19 +32,32 @@ BUDGET = [
 pytestmark = [needs_mnist, pytest.mark.slow]
 
 
-def fit(cwd: Path, *words: str) -> subprocess.CompletedProcess:
+def fit_at_once(cwd: Path, *runs: list[str]) -> list[subprocess.CompletedProcess]:
+    """``python -m vaelab.fit`` with the budget and each run's words, all started at once in
+    ``cwd`` (one thread per process: tests/conftest.py)."""
     env = {k: v for k, v in os.environ.items() if k != "VAELAB_RUN_DIR"}
-    return subprocess.run(
-        [sys.executable, "-m", "vaelab.fit", *BUDGET, *words],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
-    )
+    started = []
+    for index, words in enumerate(runs):
+        out, err = (open(cwd / f"run-{index}.{name}", "w+") for name in ("out", "err"))  # files: pipes could fill
+        command = [sys.executable, "-m", "vaelab.fit", *BUDGET, *words]
+        started.append((subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=err, text=True), out, err))
+    results = []
+    for process, out, err in started:
+        status = process.wait(timeout=300)
+        with out, err:
+            out.seek(0), err.seek(0)
+            results.append(subprocess.CompletedProcess(process.args, status, out.read(), err.read()))
+    return results
 
 
 def test_two_process_ddp_agrees_with_one_process_of_the_same_global_batch(tmp_path):
-    single = fit(tmp_path, "data.batch_size=100", f"run.dir={tmp_path / 'single'}")
+    single, ddp = fit_at_once(
+        tmp_path,
+        ["data.batch_size=100", f"run.dir={tmp_path / 'single'}"],
+        # No run.dir: both ranks must agree on the default one, chosen by the launching process.
+        ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "data.batch_size=50"],
+    )
     assert single.returncode == 0, single.stderr[-2000:]
-    # No run.dir: both ranks must agree on the default one, chosen by the launching process.
-    ddp = fit(tmp_path, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "data.batch_size=50")
     assert ddp.returncode == 0, ddp.stderr[-2000:]
 
     run_dirs = [p.parent for p in (tmp_path / "runs").rglob("summary.json")]

@@ -1,10 +1,12 @@
 """Exact resume: a run killed with SIGKILL and resumed is the run that was never interrupted.
 
-The same 3-epoch run is trained twice as real ``python -m vaelab.fit`` processes: once
-without interruption, once killed by SIGKILL at a random step inside a ``training_step``
-call (between two optimizer steps) and then resumed with ``run.resume=<run dir>``. The final
-parameters, the optimizer's state, the step count, ``metrics.csv`` (every row once) and the
-test results must be equal, bit for bit, on the CPU with deterministic algorithms.
+The same 3-epoch run is trained twice as ``python -m vaelab.fit`` processes: once without
+interruption, once killed by SIGKILL at a random step inside a ``training_step`` call (between
+two optimizer steps) and then resumed with ``run.resume=<run dir>``. The final parameters, the
+optimizer's state, the step count, ``metrics.csv`` (every row once) and the test results must
+be equal, bit for bit, on the CPU with deterministic algorithms. The runs are a small model on
+tiny MNIST files of the real format; the processes are forked from one Python that has made the
+imports (tests/helpers.py, run_forked).
 """
 
 from __future__ import annotations
@@ -14,32 +16,30 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from tests.helpers import PROJECT, SHARED_DATA, needs_mnist
+from tests.helpers import PROJECT, Command, run_forked, write_mnist
 from vaelab.data.batches import InMemoryBatches
 from vaelab.results.resume import IntervalCheckpoint
 
 EPOCHS, STEPS_PER_EPOCH, STEPS_PER_CALL = 3, 10, 3  # calls of 3, 3, 3 and 1 steps per epoch
+# data.root is added by the tiny_mnist fixture: 600 training images, 100 of them for validation
 WORDS = [
-    "experiment=smoke", "trainer.progress_bar=false", f"data.root={SHARED_DATA}", "eval.ll_samples=10",
+    "experiment=smoke", "trainer.progress_bar=false", "data.val_size=100", "eval.ll_samples=10",
     f"trainer.max_epochs={EPOCHS}", f"trainer.limit_train_batches={STEPS_PER_EPOCH}", "trainer.limit_val_batches=2",
     "trainer.limit_test_batches=1", f"trainer.steps_per_call={STEPS_PER_CALL}", "trainer.log_every_n_steps=1",
     # a checkpoint after every call but an epoch's last (3 steps reach 2)
     "trainer.checkpoint_every_n_steps=2", "trainer.accelerator=cpu", "trainer.deterministic=true",
     "trainer.compile=false", "model.hidden=[64]", "data.batch_size=50",
 ]
-# `python -m vaelab.fit`, but the process sends itself SIGKILL right after the training bound
+# Before `python -m vaelab.fit`: the process sends itself SIGKILL right after the training bound
 # of optimizer step $KILL_AT_STEP (numbered from 0) is logged: inside a training_step call.
 KILLED_AT_STEP = """
-import os, signal, sys
-from vaelab import fit
+import os, signal
 from vaelab.results.loggers import AppendingCSVLogger
 
 kill_at, log_metrics = int(os.environ["KILL_AT_STEP"]), AppendingCSVLogger.log_metrics
@@ -51,24 +51,21 @@ def log_and_maybe_die(self, metrics, step=None):
         os.kill(os.getpid(), signal.SIGKILL)
 
 AppendingCSVLogger.log_metrics = log_and_maybe_die
-sys.exit(fit.main(sys.argv[1:]))
 """
+ENV = {**os.environ, "PYTHONPATH": str(PROJECT)}  # one thread per process: tests/conftest.py
 
 
-def start(words: list[str], cwd: Path, kill_at_step: int | None = None) -> subprocess.Popen:
-    """``python -m vaelab.fit words``, or with ``kill_at_step`` the same killed at that step."""
-    env = {**os.environ, "PYTHONPATH": str(PROJECT)}
-    command = [sys.executable, "-m", "vaelab.fit"]
-    if kill_at_step is not None:
-        command = [sys.executable, "-c", KILLED_AT_STEP]
-        env["KILL_AT_STEP"] = str(kill_at_step)
-    return subprocess.Popen([*command, *words], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+@pytest.fixture(scope="module")
+def tiny_mnist(tmp_path_factory) -> str:
+    """The data.root word of tiny MNIST files: 10 minibatches of 50 training images an epoch."""
+    root = tmp_path_factory.mktemp("mnist")
+    write_mnist(root, n_train=600, n_test=100)
+    return f"data.root={root}"
 
 
-def finish(process: subprocess.Popen) -> tuple[int, str]:
-    """The exit status (minus the signal's number if a signal ended it) and stderr's end."""
-    _, err = process.communicate(timeout=300)
-    return process.returncode, err[-3000:]
+def killed_at(step: int, words: list[str], cwd: Path) -> Command:
+    """``python -m vaelab.fit words``, killed at optimizer step ``step``."""
+    return Command(words, cwd, env={"KILL_AT_STEP": str(step)}, before=KILLED_AT_STEP)
 
 
 def metrics_rows(run_dir: Path) -> list[dict[str, str]]:
@@ -88,24 +85,27 @@ def kill_step() -> int:
 
 
 @pytest.mark.slow
-@needs_mnist
-def test_kill_9_at_a_random_step_then_resume_is_the_uninterrupted_run(tmp_path):
+def test_kill_9_at_a_random_step_then_resume_is_the_uninterrupted_run(tmp_path, tiny_mnist):
     step = kill_step()
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    processes = [start([*WORDS, f"run.dir={whole}"], tmp_path), start([*WORDS, f"run.dir={killed}"], tmp_path, step)]
-    (whole_status, whole_err), (killed_status, killed_err) = (finish(p) for p in processes)
-    assert whole_status == 0, whole_err
-    assert killed_status == -signal.SIGKILL, (step, killed_err)
+    words = [*WORDS, tiny_mnist]
+    runs = [Command([*words, f"run.dir={whole}"], tmp_path), killed_at(step, [*words, f"run.dir={killed}"], tmp_path)]
+    # the resumed process first copies the killed run directory as the kill left it
+    as_killed = tmp_path / "as-killed"
+    keep_a_copy = f"import shutil; shutil.copytree({str(killed)!r}, {str(as_killed)!r})"
+    resume = Command([f"run.resume={killed}"], tmp_path, before=keep_a_copy)
+    whole_run, killed_run, resumed_run = run_forked([runs, [resume]], env=ENV, timeout=300)
+    assert whole_run.returncode == 0, whole_run.stderr[-3000:]
+    assert killed_run.returncode == -signal.SIGKILL, (step, killed_run.stderr[-3000:])
 
     # The premise: the kill lost work and left rows that the resumed run writes again.
-    resumed_from = load(killed / "checkpoints" / "last.ckpt")["global_step"]
+    resumed_from = load(as_killed / "checkpoints" / "last.ckpt")["global_step"]
     assert resumed_from <= step, (step, resumed_from)
-    assert max(int(row["step"]) for row in metrics_rows(killed)) == step
+    assert max(int(row["step"]) for row in metrics_rows(as_killed)) == step
     if step % STEPS_PER_EPOCH >= STEPS_PER_CALL:  # a checkpoint of this epoch exists: resume mid-epoch
         assert resumed_from % STEPS_PER_EPOCH != 0, (step, resumed_from)
 
-    status, err = finish(start([f"run.resume={killed}"], tmp_path))
-    assert status == 0, (step, err)
+    assert resumed_run.returncode == 0, (step, resumed_run.stderr[-3000:])
 
     a, b = load(whole / "checkpoints" / "last.ckpt"), load(killed / "checkpoints" / "last.ckpt")
     assert (a["epoch"], a["global_step"]) == (b["epoch"], b["global_step"]) == (EPOCHS - 1, EPOCHS * STEPS_PER_EPOCH)
@@ -219,8 +219,7 @@ def test_interval_checkpoints_by_minutes(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-@needs_mnist
-def test_a_run_resumed_from_its_sigusr1_checkpoint_is_the_uninterrupted_run(tmp_path):
+def test_a_run_resumed_from_its_sigusr1_checkpoint_is_the_uninterrupted_run(tmp_path, tiny_mnist):
     """The checkpoint vaelab.cluster writes on SIGUSR1 (here in this process, without SLURM)
     resumes the run exactly, as ``last.ckpt`` does."""
     import pytorch_lightning as pl
@@ -229,7 +228,7 @@ def test_a_run_resumed_from_its_sigusr1_checkpoint_is_the_uninterrupted_run(tmp_
     from vaelab.config.compose import compose, parse_command_line
     from vaelab.fit import build_run, main
 
-    words = [w for w in WORDS if w != "trainer.deterministic=true"]  # in-process: leave torch's flags alone
+    words = [w for w in WORDS if w != "trainer.deterministic=true"] + [tiny_mnist]  # in-process: leave torch's flags alone
     words = [*words, f"trainer.max_epochs={EPOCHS - 1}"]
     assert main([*words, f"run.dir={tmp_path / 'whole'}"]) == 0
 

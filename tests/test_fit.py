@@ -2,7 +2,8 @@
 
 The fits run in-process through ``vaelab.fit.main`` on the real datasets of the shared
 folder with a tiny budget (``experiment=smoke`` shrunk further); the bad-input cases run as
-real subprocesses, all at once, to check the exit status and the one-line error on stderr.
+processes of their own (forked from one Python that has made the imports), all at once, to check
+the exit status and the one-line error on stderr.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,9 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from tests.helpers import MNIST_FILES, MNIST_RAW, PROJECT, SHARED_DATA, TINY_FIT, needs_frey, needs_mnist
+from tests.helpers import (
+    MNIST_FILES, MNIST_RAW, PROJECT, SHARED_DATA, TINY_FIT, Command, needs_frey, needs_mnist, run_forked,
+)
 from vaelab.config import load_config
 from vaelab.config.compose import GROUPS, group_options
 from vaelab.config.plain import to_plain
@@ -183,7 +184,7 @@ def test_help_lists_usage_groups_and_keys(tmp_path, capsys):
         assert f"  {key} " in text
 
 
-# ---------------------------------------------------------------- bad input, as a real subprocess
+# ---------------------------------------------------------------- bad input, in processes of their own
 
 
 def _truncated_mnist(root: Path) -> Path:
@@ -215,25 +216,19 @@ BAD_INPUT = {
 
 @pytest.fixture(scope="module")
 def bad_input_runs(tmp_path_factory):
-    """Starts one subprocess per BAD_INPUT case, all at once; returns case -> (tmp, result)."""
+    """Runs ``python -m vaelab.fit`` once per BAD_INPUT case, all at once, as processes that
+    share one Python start-up (tests/helpers.py, run_forked); returns case -> (tmp, result)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT), os.environ.get("PYTHONPATH")]))}
     env.pop("VAELAB_DATA_DIR", None)
-    started = {}
+    folders, commands = {}, []
     for case, (words, _) in BAD_INPUT.items():
-        tmp = tmp_path_factory.mktemp("bad")
+        tmp = folders[case] = tmp_path_factory.mktemp("bad")
         if case == "truncated mnist":
             _truncated_mnist(tmp / "truncated")
-        argv = [
-            sys.executable, "-m", "vaelab.fit", *TINY, f"run.dir={tmp / 'run'}",
-            *(word.format(tmp=tmp) for word in words),
-        ]
-        process = subprocess.Popen(argv, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        started[case] = (tmp, process)
-    results = {}
-    for case, (tmp, process) in started.items():
-        out, err = process.communicate(timeout=300)
-        results[case] = (tmp, subprocess.CompletedProcess(process.args, process.returncode, out, err))
-    return results
+        argv = [*TINY, f"run.dir={tmp / 'run'}", *(word.format(tmp=tmp) for word in words)]
+        commands.append(Command(argv, cwd=tmp))
+    results = run_forked([commands], env=env, timeout=300)
+    return {case: (folders[case], result) for case, result in zip(BAD_INPUT, results)}
 
 
 @pytest.mark.slow

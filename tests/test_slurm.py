@@ -6,19 +6,30 @@ and a partition of two nodes, each slurmd in its own network and UTS namespace o
 otherwise the tests use whatever cluster answers ``sinfo`` (the two-node tests: its first
 partition with two responding nodes).
 Where no cluster can be had the cluster tests skip, saying why; with ``CI=true`` they fail
-instead. Each job runs in its own ``tmp_path`` (``sbatch --chdir``) and is submitted from the
-project directory, as a user would, so ``runs/slurm-<job id>`` lands in ``tmp_path``; the job
+instead. Each job runs in its own directory (``sbatch --chdir``) and is submitted from the
+project directory, as a user would, so ``runs/slurm-<job id>`` lands in that directory; the job
 finds the project through ``$SLURM_SUBMIT_DIR``. Every wait is bounded; a job still queued or
-running when its test ends is cancelled.
+running when the module ends is cancelled.
 
-What is checked: a fit job writes ``summary.json`` into ``runs/slurm-<job id>``; a job sent
-SIGUSR1 mid-training (what ``--signal=USR1@90`` sends before the time limit) is requeued by
-Lightning and continues from its ``hpc_ckpt_1.ckpt`` to the full number of epochs, no epoch
-trained twice from scratch and none lost; a job SLURM requeues without that signal continues
-from ``checkpoints/last.ckpt``; ``multinode.sbatch`` trains one DDP run across two nodes (two
-hostnames, two addresses), and does so again after SIGUSR1 and a requeue; the sweep agent array
-runs ``wandb agent --count 1 SWEEP`` once per task (with a stand-in Python: there is no W&B
-server here).
+The training jobs are submitted all at once, by one module fixture (``fit_jobs``), so that
+SLURM runs them side by side while others wait for a requeue; each test then checks its own
+jobs. They fit a tiny model on tiny MNIST files of the real format, a few seconds of training:
+what is checked does not depend on size. Per layout (one task; two tasks on one node; one task
+on each of two nodes) there is a job run through uninterrupted and the same job sent SIGUSR1
+mid-epoch. The signalled job runs ``vaelab.fit`` held after a chosen optimizer step (random,
+inside an epoch) until the signal has arrived, so the signal lands at that step however fast
+the steps are; the signal, the checkpoint, the requeue and the restart are SLURM's and vaelab's own.
+
+What is checked: a fit job writes ``summary.json`` into ``runs/slurm-<job id>`` (with the Python
+that ``uv run`` finds); a job sent SIGUSR1 mid-training (what ``--signal=USR1@90`` sends before
+the time limit) is requeued and continues from its ``hpc_ckpt_1.ckpt``, written at the first
+check for the signal after it, to the full number of epochs, no epoch trained twice from
+scratch and none lost, and it ends bit for bit where the uninterrupted job ends (parameters,
+optimizer state, every row of ``metrics.csv``, the test numbers); a job SLURM requeues without
+that signal continues from ``checkpoints/last.ckpt``; ``multinode.sbatch`` trains one DDP run
+across two nodes (two hostnames, two addresses), and does so again after SIGUSR1 and a requeue;
+the sweep agent array runs ``wandb agent --count 1 SWEEP`` once per task (with a stand-in
+Python: there is no W&B server here).
 """
 
 from __future__ import annotations
@@ -26,33 +37,52 @@ from __future__ import annotations
 import csv
 import json
 import os
+import random
 import re
 import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import PROJECT, SHARED_DATA, needs_mnist
+from tests.helpers import PROJECT, write_mnist
 
 SLURM = PROJECT / "slurm"
 START_CLUSTER = SLURM / "ci" / "start-cluster.sh"
 SCRIPTS = ("fit.sbatch", "multinode.sbatch", "sweep_agent.sbatch")
 IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 
-# A few seconds of training per job on the CPU: experiment=smoke, 10 importance samples per test image.
+# The jobs' fit: 3 epochs of 15 optimizer steps, minibatches of 20 images, a row of metrics.csv
+# per step; data.root (tiny MNIST files) is added by the fit_jobs fixture.
+EPOCHS, BATCHES = 3, 15
 JOB_FIT = [
     "experiment=smoke",
-    f"data.root={SHARED_DATA}",
     "trainer.accelerator=cpu",
+    "model.hidden=[64]",
+    "data.batch_size=20",
+    "data.val_size=100",
+    f"trainer.max_epochs={EPOCHS}",
+    f"trainer.limit_train_batches={BATCHES}",
     "trainer.limit_val_batches=2",
     "trainer.limit_test_batches=1",
     "eval.ll_samples=10",
+    "trainer.deterministic=true",
+    "trainer.compile=false",
+    "trainer.log_every_n_steps=1",
 ]
-# The jobs' resources on the test cluster, overriding the scripts' GPU headers.
-CPU_JOB = ["--gpus-per-node=0", "--cpus-per-task=1", "--time=5"]
+# 800 training images, 100 of them held out for validation: 17 minibatches per epoch on each
+# of 2 ranks, so every epoch is BATCHES steps long; 100 test images, one test batch.
+TINY_MNIST = {"n_train": 800, "n_test": 100}
+# vaelab.fit checks for SIGUSR1 after every call that ends a multiple of 10 steps into an epoch
+# (not after the epoch's last call): with 15-step epochs at steps 10, 25 and 40 in all.
+SIGNAL_CHECKS = [epoch * BATCHES + 10 for epoch in range(EPOCHS)]
+# The jobs' resources on the test cluster, overriding the scripts' GPU headers. --time=15: the
+# time limit's own SIGUSR1 (90 s before it) must not come during the test.
+CPU_JOB = ["--gpus-per-node=0", "--cpus-per-task=1", "--time=15"]
+TWO_NODE_JOB = [*CPU_JOB, "--nodes=2", "--ntasks-per-node=1"]
 TERMINAL = {
     "COMPLETED",
     "FAILED",
@@ -64,7 +94,40 @@ TERMINAL = {
     "DEADLINE",
     "PREEMPTED",
 }
-JOB_TIMEOUT = 300  # seconds a job may take from submission to its end, requeue included (a loaded machine)
+ALL_JOBS_TIMEOUT = 600  # seconds for all the training jobs together, requeues included (a loaded machine)
+HOLD_TIMEOUT = 300  # seconds a held job waits for its signal before it trains on (and its test fails)
+
+# `python -m vaelab.fit`, held after optimizer step $HOLD_AT_STEP (first start of the job only)
+# until SIGUSR1 has set vaelab's requeue flag or SIGTERM has reached Lightning (as when SLURM
+# requeues a job); then vaelab's own check for the signal runs as usual. Rank 0 writes
+# $HOLD_MARKER once held. Used as $VAELAB_PYTHON: slurm/*.sbatch run "$VAELAB_PYTHON -m vaelab.fit ...".
+HELD_FIT = """\
+#!{python}
+import os, runpy, sys, time
+from pathlib import Path
+
+from vaelab.cluster import SlurmRequeue
+
+hold_at, marker = int(os.environ["HOLD_AT_STEP"]), Path(os.environ["HOLD_MARKER"])
+first_start = os.environ.get("SLURM_RESTART_COUNT", "0") == "0"
+check_for_signal = SlurmRequeue.on_train_batch_end
+
+
+def hold_then_check(self, trainer, module, outputs, batch, batch_idx):
+    if first_start and trainer.global_step == hold_at:
+        if trainer.is_global_zero:
+            marker.write_text(f"held after step {{hold_at}}\\n")
+        deadline = time.monotonic() + {timeout}
+        while not (self.requested or trainer.received_sigterm) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    check_for_signal(self, trainer, module, outputs, batch, batch_idx)
+
+
+SlurmRequeue.on_train_batch_end = hold_then_check
+assert sys.argv[1:3] == ["-m", "vaelab.fit"], sys.argv
+sys.argv = ["vaelab.fit", *sys.argv[3:]]
+runpy.run_module("vaelab.fit", run_name="__main__", alter_sys=True)
+"""
 
 
 def unavailable(reason: str) -> None:
@@ -117,41 +180,60 @@ def cluster() -> None:
         unavailable(f"the SLURM cluster has no node with 2 CPUs (sinfo: {cpus.stdout.strip()!r})")
 
 
-class Jobs:
-    """Submits jobs from the project directory; cancels at the end whatever has not finished."""
-
-    def __init__(self) -> None:
-        self.ids: list[str] = []
-
-    def submit(
-        self, script: str, workdir: Path, sbatch_args: list[str], args: list[str], env: dict | None = None
-    ) -> str:
-        command = ["sbatch", "--parsable", f"--chdir={workdir}", *sbatch_args, str(SLURM / script), *args]
-        done = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True, timeout=60, env=env, check=False)
-        assert done.returncode == 0, f"sbatch failed: {' '.join(command)}\n{done.stderr}"
-        job = done.stdout.strip().split(";")[0]
-        assert job.isdigit(), done.stdout
-        self.ids.append(job)
-        return job
-
-    def cancel_all(self) -> None:
-        for job in self.ids:
-            subprocess.run(["scancel", job], capture_output=True, timeout=30, check=False)
-
-
-@pytest.fixture
-def jobs(cluster):
-    jobs = Jobs()
-    yield jobs
-    jobs.cancel_all()
-
-
-def job_records(job: str) -> list[dict[str, str]]:
-    """``scontrol show job``, one dict per job record (several for an array)."""
+def two_node_partition() -> tuple[str | None, str]:
+    """The first partition with two responding nodes (start-cluster.sh's: twonode), or None and why not."""
     out = subprocess.run(
-        ["scontrol", "--oneliner", "show", "job", job], capture_output=True, text=True, timeout=30, check=False
-    )
-    return [dict(re.findall(r"(\w[\w/:]*)=(\S*)", line)) for line in out.stdout.splitlines() if line.strip()]
+        ["sinfo", "--noheader", "--responding", "--Node", "--format=%R %N %T"],
+        capture_output=True, text=True, timeout=20, check=False,
+    )  # fmt: skip
+    usable: dict[str, set[str]] = {}
+    for line in out.stdout.splitlines():
+        partition, node, state = line.split()
+        if state.startswith(("idle", "mix", "alloc", "completing")):
+            usable.setdefault(partition.rstrip("*"), set()).add(node)
+    partition = next((p for p, nodes in usable.items() if len(nodes) >= 2), None)
+    return partition, f"no SLURM partition has two responding nodes (sinfo: {out.stdout.strip()!r})"
+
+
+def default_partition() -> str | None:
+    out = subprocess.run(["sinfo", "--noheader", "--format=%P"], capture_output=True, text=True, timeout=20, check=False)
+    return next((p.rstrip("*") for p in out.stdout.split() if p.endswith("*")), None)
+
+
+@pytest.fixture(scope="module")
+def two_nodes(cluster) -> str:
+    partition, why_not = two_node_partition()
+    if partition is None:
+        unavailable(why_not)
+    return partition
+
+
+def submit(script: str, workdir: Path, sbatch_args: list[str], args: list[str], env: dict) -> str:
+    """``sbatch`` from the project directory; returns the job id."""
+    command = ["sbatch", "--parsable", f"--chdir={workdir}", *sbatch_args, str(SLURM / script), *args]
+    done = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True, timeout=60, env=env, check=False)
+    assert done.returncode == 0, f"sbatch failed: {' '.join(command)}\n{done.stderr}"
+    job = done.stdout.strip().split(";")[0]
+    assert job.isdigit(), done.stdout
+    return job
+
+
+def cancel(jobs: list[str]) -> None:
+    if jobs:
+        subprocess.run(["scancel", *jobs], capture_output=True, timeout=30, check=False)
+
+
+def parse_records(text: str) -> list[dict[str, str]]:
+    return [dict(re.findall(r"(\w[\w/:]*)=(\S*)", line)) for line in text.splitlines() if line.strip()]
+
+
+def job_records(job: str = "") -> list[dict[str, str]]:
+    """``scontrol show job``, one dict per job record (several for an array; every job without ``job``)."""
+    out = subprocess.run(
+        ["scontrol", "--oneliner", "show", "job", *([job] if job else [])],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    return parse_records(out.stdout)
 
 
 def log_text(workdir: Path, job: str) -> str:
@@ -166,34 +248,20 @@ def tail(text: str, lines: int = 60) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def wait_until(condition, what: str, job: str, workdir: Path, timeout: float, every: float = 0.1) -> None:
+def wait_done(job: str, workdir: Path, timeout: float) -> list[dict[str, str]]:
     deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            states = [(r.get("JobId"), r.get("JobState"), r.get("Reason")) for r in job_records(job)]
-            pytest.fail(f"waited {timeout:.0f} s for {what}; job {job}: {states}\n{tail(log_text(workdir, job))}")
-        time.sleep(every)
-
-
-def wait_done(job: str, workdir: Path, timeout: float = JOB_TIMEOUT) -> list[dict[str, str]]:
-    def done() -> bool:
+    while True:
         records = job_records(job)
-        return bool(records) and all(r.get("JobState") in TERMINAL for r in records)
-
-    wait_until(done, "the job to end", job, workdir, timeout, every=0.5)
-    return job_records(job)
-
-
-def assert_completed(job: str, workdir: Path, restarts: int, timeout: float = JOB_TIMEOUT) -> str:
-    (record,) = wait_done(job, workdir, timeout)
-    log = log_text(workdir, job)
-    assert record["JobState"] == "COMPLETED", f"job {job}: {record['JobState']} {record.get('Reason')}\n{tail(log)}"
-    assert int(record["Restarts"]) == restarts, f"job {job} restarted {record['Restarts']} times\n{tail(log)}"
-    return log
+        if records and all(r.get("JobState") in TERMINAL for r in records):
+            return records
+        if time.monotonic() > deadline:
+            states = [(r.get("JobId"), r.get("JobState"), r.get("Reason")) for r in records]
+            pytest.fail(f"waited {timeout:.0f} s for job {job} to end: {states}\n{tail(log_text(workdir, job))}")
+        time.sleep(0.5)
 
 
 def validated_epochs(metrics: Path) -> list[int]:
-    """The epoch of every validation row of metrics.csv, in file order (a file being written is fine)."""
+    """The epoch of every validation row of metrics.csv, in file order."""
     try:
         with open(metrics, newline="") as file:
             rows = list(csv.DictReader(file))
@@ -203,9 +271,17 @@ def validated_epochs(metrics: Path) -> list[int]:
 
 
 def cpu_env(**extra: str) -> dict[str, str]:
+    """This environment without VAELAB_* settings; one thread per training process, as the
+    jobs have one CPU per task (the same for the jobs that are compared bit for bit)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("VAELAB_")}
-    env.update(extra)
+    env.update(OMP_NUM_THREADS="1", **extra)
     return env
+
+
+def load(path: Path) -> dict:
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 # ---------------------------------------------------------------- the scripts themselves (no cluster)
@@ -247,140 +323,7 @@ def test_sweep_agent_without_a_sweep_id_stops_with_one_line(tmp_path):
     assert "no sweep id" in done.stderr and "VAELAB_SWEEP" in done.stderr
 
 
-# ---------------------------------------------------------------- jobs on the cluster
-
-
-@pytest.mark.slurm
-@pytest.mark.slow
-@needs_mnist
-def test_fit_job_writes_summary_into_run_dir_keyed_by_job_id(jobs, tmp_path):
-    """Two tasks, DDP over gloo, Python found by `uv run` from the submit directory."""
-    job = jobs.submit(
-        "fit.sbatch",
-        tmp_path,
-        [*CPU_JOB, "--ntasks-per-node=2"],
-        [*JOB_FIT, "trainer.max_epochs=2", "trainer.limit_train_batches=5"],
-        cpu_env(),
-    )
-    log = assert_completed(job, tmp_path, restarts=0)
-    run_dir = tmp_path / "runs" / f"slurm-{job}"
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["run_dir"] == f"runs/slurm-{job}"
-    assert summary["epochs"] == 2 and summary["steps"] == 2 * 5, summary
-    assert "distributed_backend=gloo" in log and "Starting with 2 processes" in log, tail(log)
-    assert f"2 task(s); run directory runs/slurm-{job}" in log
-    assert not (PROJECT / "runs" / f"slurm-{job}").exists()
-
-
-EPOCHS, BATCHES = 6, 40  # per requeue test: 240 steps, a few seconds of training
-
-
-@pytest.mark.slurm
-@pytest.mark.slow
-@needs_mnist
-@pytest.mark.parametrize("tasks", [1, 2])
-def test_sigusr1_mid_training_requeues_and_continues_from_hpc_checkpoint(jobs, tmp_path, tasks):
-    import torch
-
-    job = jobs.submit(
-        "fit.sbatch",
-        tmp_path,
-        [*CPU_JOB, f"--ntasks-per-node={tasks}"],
-        [*JOB_FIT, f"trainer.max_epochs={EPOCHS}", f"trainer.limit_train_batches={BATCHES}", "trainer.steps_per_call=5"],
-        cpu_env(VAELAB_PYTHON=sys.executable),
-    )
-    run_dir = tmp_path / "runs" / f"slurm-{job}"
-    metrics = run_dir / "metrics.csv"
-    # Once epoch 0 is validated, Lightning's handlers are in place and training is under way.
-    wait_until(lambda: 0 in validated_epochs(metrics), "epoch 0 to be validated", job, tmp_path, 90)
-    assert not (run_dir / "summary.json").exists(), "training ended before the signal: raise EPOCHS or BATCHES"
-    # What --signal=USR1@90 does before the time limit: SIGUSR1 to the srun tasks only.
-    subprocess.run(["scancel", "--signal=USR1", job], check=True, timeout=30)
-
-    log = assert_completed(job, tmp_path, restarts=1)
-    assert f"job {job} (restart 0)" in log and f"job {job} (restart 1)" in log, tail(log)
-    hpc = run_dir / "hpc_ckpt_1.ckpt"
-    assert hpc.is_file(), f"no {hpc}: {sorted(p.name for p in run_dir.iterdir())}\n{tail(log)}"
-    restored = re.findall(r"Restoring states from the checkpoint path at (\S+)", log)
-    assert [Path(p).name for p in restored if "hpc_ckpt" in p] == ["hpc_ckpt_1.ckpt"], restored
-    assert "continued from" not in log  # Lightning's own resume, not the last.ckpt fallback
-
-    state = torch.load(hpc, map_location="cpu", weights_only=False)
-    epoch, step = state["epoch"], state["global_step"]
-    assert 1 <= epoch < EPOCHS and BATCHES <= step < EPOCHS * BATCHES, (epoch, step)
-
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["epochs"] == EPOCHS and summary["steps"] == EPOCHS * BATCHES, summary
-    validated = validated_epochs(metrics)
-    # None lost; none before the checkpoint trained again (so none from scratch); at most the
-    # epoch cut by the signal validated twice.
-    assert sorted(set(validated)) == list(range(EPOCHS)), validated
-    assert all(validated.count(e) == 1 for e in range(epoch)), (epoch, validated)
-    assert len(validated) <= EPOCHS + 1, validated
-    print(
-        f"\njob {job}, {tasks} task(s): SIGUSR1 in epoch {epoch} at step {step}; hpc_ckpt_1.ckpt restored; "
-        f"{summary['epochs']} epochs, {summary['steps']} steps in all; validated epochs {validated}"
-    )
-
-
-@pytest.mark.slurm
-@pytest.mark.slow
-@needs_mnist
-def test_job_requeued_by_slurm_continues_from_last_checkpoint(jobs, tmp_path):
-    """No SIGUSR1 (a node failure, preemption, or `scontrol requeue`), so no hpc checkpoint: the
-    script copies checkpoints/last.ckpt to hpc_ckpt_1.ckpt and Lightning continues from it.
-    Through multinode.sbatch, on one node, with two tasks."""
-    job = jobs.submit(
-        "multinode.sbatch",
-        tmp_path,
-        [*CPU_JOB, "--nodes=1", "--ntasks-per-node=2"],
-        [*JOB_FIT, f"trainer.max_epochs={EPOCHS}", f"trainer.limit_train_batches={BATCHES}", "trainer.steps_per_call=5"],
-        cpu_env(VAELAB_PYTHON=sys.executable),
-    )
-    run_dir = tmp_path / "runs" / f"slurm-{job}"
-    last = run_dir / "checkpoints" / "last.ckpt"
-    wait_until(
-        lambda: 0 in validated_epochs(run_dir / "metrics.csv") and last.is_file(), "last.ckpt", job, tmp_path, 90
-    )
-    assert not (run_dir / "summary.json").exists(), "training ended before the requeue: raise EPOCHS or BATCHES"
-    subprocess.run(["scontrol", "requeue", job], check=True, timeout=30)
-
-    log = assert_completed(job, tmp_path, restarts=1)
-    copied = f"continued from runs/slurm-{job}/checkpoints/last.ckpt (copied to runs/slurm-{job}/hpc_ckpt_1.ckpt)"
-    assert copied in log, tail(log)
-    restored = re.findall(r"Restoring states from the checkpoint path at (\S+)", log)
-    assert [Path(p).name for p in restored if "hpc_ckpt" in p] == ["hpc_ckpt_1.ckpt"], restored
-    assert sorted(p.name for p in run_dir.glob("hpc_ckpt_*")) == ["hpc_ckpt_1.ckpt"]
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["epochs"] == EPOCHS and summary["steps"] == EPOCHS * BATCHES, summary
-    validated = validated_epochs(run_dir / "metrics.csv")
-    assert sorted(set(validated)) == list(range(EPOCHS)) and validated.count(0) == 1, validated
-    assert len(validated) <= EPOCHS + 1, validated
-
-
-# ---------------------------------------------------------------- two nodes
-
-TWO_NODE_TIMEOUT = 300  # seconds a two-node job may take, requeue included (DDP over gloo, a loaded machine)
-# --time=10: the time limit's own SIGUSR1 (90 s before it) must not come during the test.
-TWO_NODE_JOB = ["--gpus-per-node=0", "--cpus-per-task=1", "--time=10", "--nodes=2", "--ntasks-per-node=1"]
-
-
-@pytest.fixture(scope="module")
-def two_nodes(cluster) -> str:
-    """The first partition with two responding nodes (start-cluster.sh's: twonode)."""
-    out = subprocess.run(
-        ["sinfo", "--noheader", "--responding", "--Node", "--format=%R %N %T"],
-        capture_output=True, text=True, timeout=20, check=False,
-    )  # fmt: skip
-    usable: dict[str, set[str]] = {}
-    for line in out.stdout.splitlines():
-        partition, node, state = line.split()
-        if state.startswith(("idle", "mix", "alloc", "completing")):
-            usable.setdefault(partition.rstrip("*"), set()).add(node)
-    partition = next((p for p, nodes in usable.items() if len(nodes) >= 2), None)
-    if partition is None:
-        unavailable(f"no SLURM partition has two responding nodes (sinfo: {out.stdout.strip()!r})")
-    return partition
+# ---------------------------------------------------------------- short jobs on the cluster
 
 
 @pytest.mark.slurm
@@ -398,75 +341,7 @@ def test_the_two_nodes_are_two_hosts_with_their_own_names_and_addresses(two_node
 
 
 @pytest.mark.slurm
-@pytest.mark.slow
-@needs_mnist
-def test_multinode_job_trains_one_ddp_run_across_two_nodes(jobs, two_nodes, tmp_path):
-    """Rank 0 on the first node, rank 1 on the second; they meet at Lightning's MASTER_ADDR, the
-    first node's hostname (SLURMEnvironment), over gloo."""
-    job = jobs.submit(
-        "multinode.sbatch",
-        tmp_path,
-        [*TWO_NODE_JOB, f"--partition={two_nodes}"],
-        [*JOB_FIT, "trainer.max_epochs=2", "trainer.limit_train_batches=5"],
-        cpu_env(VAELAB_PYTHON=sys.executable),
-    )
-    log = assert_completed(job, tmp_path, restarts=0, timeout=TWO_NODE_TIMEOUT)
-    (record,) = job_records(job)
-    assert record["NumNodes"] == "2", record
-    assert f"2 node(s) x 1 task(s); run directory runs/slurm-{job}" in log, tail(log)
-    for rank in (0, 1):
-        assert f"Initializing distributed: GLOBAL_RANK: {rank}, MEMBER: {rank + 1}/2" in log, tail(log)
-    assert "distributed_backend=gloo" in log and "Starting with 2 processes" in log, tail(log)
-    summary = json.loads((tmp_path / "runs" / f"slurm-{job}" / "summary.json").read_text())
-    # Each rank trains 5 batches of its own shard of the data per epoch, the two in lockstep.
-    assert summary["world_size"] == 2 and summary["epochs"] == 2 and summary["steps"] == 2 * 5, summary
-    assert "Traceback" not in log, tail(log)
-
-
-TWO_NODE_EPOCHS, TWO_NODE_BATCHES = 4, 20
-
-
-@pytest.mark.slurm
-@pytest.mark.slow
-@needs_mnist
-def test_two_node_job_sent_sigusr1_requeues_and_continues_on_both_nodes(jobs, two_nodes, tmp_path):
-    import torch
-
-    job = jobs.submit(
-        "multinode.sbatch",
-        tmp_path,
-        [*TWO_NODE_JOB, f"--partition={two_nodes}"],
-        [
-            *JOB_FIT, f"trainer.max_epochs={TWO_NODE_EPOCHS}", f"trainer.limit_train_batches={TWO_NODE_BATCHES}",
-            "trainer.steps_per_call=5",
-        ],
-        cpu_env(VAELAB_PYTHON=sys.executable),
-    )
-    run_dir = tmp_path / "runs" / f"slurm-{job}"
-    metrics = run_dir / "metrics.csv"
-    wait_until(lambda: 0 in validated_epochs(metrics), "epoch 0 to be validated", job, tmp_path, 180)
-    assert not (run_dir / "summary.json").exists(), "training ended before the signal: raise TWO_NODE_EPOCHS"
-    subprocess.run(["scancel", "--signal=USR1", job], check=True, timeout=30)
-
-    log = assert_completed(job, tmp_path, restarts=1, timeout=TWO_NODE_TIMEOUT)
-    assert f"job {job} (restart 1)" in log and log.count("2 node(s) x 1 task(s)") == 2, tail(log)
-    restored = re.findall(r"Restoring states from the checkpoint path at (\S+)", log)
-    assert [Path(p).name for p in restored if "hpc_ckpt" in p] == ["hpc_ckpt_1.ckpt"], restored
-    # Both starts had both ranks.
-    assert log.count("Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2") == 2, tail(log)
-    assert "Traceback" not in log, tail(log)
-    state = torch.load(run_dir / "hpc_ckpt_1.ckpt", map_location="cpu", weights_only=False)
-    assert 1 <= state["epoch"] < TWO_NODE_EPOCHS, state["epoch"]
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["world_size"] == 2, summary
-    assert summary["epochs"] == TWO_NODE_EPOCHS and summary["steps"] == TWO_NODE_EPOCHS * TWO_NODE_BATCHES, summary
-    validated = validated_epochs(metrics)
-    assert sorted(set(validated)) == list(range(TWO_NODE_EPOCHS)), validated
-    assert all(validated.count(e) == 1 for e in range(state["epoch"])), (state["epoch"], validated)
-
-
-@pytest.mark.slurm
-def test_sweep_agent_array_runs_one_agent_run_per_task(jobs, tmp_path):
+def test_sweep_agent_array_runs_one_agent_run_per_task(cluster, tmp_path):
     """A stand-in Python records how it is called: there is no W&B server to run an agent against."""
     bin_dir = tmp_path / "venv" / "bin"
     bin_dir.mkdir(parents=True)
@@ -478,14 +353,17 @@ def test_sweep_agent_array_runs_one_agent_run_per_task(jobs, tmp_path):
         'echo "python on PATH: $(command -v python)" >> "$out"\n'
     )
     fake.chmod(0o755)
-    job = jobs.submit(
+    job = submit(
         "sweep_agent.sbatch",
         tmp_path,
         [*CPU_JOB, "--array=0-1"],
         ["me/vaelab/abc123"],
         cpu_env(VAELAB_PYTHON=str(fake), SWEEP_TEST_OUT=str(tmp_path)),
     )
-    records = wait_done(job, tmp_path, timeout=60)
+    try:
+        records = wait_done(job, tmp_path, timeout=60)
+    finally:
+        cancel([job])
     assert sorted(r.get("ArrayTaskId") for r in records) == ["0", "1"], records
     assert all(r["JobState"] == "COMPLETED" for r in records), f"{records}\n{log_text(tmp_path, job)}"
     for task in ("0", "1"):
@@ -494,61 +372,299 @@ def test_sweep_agent_array_runs_one_agent_run_per_task(jobs, tmp_path):
     assert (tmp_path / f"slurm-{job}_0.out").is_file() and (tmp_path / f"slurm-{job}_1.out").is_file()
 
 
-EXACT_EPOCHS, EXACT_BATCHES = 4, 30  # 120 steps of 1 minibatch per call, a row per step
-EXACT_FIT = [
-    *JOB_FIT, f"trainer.max_epochs={EXACT_EPOCHS}", f"trainer.limit_train_batches={EXACT_BATCHES}",
-    "trainer.deterministic=true", "trainer.compile=false", "trainer.steps_per_call=1", "trainer.log_every_n_steps=1",
-]
+# ---------------------------------------------------------------- training jobs, all submitted at once
+
+# layout -> (script, sbatch arguments, trainer.steps_per_call); partitions added by fit_jobs.
+# Submitted in this order: the two-node jobs first, as they need both nodes of their partition.
+LAYOUTS = {
+    "2 nodes": ("multinode.sbatch", TWO_NODE_JOB, 5),
+    "2 tasks": ("fit.sbatch", [*CPU_JOB, "--ntasks-per-node=2"], 1),
+    "1 task": ("fit.sbatch", [*CPU_JOB, "--ntasks-per-node=1"], 1),
+}
 
 
-def _train_steps(metrics: Path) -> list[int]:
+@dataclass
+class FitJob:
+    """One training job of the fit_jobs fixture and what became of it."""
+
+    name: str
+    workdir: Path
+    script: str
+    sbatch_args: list[str]
+    words: list[str]
+    env: dict[str, str]
+    hold_at: int | None = None  # the optimizer step after which it is held
+    action: str | None = None  # what the fixture does once it is held: "signal" (SIGUSR1) or "requeue"
+    id: str = ""
+    acted: bool = False
+    when_held: dict[str, bool] = field(default_factory=dict)  # files present when it was held
+    record: dict[str, str] = field(default_factory=dict)  # its final `scontrol show job` record
+    problem: str = ""  # why the fixture stopped waiting for it, if it did
+
+    @property
+    def run_dir(self) -> Path:
+        return self.workdir / "runs" / f"slurm-{self.id}"
+
+    @property
+    def marker(self) -> Path:
+        return self.workdir / "held"
+
+    def log(self) -> str:
+        return log_text(self.workdir, self.id)
+
+    def completed(self, restarts: int) -> str:
+        """Assert the job completed after ``restarts`` requeues; returns its log."""
+        log = self.log()
+        assert not self.problem, f"job {self.id} ({self.name}): {self.problem}\n{tail(log)}"
+        state, reason = self.record.get("JobState"), self.record.get("Reason")
+        assert state == "COMPLETED", f"job {self.id} ({self.name}): {state} {reason}\n{tail(log)}"
+        assert int(self.record["Restarts"]) == restarts, f"job {self.id} restarted {self.record['Restarts']} times\n{tail(log)}"
+        return log
+
+
+def hold_steps(steps_per_call: int) -> list[int]:
+    """Steps to hold a job at so that a signal is checked for after it, inside an epoch after
+    the first (validated by then): the ends of calls from the first of epoch 1 to the last check."""
+    return [s for s in range(BATCHES + steps_per_call, SIGNAL_CHECKS[-1] + 1) if s % steps_per_call == 0]
+
+
+@pytest.fixture(scope="module")
+def fit_jobs(cluster, tmp_path_factory) -> dict[str, FitJob]:
+    """Submits every training job at once, signals or requeues each held one, waits for all.
+
+    Jobs, by name: "<layout> whole" and "<layout> signalled" for each layout (the "2 tasks"
+    whole job with the Python that `uv run` finds, the others with this one); "requeued": two
+    tasks on one node through multinode.sbatch, requeued by `scontrol requeue` (no SIGUSR1)
+    while held inside epoch 1. Two-node jobs only where a partition has two nodes.
+    """
+    root = tmp_path_factory.mktemp("slurm-jobs")
+    write_mnist(root / "data", **TINY_MNIST)
+    fit_words = [*JOB_FIT, f"data.root={root / 'data'}"]
+    held_fit = root / "held_fit"
+    held_fit.write_text(HELD_FIT.format(python=sys.executable, timeout=HOLD_TIMEOUT))
+    held_fit.chmod(0o755)
+
+    def held(job: FitJob, hold_at: int, action: str) -> FitJob:
+        job.hold_at, job.action = hold_at, action
+        job.env = cpu_env(VAELAB_PYTHON=str(held_fit), HOLD_AT_STEP=str(hold_at), HOLD_MARKER=str(job.marker))
+        return job
+
+    two_node, default = two_node_partition()[0], default_partition()
+    # A one-node job may run in the default partition or on a node of the two-node one,
+    # whichever has room first (SLURM chooses).
+    one_node = [f"--partition={default},{two_node}"] if two_node and default and two_node != default else []
+    planned = []
+    for layout, (script, sbatch_args, steps_per_call) in LAYOUTS.items():
+        if layout == "2 nodes":
+            if two_node is None:
+                continue
+            sbatch_args = [*sbatch_args, f"--partition={two_node}"]
+        else:
+            sbatch_args = [*sbatch_args, *one_node]
+        words = [*fit_words, f"trainer.steps_per_call={steps_per_call}"]
+        folder = root / layout.replace(" ", "-")
+        signalled = FitJob(f"{layout} signalled", folder / "signalled", script, sbatch_args, words, {})
+        # the whole two-task job finds Python with `uv run`, as a user's job does
+        python = {} if layout == "2 tasks" else {"VAELAB_PYTHON": sys.executable}
+        whole = FitJob(f"{layout} whole", folder / "whole", script, sbatch_args, words, cpu_env(**python))
+        planned += [held(signalled, random.choice(hold_steps(steps_per_call)), "signal"), whole]
+    one_node_two_tasks = [*CPU_JOB, "--nodes=1", "--ntasks-per-node=2", *one_node]
+    requeued = FitJob("requeued", root / "requeued", "multinode.sbatch", one_node_two_tasks,
+                      [*fit_words, "trainer.steps_per_call=5"], {})  # fmt: skip
+    # submitted after the first two-task job, before the others: its requeue wait overlaps theirs
+    planned.insert(min(3, len(planned)), held(requeued, random.choice([BATCHES + 5, BATCHES + 10]), "requeue"))
+
+    jobs: dict[str, FitJob] = {}
     try:
-        with open(metrics, newline="") as file:
-            return [int(row["step"]) for row in csv.DictReader(file) if row.get("train/elbo")]
-    except (FileNotFoundError, csv.Error, ValueError):
-        return []
+        for job in planned:
+            job.workdir.mkdir(parents=True)
+            job.id = submit(job.script, job.workdir, job.sbatch_args, job.words, job.env)
+            jobs[job.name] = job
+        _drive(list(jobs.values()))
+        yield jobs
+    finally:
+        cancel([job.id for job in jobs.values()])
+
+
+def _drive(jobs: list[FitJob]) -> None:
+    """Until every job has ended: signal or requeue each job once it is held."""
+    deadline = time.monotonic() + ALL_JOBS_TIMEOUT
+    running = {job.id: job for job in jobs}
+    while running:
+        for job in running.values():
+            if job.action and not job.acted and job.marker.is_file():
+                job.when_held = {
+                    "summary.json": (job.run_dir / "summary.json").exists(),
+                    "last.ckpt": (job.run_dir / "checkpoints" / "last.ckpt").is_file(),
+                }
+                if job.action == "signal":  # what --signal=USR1@90 does before the time limit: the srun tasks only
+                    command = ["scancel", "--signal=USR1", job.id]
+                else:
+                    command = ["scontrol", "requeue", job.id]
+                subprocess.run(command, check=True, timeout=30)
+                job.acted = True
+        records = {r.get("JobId"): r for r in job_records()}
+        for id_, job in list(running.items()):
+            if records.get(id_, {}).get("JobState") in TERMINAL:
+                job.record = records[id_]
+                del running[id_]
+        if running and time.monotonic() > deadline:
+            for id_, job in running.items():
+                state = records.get(id_, {})
+                job.problem = f"waited {ALL_JOBS_TIMEOUT} s for it to end: {state.get('JobState')} {state.get('Reason')}"
+            return
+        time.sleep(0.5)
+
+
+def fit_job(fit_jobs: dict[str, FitJob], name: str) -> FitJob:
+    if name not in fit_jobs:  # a two-node job where no partition has two nodes
+        unavailable(two_node_partition()[1])
+    return fit_jobs[name]
+
+
+def summary_of(job: FitJob) -> dict:
+    return json.loads((job.run_dir / "summary.json").read_text())
+
+
+def check_continued_from_hpc_checkpoint(job: FitJob) -> tuple[str, dict]:
+    """What every job sent SIGUSR1 shows; returns its log and its hpc checkpoint."""
+    log = job.completed(restarts=1)
+    assert job.when_held and not job.when_held["summary.json"], f"not held before the end of training: {job.when_held}"
+    assert f"job {job.id} (restart 0)" in log and f"job {job.id} (restart 1)" in log, tail(log)
+    hpc_path = job.run_dir / "hpc_ckpt_1.ckpt"
+    assert hpc_path.is_file(), f"no {hpc_path}: {sorted(p.name for p in job.run_dir.iterdir())}\n{tail(log)}"
+    restored = re.findall(r"Restoring states from the checkpoint path at (\S+)", log)
+    assert [Path(p).name for p in restored if "hpc_ckpt" in p] == ["hpc_ckpt_1.ckpt"], restored
+    assert "continued from" not in log  # Lightning's own resume, not the last.ckpt fallback
+    assert "Traceback" not in log, tail(log)
+
+    hpc = load(hpc_path)
+    epoch, step = hpc["epoch"], hpc["global_step"]
+    # saved at the first check for the signal after the step it arrived at: inside an epoch
+    assert step == min(s for s in SIGNAL_CHECKS if s >= job.hold_at), (job.hold_at, step)
+    assert 1 <= epoch < EPOCHS and step % BATCHES != 0, (job.hold_at, epoch, step)
+
+    summary = summary_of(job)
+    assert summary["epochs"] == EPOCHS and summary["steps"] == EPOCHS * BATCHES, summary
+    validated = validated_epochs(job.run_dir / "metrics.csv")
+    # None lost; none before the checkpoint trained again (so none from scratch); at most the
+    # epoch cut by the signal validated twice.
+    assert sorted(set(validated)) == list(range(EPOCHS)), validated
+    assert all(validated.count(e) == 1 for e in range(epoch)), (epoch, validated)
+    assert len(validated) <= EPOCHS + 1, validated
+    return log, hpc
 
 
 @pytest.mark.slurm
 @pytest.mark.slow
-@needs_mnist
-@pytest.mark.parametrize("layout", ["1 task", "2 tasks", "2 nodes"])
-def test_sigusr1_requeued_job_is_the_uninterrupted_job(jobs, tmp_path, layout, request):
+def test_fit_job_writes_summary_into_run_dir_keyed_by_job_id(fit_jobs):
+    """Two tasks, DDP over gloo, Python found by `uv run` from the submit directory."""
+    job = fit_job(fit_jobs, "2 tasks whole")
+    log = job.completed(restarts=0)
+    summary = summary_of(job)
+    assert summary["run_dir"] == f"runs/slurm-{job.id}"
+    assert summary["epochs"] == EPOCHS and summary["steps"] == EPOCHS * BATCHES, summary
+    assert "distributed_backend=gloo" in log and "Starting with 2 processes" in log, tail(log)
+    assert f"2 task(s); run directory runs/slurm-{job.id}" in log
+    assert not (PROJECT / "runs" / f"slurm-{job.id}").exists()
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+@pytest.mark.parametrize("tasks", [1, 2])
+def test_sigusr1_mid_training_requeues_and_continues_from_hpc_checkpoint(fit_jobs, tasks):
+    job = fit_job(fit_jobs, f"{tasks} task{'s' if tasks > 1 else ''} signalled")
+    log, hpc = check_continued_from_hpc_checkpoint(job)
+    assert f"{tasks} task(s); run directory runs/slurm-{job.id}" in log, tail(log)
+    print(
+        f"\njob {job.id}, {tasks} task(s): SIGUSR1 after step {job.hold_at}; hpc_ckpt_1.ckpt of epoch "
+        f"{hpc['epoch']}, step {hpc['global_step']} restored; validated epochs {validated_epochs(job.run_dir / 'metrics.csv')}"
+    )
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_job_requeued_by_slurm_continues_from_last_checkpoint(fit_jobs):
+    """No SIGUSR1 (a node failure, preemption, or `scontrol requeue`), so no hpc checkpoint: the
+    script copies checkpoints/last.ckpt to hpc_ckpt_1.ckpt and Lightning continues from it.
+    Through multinode.sbatch, on one node, with two tasks, requeued inside epoch 1."""
+    job = fit_job(fit_jobs, "requeued")
+    log = job.completed(restarts=1)
+    assert job.when_held == {"summary.json": False, "last.ckpt": True}, job.when_held
+    copied = f"continued from runs/slurm-{job.id}/checkpoints/last.ckpt (copied to runs/slurm-{job.id}/hpc_ckpt_1.ckpt)"
+    assert copied in log, tail(log)
+    restored = re.findall(r"Restoring states from the checkpoint path at (\S+)", log)
+    assert [Path(p).name for p in restored if "hpc_ckpt" in p] == ["hpc_ckpt_1.ckpt"], restored
+    assert sorted(p.name for p in job.run_dir.glob("hpc_ckpt_*")) == ["hpc_ckpt_1.ckpt"]
+    assert load(job.run_dir / "hpc_ckpt_1.ckpt")["global_step"] == BATCHES  # the end of epoch 0
+    summary = summary_of(job)
+    assert summary["epochs"] == EPOCHS and summary["steps"] == EPOCHS * BATCHES, summary
+    validated = validated_epochs(job.run_dir / "metrics.csv")
+    assert sorted(set(validated)) == list(range(EPOCHS)) and validated.count(0) == 1, validated
+    assert len(validated) <= EPOCHS + 1, validated
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_multinode_job_trains_one_ddp_run_across_two_nodes(fit_jobs):
+    """Rank 0 on the first node, rank 1 on the second; they meet at Lightning's MASTER_ADDR, the
+    first node's hostname (SLURMEnvironment), over gloo."""
+    job = fit_job(fit_jobs, "2 nodes whole")
+    log = job.completed(restarts=0)
+    assert job.record["NumNodes"] == "2", job.record
+    assert f"2 node(s) x 1 task(s); run directory runs/slurm-{job.id}" in log, tail(log)
+    for rank in (0, 1):
+        assert f"Initializing distributed: GLOBAL_RANK: {rank}, MEMBER: {rank + 1}/2" in log, tail(log)
+    assert "distributed_backend=gloo" in log and "Starting with 2 processes" in log, tail(log)
+    summary = summary_of(job)
+    # Each rank trains BATCHES minibatches of its own shard of the data per epoch, the two in lockstep.
+    assert summary["world_size"] == 2 and summary["epochs"] == EPOCHS and summary["steps"] == EPOCHS * BATCHES, summary
+    assert "Traceback" not in log, tail(log)
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_two_node_job_sent_sigusr1_requeues_and_continues_on_both_nodes(fit_jobs):
+    job = fit_job(fit_jobs, "2 nodes signalled")
+    log, _ = check_continued_from_hpc_checkpoint(job)
+    assert job.record["NumNodes"] == "2", job.record
+    assert log.count("2 node(s) x 1 task(s)") == 2, tail(log)
+    # Both starts had both ranks.
+    assert log.count("Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2") == 2, tail(log)
+    assert summary_of(job)["world_size"] == 2
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_sigusr1_requeued_job_is_the_uninterrupted_job(fit_jobs, layout):
     """A job sent SIGUSR1 at a random step inside an epoch and requeued ends bit for bit
     where the same job never interrupted ends (CPU, deterministic algorithms): one process,
     two DDP processes on one node, and one process on each of two nodes."""
-    import random
-
     import torch
 
-    if layout == "2 nodes":
-        script, args = "multinode.sbatch", [*TWO_NODE_JOB, f"--partition={request.getfixturevalue('two_nodes')}"]
-    else:
-        script, args = "fit.sbatch", [*CPU_JOB, f"--ntasks-per-node={layout[0]}"]
-    whole_dir, signalled_dir = tmp_path / "whole", tmp_path / "signalled"
-    whole_dir.mkdir(), signalled_dir.mkdir()
-    env = cpu_env(VAELAB_PYTHON=sys.executable)
-    # the signalled job first: with 2 tasks on a 2-CPU node the other waits for it
-    signalled = jobs.submit(script, signalled_dir, args, EXACT_FIT, env)
-    whole = jobs.submit(script, whole_dir, args, EXACT_FIT, env)
-    run_dir = signalled_dir / "runs" / f"slurm-{signalled}"
-    # a step inside epoch 1 or 2, away from its ends; the signal lands a few steps later
-    at = random.randrange(1, 3) * EXACT_BATCHES + random.randrange(3, EXACT_BATCHES - 8)
-    wait_until(lambda: max(_train_steps(run_dir / "metrics.csv"), default=-1) >= at, f"step {at}", signalled, signalled_dir, 240, every=0.05)
-    subprocess.run(["scancel", "--signal=USR1", signalled], check=True, timeout=30)
+    signalled, whole = fit_job(fit_jobs, f"{layout} signalled"), fit_job(fit_jobs, f"{layout} whole")
+    log = signalled.completed(restarts=1)
+    whole.completed(restarts=0)
+    at = signalled.hold_at
+    hpc = load(signalled.run_dir / "hpc_ckpt_1.ckpt")
+    assert hpc["global_step"] % BATCHES != 0, (at, hpc["global_step"], tail(log))  # mid-epoch
 
-    log = assert_completed(signalled, signalled_dir, restarts=1)
-    assert_completed(whole, whole_dir, restarts=0)
-    hpc = torch.load(run_dir / "hpc_ckpt_1.ckpt", map_location="cpu", weights_only=False)
-    assert hpc["global_step"] % EXACT_BATCHES != 0, (at, hpc["global_step"], tail(log))  # mid-epoch
-
-    whole_run = whole_dir / "runs" / f"slurm-{whole}"
-    a = torch.load(whole_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    b = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    assert a["global_step"] == b["global_step"] == EXACT_EPOCHS * EXACT_BATCHES
+    a, b = load(whole.run_dir / "checkpoints" / "last.ckpt"), load(signalled.run_dir / "checkpoints" / "last.ckpt")
+    assert a["global_step"] == b["global_step"] == EPOCHS * BATCHES
+    assert a["state_dict"].keys() == b["state_dict"].keys()
     for name, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][name]), (at, name)
-    with open(whole_run / "metrics.csv", newline="") as file_a, open(run_dir / "metrics.csv", newline="") as file_b:
-        assert list(csv.DictReader(file_a)) == list(csv.DictReader(file_b)), at
-    summary_a, summary_b = (json.loads((run / "summary.json").read_text()) for run in (whole_run, run_dir))
-    assert {k: summary_a[k] for k in ("test_elbo", "test_ll", "steps")} == {k: summary_b[k] for k in ("test_elbo", "test_ll", "steps")}
+    optimizer_a, optimizer_b = a["optimizer_states"][0], b["optimizer_states"][0]
+    assert optimizer_a["state"].keys() == optimizer_b["state"].keys()
+    for index, state in optimizer_a["state"].items():
+        for key, value in state.items():
+            assert torch.equal(value, optimizer_b["state"][index][key]), (at, index, key)
+    with open(whole.run_dir / "metrics.csv", newline="") as file_a, open(signalled.run_dir / "metrics.csv", newline="") as file_b:
+        rows_a, rows_b = list(csv.DictReader(file_a)), list(csv.DictReader(file_b))
+    assert rows_a == rows_b, at
+    train_steps = [int(row["step"]) for row in rows_b if row.get("train/elbo")]
+    assert train_steps == list(range(EPOCHS * BATCHES)), at  # each step's row once
+    summary_a, summary_b = summary_of(whole), summary_of(signalled)
+    keys = ("test_elbo", "test_ll", "best_val_elbo", "steps", "epochs")
+    assert {k: summary_a[k] for k in keys} == {k: summary_b[k] for k in keys}

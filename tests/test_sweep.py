@@ -2,9 +2,10 @@
 
 The files are checked against W&B's sweep schema and engine (the package ``sweeps``), and the
 runs they propose are composed as vaelab.fit would read them (no training). The runner is run
-end to end on tiny budgets: a grid and a bayes sweep of real fits on the shared Frey faces,
-and, with a stand-in program that only writes ``metrics.csv``, Hyperband early termination and
-continuing a sweep in the same folder.
+end to end on tiny budgets: a grid sweep of real fits on the shared Frey faces, and, with a
+stand-in program that only writes ``metrics.csv`` and ``summary.json`` (each real fit is a new
+Python process of several seconds), a bayes sweep, Hyperband early termination and continuing a
+sweep in the same folder.
 """
 
 from __future__ import annotations
@@ -178,16 +179,16 @@ def test_offline_grid_sweep_runs_and_names_the_best_run(tmp_path, capsys):
     sweep = write_sweep(tmp_path / "grid.yaml", {
         "method": "grid",
         "metric": {"name": "val/elbo", "goal": "maximize"},
-        "parameters": {"model.latent_dim": {"values": [2, 3, 4]}, "model.hidden": {"value": "[50]"}},
+        "parameters": {"model.latent_dim": {"values": [2, 3]}, "model.hidden": {"value": "[50]"}},
         "command": [*VAELAB, *TINY_FREY, "${args_no_hyphens}"],
     })
     out = tmp_path / "out"
     status = main([str(sweep), "--out", str(out)])  # a grid runs until exhausted
     printed = capsys.readouterr().out
     rows, document = read_table(out)
-    assert_statuses(rows, ["finished"] * 3)
+    assert_statuses(rows, ["finished"] * 2)
     assert status == 0
-    assert sorted(int(r["model.latent_dim"]) for r in rows) == [2, 3, 4]
+    assert sorted(int(r["model.latent_dim"]) for r in rows) == [2, 3]
     best = max(rows, key=lambda r: float(r["val/elbo"]))
     assert [r["run"] for r in rows if r["best"] == "yes"] == [best["run"]] == [document["best"]]
     assert f"best run: {best['run']}" in printed.splitlines()[-1]
@@ -202,35 +203,6 @@ def test_offline_grid_sweep_runs_and_names_the_best_run(tmp_path, capsys):
         assert float(row["val/elbo"]) == pytest.approx(val[-1])  # W&B's summary: the last value
 
 
-@pytest.mark.slow
-@needs_frey
-def test_bayes_sweep_proposes_from_earlier_results(tmp_path, capsys):
-    sweep = write_sweep(tmp_path / "bayes.yaml", {
-        "method": "bayes",
-        "metric": {"name": "val/elbo", "goal": "maximize"},
-        "parameters": {
-            "optim.lr": {"distribution": "log_uniform_values", "min": 1e-4, "max": 1e-2},
-            "model.hidden": {"values": ["[20]", "[50]"]},
-        },
-        "command": [*VAELAB, "${args_no_hyphens}"],
-    })
-    out = tmp_path / "out"
-    status = main([str(sweep), "--count", "3", "--out", str(out), *TINY_FREY])
-    rows, document = read_table(out)
-    runs = document["runs"]
-    assert_statuses(rows, ["finished"] * 3)
-    assert status == 0
-    assert len({r["params"]["optim.lr"] for r in runs}) == 3
-    assert all(1e-4 <= r["params"]["optim.lr"] <= 1e-2 for r in runs)
-    # The engine fitted its Gaussian process to the earlier runs' metrics: with one result,
-    # it expects exactly that value everywhere; with two, some finite value.
-    assert runs[0]["predicted_metric"] is None
-    assert runs[1]["predicted_metric"] == pytest.approx(runs[0]["metric"], rel=1e-6)
-    assert math.isfinite(runs[2]["predicted_metric"])
-    assert document["best"] in {r["name"] for r in runs}
-    assert f"best run: {document['best']}" in capsys.readouterr().out
-
-
 # --- The offline runner with a stand-in program ---------------------------------------------
 
 FAKE_FIT = """\
@@ -241,11 +213,12 @@ args = dict(word.split("=", 1) for word in sys.argv[1:])
 run_dir = Path(args["run.dir"])
 run_dir.mkdir(parents=True, exist_ok=True)
 slope, epochs = float(args["slope"]), int(args.get("epochs", 3))
+level = -100 + 1000 * float(args.get("optim.lr", 0))  # a bayes sweep's parameter moves it
 with open(run_dir / "metrics.csv", "w") as file:
     file.write("epoch,step,val/elbo\\n")
 for epoch in range(epochs):
     with open(run_dir / "metrics.csv", "a") as file:
-        file.write(f"{epoch},{epoch},{slope * epoch - 100}\\n")
+        file.write(f"{epoch},{epoch},{slope * epoch + level}\\n")
     time.sleep(float(args.get("sleep", 0)))
 (run_dir / "summary.json").write_text(json.dumps({"test_ll": slope}))
 """
@@ -256,6 +229,36 @@ def fake_fit(tmp_path):
     program = tmp_path / "fake_fit.py"
     program.write_text(FAKE_FIT)
     return ["${env}", "${interpreter}", str(program), "${args_no_hyphens}"]
+
+
+def test_bayes_sweep_proposes_from_earlier_results(tmp_path, fake_fit, capsys):
+    sweep = write_sweep(tmp_path / "bayes.yaml", {
+        "method": "bayes",
+        "metric": {"name": "val/elbo", "goal": "maximize"},
+        "parameters": {
+            "optim.lr": {"distribution": "log_uniform_values", "min": 1e-4, "max": 1e-2},
+            "model.hidden": {"values": ["[20]", "[50]"]},
+        },
+        "command": fake_fit,
+    })
+    out = tmp_path / "out"
+    status = main([str(sweep), "--count", "3", "--out", str(out), "slope=0.5"])
+    rows, document = read_table(out)
+    runs = document["runs"]
+    assert_statuses(rows, ["finished"] * 3)
+    assert status == 0
+    assert len({r["params"]["optim.lr"] for r in runs}) == 3
+    assert all(1e-4 <= r["params"]["optim.lr"] <= 1e-2 for r in runs)
+    # The stand-in's last val/elbo is 0.5 * 2 - 100 + 1000 * lr: the metric each run reported.
+    for run in runs:
+        assert run["metric"] == pytest.approx(-99 + 1000 * run["params"]["optim.lr"]), run
+    # The engine fitted its Gaussian process to the earlier runs' metrics: with one result,
+    # it expects exactly that value everywhere; with two, some finite value.
+    assert runs[0]["predicted_metric"] is None
+    assert runs[1]["predicted_metric"] == pytest.approx(runs[0]["metric"], rel=1e-6)
+    assert math.isfinite(runs[2]["predicted_metric"])
+    assert document["best"] in {r["name"] for r in runs}
+    assert f"best run: {document['best']}" in capsys.readouterr().out
 
 
 def test_hyperband_stops_a_worse_run_while_it_trains(tmp_path, fake_fit, monkeypatch, capsys):
