@@ -6,6 +6,7 @@ VAEs (one and two stochastic layers) whose marginal likelihood is known in close
 
 from __future__ import annotations
 
+import csv
 import gzip
 import json
 import math
@@ -249,3 +250,21 @@ def run_forked(stages: list[list[Command]], env: dict[str, str] | None = None, t
             subprocess.CompletedProcess([command.module, *command.argv], status, out.read_text(), err.read_text())
             for (command, out, err), status in zip(outputs, statuses)
         ]
+
+
+def metrics_rows(run_dir: Path) -> list[dict[str, str]]:
+    """The rows of a run's metrics.csv."""
+    with open(run_dir / "metrics.csv", newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def assert_same_training_state(a: dict, b: dict, context: object = None) -> None:
+    """Two checkpoints hold bit-identical parameters and optimizer state; ``context`` goes in the failure."""
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for name, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][name]), (context, name)
+    state_a, state_b = a["optimizer_states"][0]["state"], b["optimizer_states"][0]["state"]
+    assert state_a.keys() == state_b.keys()
+    for index, state in state_a.items():
+        for key, value in state.items():
+            assert torch.equal(value, state_b[index][key]), (context, index, key)

@@ -11,7 +11,6 @@ imports (tests/helpers.py, run_forked).
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import random
@@ -22,7 +21,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tests.helpers import PROJECT, Command, run_forked, write_mnist
+from tests.helpers import PROJECT, Command, assert_same_training_state, metrics_rows, run_forked, write_mnist
 from vaelab.data.batches import InMemoryBatches
 from vaelab.results.resume import IntervalCheckpoint
 
@@ -68,11 +67,6 @@ def killed_at(step: int, words: list[str], cwd: Path) -> Command:
     return Command(words, cwd, env={"KILL_AT_STEP": str(step)}, before=KILLED_AT_STEP)
 
 
-def metrics_rows(run_dir: Path) -> list[dict[str, str]]:
-    with open(run_dir / "metrics.csv", newline="") as file:
-        return list(csv.DictReader(file))
-
-
 def load(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=False)
 
@@ -109,14 +103,7 @@ def test_kill_9_at_a_random_step_then_resume_is_the_uninterrupted_run(tmp_path, 
 
     a, b = load(whole / "checkpoints" / "last.ckpt"), load(killed / "checkpoints" / "last.ckpt")
     assert (a["epoch"], a["global_step"]) == (b["epoch"], b["global_step"]) == (EPOCHS - 1, EPOCHS * STEPS_PER_EPOCH)
-    assert a["state_dict"].keys() == b["state_dict"].keys()
-    for name, value in a["state_dict"].items():
-        assert torch.equal(value, b["state_dict"][name]), (step, name)
-    optimizer_a, optimizer_b = a["optimizer_states"][0], b["optimizer_states"][0]
-    assert optimizer_a["state"].keys() == optimizer_b["state"].keys()
-    for index, state in optimizer_a["state"].items():
-        for key, value in state.items():
-            assert torch.equal(value, optimizer_b["state"][index][key]), (step, index, key)
+    assert_same_training_state(a, b, step)
 
     rows_a, rows_b = metrics_rows(whole), metrics_rows(killed)
     assert len(rows_a) == len(rows_b), (step, len(rows_a), len(rows_b))

@@ -48,7 +48,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import PROJECT, write_mnist
+from tests.helpers import PROJECT, assert_same_training_state, metrics_rows, write_mnist
 
 SLURM = PROJECT / "slurm"
 START_CLUSTER = SLURM / "ci" / "start-cluster.sh"
@@ -652,16 +652,8 @@ def test_sigusr1_requeued_job_is_the_uninterrupted_job(fit_jobs, layout):
 
     a, b = load(whole.run_dir / "checkpoints" / "last.ckpt"), load(signalled.run_dir / "checkpoints" / "last.ckpt")
     assert a["global_step"] == b["global_step"] == EPOCHS * BATCHES
-    assert a["state_dict"].keys() == b["state_dict"].keys()
-    for name, value in a["state_dict"].items():
-        assert torch.equal(value, b["state_dict"][name]), (at, name)
-    optimizer_a, optimizer_b = a["optimizer_states"][0], b["optimizer_states"][0]
-    assert optimizer_a["state"].keys() == optimizer_b["state"].keys()
-    for index, state in optimizer_a["state"].items():
-        for key, value in state.items():
-            assert torch.equal(value, optimizer_b["state"][index][key]), (at, index, key)
-    with open(whole.run_dir / "metrics.csv", newline="") as file_a, open(signalled.run_dir / "metrics.csv", newline="") as file_b:
-        rows_a, rows_b = list(csv.DictReader(file_a)), list(csv.DictReader(file_b))
+    assert_same_training_state(a, b, at)
+    rows_a, rows_b = metrics_rows(whole.run_dir), metrics_rows(signalled.run_dir)
     assert rows_a == rows_b, at
     train_steps = [int(row["step"]) for row in rows_b if row.get("train/elbo")]
     assert train_steps == list(range(EPOCHS * BATCHES)), at  # each step's row once

@@ -7,14 +7,13 @@ reparameterization noise, the same parameters and the same ``metrics.csv``, bit 
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
 import torch
 
-from tests.helpers import SHARED_DATA, needs_frey, needs_mnist
+from tests.helpers import SHARED_DATA, assert_same_training_state, metrics_rows, needs_frey, needs_mnist
 from vaelab.config.compose import compose, parse_command_line
 from vaelab.fit import build_run, fit_run, main
 from vaelab.models.compiled import AUTO_MIN_STEPS_CUDA, has_cpp_compiler, should_compile, training_step_flops
@@ -46,11 +45,6 @@ def fit(run_dir: Path, *words: str) -> None:
     assert main([*BASE, f"run.dir={run_dir}", "trainer.compile=false", *words]) == 0
 
 
-def metrics_rows(run_dir: Path) -> list[dict[str, str]]:
-    with open(run_dir / "metrics.csv", newline="") as file:
-        return list(csv.DictReader(file))
-
-
 def final_state(run_dir: Path) -> dict:
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     return checkpoint
@@ -65,11 +59,7 @@ def test_many_steps_per_call_train_exactly_as_one(tmp_path, setup):
     fit(tmp_path / "many", *SETUPS[setup], "trainer.steps_per_call=4")
     one, many = final_state(tmp_path / "one"), final_state(tmp_path / "many")
     assert one["global_step"] == many["global_step"] > 4
-    assert one["state_dict"].keys() == many["state_dict"].keys()
-    for name, value in one["state_dict"].items():
-        assert torch.equal(value, many["state_dict"][name]), name
-    for a, b in zip(one["optimizer_states"][0]["state"].values(), many["optimizer_states"][0]["state"].values()):
-        assert all(torch.equal(a[key], b[key]) for key in a)
+    assert_same_training_state(one, many, setup)
     rows_one, rows_many = metrics_rows(tmp_path / "one"), metrics_rows(tmp_path / "many")
     assert rows_one == rows_many
     assert sum(1 for row in rows_one if any(k.startswith("train/") and not k.endswith("_epoch") and v for k, v in row.items())) >= 2

@@ -33,10 +33,11 @@ if TYPE_CHECKING:
 # than compiling costs. On CUDA (never measured here) from this many steps:
 AUTO_MIN_STEPS_CUDA = 2_000
 # On the CPU, the saving per step grows with the step's arithmetic: measured on this project's
-# 2-core reference CPU (benchmarks/throughput.py, 2026-11-22), 0.36 ms of 5.1 ms for Burda et
-# al.'s one-layer model at batch 20 (51 MFLOP per step) and 1.9 ms of 14.5 ms for the default
-# model at batch 100 (790 MFLOP): about CPU_SAVING_PER_STEP + CPU_SAVING_PER_FLOP * FLOP.
-# Compiling costs up to CPU_COMPILE_SECONDS (a few seconds with inductor's on-disk cache warm).
+# 2-core reference CPU (benchmarks/throughput.py, 2026-11-22), 0.36 ms of 5.1 ms for vaelab's
+# step of Burda et al.'s one-layer model at batch 20 (51 MFLOP per step) and 1.9 ms of 14.5 ms
+# for the plain loop's step of the default model at batch 100 (790 MFLOP): about
+# CPU_SAVING_PER_STEP + CPU_SAVING_PER_FLOP * FLOP. Compiling the default model's step took 42 s
+# with an empty inductor cache (a few seconds with it warm): CPU_COMPILE_SECONDS.
 CPU_SAVING_PER_STEP = 0.25e-3  # seconds
 CPU_SAVING_PER_FLOP = 2.1e-12  # seconds
 CPU_COMPILE_SECONDS = 40.0
