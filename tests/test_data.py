@@ -255,6 +255,134 @@ def test_lightning_fit_runs_on_the_loaders(tmp_path, val_size):
     assert model.val_batches == (0 if val_size == 0 else 3 * 2)
 
 
+# ---------------------------------------------------------------- MNIST split and binarization, synthetic files
+
+
+def write_mnist_images(root: Path, train: np.ndarray, test: np.ndarray) -> None:
+    """The four IDX files of ``<root>/MNIST/raw`` (gzipped) holding these uint8 [N, 28, 28]
+    images, every label 0."""
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for split, images in (("train", train), ("t10k", test)):
+        files = {"images-idx3": (IMAGE_MAGIC, images), "labels-idx1": (LABEL_MAGIC, np.zeros(len(images), np.uint8))}
+        for kind, (magic, array) in files.items():
+            (raw / f"{split}-{kind}-ubyte.gz").write_bytes(gzip.compress(idx_bytes(magic, array.shape, array.tobytes())))
+
+
+def synthetic_mnist(root: Path, binarize: Binarize, split_seed: int = 0, seed: int = 0, val_size: int = 15) -> VAEDataModule:
+    cfg = DataConfig(root=str(root), download=False, binarize=binarize, val_size=val_size, split_seed=split_seed)
+    dm = build_datamodule(cfg, seed=seed)
+    dm.setup("fit")
+    return dm
+
+
+def row_keys(rows: torch.Tensor) -> list[bytes]:
+    """Each row of grey levels in [0, 1] as the bytes of its uint8 pixels: an image's identity."""
+    return [bytes(row) for row in (rows * 255).round().to(torch.uint8).numpy()]
+
+
+def test_mnist_validation_split_is_disjoint_complete_and_seeded(tmp_path):
+    """MNIST validation is carved from the training file: validation and training rows are
+    disjoint, together exactly the file's 60 images each once, and the split is a function
+    of data.split_seed alone (the same for another shuffle seed and global RNG state, other
+    for another split_seed). Sizes alone would not see an overlap, a dropped image or an
+    unseeded permutation. The test set is the t10k file, untouched and in order."""
+    arrays = write_mnist(tmp_path, n_train=60, n_test=9)  # random images: all distinct (checked)
+    train_images, test_images = arrays["train-images-idx3-ubyte"], arrays["t10k-images-idx3-ubyte"]
+    originals = [bytes(image.reshape(-1)) for image in train_images]
+    assert len(set(originals)) == 60
+    torch.manual_seed(1)
+    dm = synthetic_mnist(tmp_path, Binarize.none, split_seed=3)
+    val, train = row_keys(dm.val_data), row_keys(dm.train_data)
+    assert (len(val), len(train)) == (15, 45)
+    assert not set(val) & set(train)
+    assert sorted(val + train) == sorted(originals)
+    assert torch.equal(dm.test_data, torch.from_numpy(test_images).reshape(9, 784).float() / 255)
+    assert torch.equal(dm.test_labels, torch.from_numpy(arrays["t10k-labels-idx1-ubyte"]).long())
+    torch.manual_seed(2)
+    again = synthetic_mnist(tmp_path, Binarize.none, split_seed=3, seed=7)
+    assert torch.equal(again.val_data, dm.val_data) and torch.equal(again.train_data, dm.train_data)
+    other = synthetic_mnist(tmp_path, Binarize.none, split_seed=4)
+    assert set(row_keys(other.val_data)) != set(val)
+    assert torch.equal(other.test_data, dm.test_data)
+
+
+def test_frey_split_depends_on_the_split_seed_only(tmp_path):
+    """The Frey split (disjoint and complete: test_frey_split_is_disjoint_and_complete) is the
+    same for the same split_seed whatever the shuffle seed and global RNG state, and another
+    for another split_seed."""
+    write_frey(tmp_path, numbered_faces(100))
+
+    def split(split_seed: int, seed: int = 0) -> list[list[int]]:
+        dm = build_datamodule(
+            DataConfig(name=DatasetKind.frey, root=str(tmp_path), download=False, binarize=Binarize.none,
+                       val_size=20, test_size=30, split_seed=split_seed),
+            seed=seed,
+        )  # fmt: skip
+        dm.setup("fit")
+        return [(part[:, 0] * 255).round().long().tolist() for part in (dm.train_data, dm.val_data, dm.test_data)]
+
+    torch.manual_seed(1)
+    first = split(0)
+    torch.manual_seed(2)
+    assert split(0, seed=9) == first
+    assert all(sorted(a) != sorted(b) for a, b in zip(split(1), first))
+
+
+def is_binary(x: torch.Tensor) -> bool:
+    return bool(((x == 0) | (x == 1)).all())
+
+
+# Every grey level 0..255, three or four pixels each (0 and 255 included, drawn as 0 and 1).
+GREY = (np.arange(784) % 256).astype(np.uint8).reshape(28, 28)
+
+
+def binomial_tolerance(p: torch.Tensor, draws: int) -> torch.Tensor:
+    """5 binomial standard errors of a mean of ``draws`` Bernoulli(p) draws, per pixel (0
+    where p is 0 or 1: those draws are exact). A correct draw misses it in one pixel of 784
+    with probability about 4e-4 (the seeds are fixed, so the outcome is too); a fixed
+    threshold at 0.5 misses it by up to 0.5 at grey levels near 0.5."""
+    return 5 * (p * (1 - p) / draws).sqrt()
+
+
+def test_static_binarization_is_one_seeded_draw_of_the_grey_levels(tmp_path):
+    """data.binarize=static: every split is binary; the same split_seed gives the same draws
+    whatever the shuffle seed and global RNG state (a draw from torch's global generator would
+    not), another split_seed other draws; two copies of one grey image are drawn differently,
+    and each pixel's mean over 400 copies is its grey level within the binomial tolerance (a
+    fixed threshold is binary and deterministic too, but fails both)."""
+    write_mnist_images(tmp_path, np.repeat(GREY[None], 400, axis=0), np.repeat(GREY[None], 100, axis=0))
+    torch.manual_seed(1)
+    dm = synthetic_mnist(tmp_path, Binarize.static, split_seed=0, val_size=100)
+    torch.manual_seed(2)
+    again = synthetic_mnist(tmp_path, Binarize.static, split_seed=0, seed=5, val_size=100)
+    other = synthetic_mnist(tmp_path, Binarize.static, split_seed=1, val_size=100)
+    grey = torch.from_numpy(GREY).reshape(784).double() / 255
+    for name in ("train_data", "val_data", "test_data"):
+        draws = getattr(dm, name)
+        assert is_binary(draws), name
+        assert torch.equal(draws, getattr(again, name)), name
+        assert not torch.equal(draws, getattr(other, name)), name
+        assert not torch.equal(draws[0], draws[1]), name
+    draws = torch.cat([dm.train_data, dm.val_data]).double()
+    error = (draws.mean(0) - grey).abs()
+    assert (error <= binomial_tolerance(grey, len(draws))).all(), error.max()
+
+
+def test_dynamic_binarization_keeps_training_grey_levels_and_draws_evaluation_once(tmp_path):
+    """data.binarize=dynamic: the training rows are the grey levels themselves (the training
+    step draws from them: tests/test_training_steps.py), validation and test are the static
+    draws of the same split_seed."""
+    write_mnist_images(tmp_path, np.repeat(GREY[None], 40, axis=0), np.repeat(GREY[None], 10, axis=0))
+    dynamic = synthetic_mnist(tmp_path, Binarize.dynamic, split_seed=2)
+    static = synthetic_mnist(tmp_path, Binarize.static, split_seed=2)
+    grey = torch.from_numpy(GREY).reshape(1, 784).float() / 255
+    assert torch.equal(dynamic.train_data, grey.expand(25, -1))
+    assert torch.equal(next(iter(dynamic.train_dataloader()))[0], grey.expand(25, -1))
+    assert torch.equal(dynamic.val_data, static.val_data) and torch.equal(dynamic.test_data, static.test_data)
+    assert is_binary(dynamic.val_data) and is_binary(dynamic.test_data)
+
+
 # ---------------------------------------------------------------- InMemoryBatches
 
 
@@ -393,10 +521,6 @@ def test_real_mnist_splits():
     for split in (dm.train_data, dm.val_data, dm.test_data):
         assert float(split.min()) == 0.0 and float(split.max()) == 1.0
     assert len(dm.train_dataloader()) == 500 and len(dm.test_dataloader()) == 100
-
-
-def is_binary(x: torch.Tensor) -> bool:
-    return bool(((x == 0) | (x == 1)).all())
 
 
 @pytest.fixture(scope="module")
