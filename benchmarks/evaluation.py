@@ -6,7 +6,7 @@ against this machine's matrix-multiply peak, in one process.
 
 The default model (784-500-500-20 softplus, Bernoulli decoder; Glorot-initialised: the work
 does not depend on the weights' values) estimates log p(x) of ``--images`` random binary
-images with ``--samples`` importance samples each, through ``VAE.estimate_log_likelihood``
+images with ``--samples`` importance samples each, through ``vaelab.models.compiled.importance_estimates``
 in batches and chunks as ``vaelab.evaluate`` and ``vaelab.fit`` do: eagerly and compiled
 (``eval.compile``). Interleaved with it, on the same minutes of a shared machine: ``torch.mm``
 of the decoder's own shapes ([chunk x batch, 20] x [20, 500], then x [500, 500], then
@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from vaelab.config.schema import ModelConfig
+from vaelab.models.compiled import importance_estimates
 from vaelab.models.vae import VAE
 
 FULL_TEST = (10_000, 5000)  # images, samples: the default test/ll
@@ -45,7 +46,7 @@ def linear_flops(module: nn.Module) -> int:
 
 def flops_per_image(vae: VAE, samples: int) -> int:
     """Matmul FLOPs of one image's estimate: q(z_1|x) once, every other layer per sample."""
-    per_sample = linear_flops(vae.decoder) + sum(linear_flops(m) for m in [*vae.encoders[1:], *vae.priors])
+    per_sample = linear_flops(vae.decoder) + sum(linear_flops(m) for m in [*vae.encoders[1:], *vae.generative_layers])
     return linear_flops(vae.encoders[0]) + samples * per_sample
 
 
@@ -57,7 +58,7 @@ def estimate_seconds(vae: VAE, images: torch.Tensor, samples: int, chunk_size: i
     started = clock()
     with torch.inference_mode():
         for x in images.split(batch_size):
-            vae.estimate_log_likelihood(x, samples, chunk_size, compiled=compiled).log_likelihood.sum().item()
+            importance_estimates(vae, x, samples, chunk_size, compiled=compiled).log_likelihood.sum().item()
     return clock() - started
 
 

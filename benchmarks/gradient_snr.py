@@ -36,6 +36,7 @@ from vaelab.config.schema import Estimator, Objective
 from vaelab.data import build_datamodule
 from vaelab.models.optim import build_optimizer
 from vaelab.models.vae import VAE
+from vaelab.probability import objectives
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 KS = (1, 5, 50)
@@ -54,7 +55,7 @@ def encoder_gradient_moments(vae: VAE, x: torch.Tensor, draws: int) -> tuple[tor
     for _ in range(draws):
         start = time.perf_counter()
         vae.zero_grad(set_to_none=False)
-        loss, _ = vae.training_loss(x, one)
+        loss, _ = objectives.training_loss(vae, x, vae.cfg, one)
         loss.backward()
         gradient = torch.cat([p.grad.flatten() for p in parameters]).double()
         if x.device.type == "cuda":
@@ -92,7 +93,7 @@ def main() -> None:
     start = time.perf_counter()
     for _ in range(args.train_steps):
         index = torch.randint(len(train), (cfg.data.batch_size,), generator=generator).to(device)
-        loss, _ = vae.training_loss(torch.bernoulli(train[index]), one)
+        loss, _ = objectives.training_loss(vae, torch.bernoulli(train[index]), vae.cfg, one)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

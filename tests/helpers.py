@@ -96,15 +96,15 @@ def linear_gaussian_vae() -> VAE:
     vae = VAE(cfg, DATA_DIM)
     q, _ = torch.linalg.qr(torch.randn(DATA_DIM, LATENT_DIM))
     with torch.no_grad():
-        vae.decoder.mean_head.weight.copy_(q * torch.tensor([2.0, 1.0, 0.5]))
-        vae.decoder.mean_head.bias.copy_(torch.randn(DATA_DIM))
+        vae.decoder.likelihood.mean_head.weight.copy_(q * torch.tensor([2.0, 1.0, 0.5]))
+        vae.decoder.likelihood.mean_head.bias.copy_(torch.randn(DATA_DIM))
     return vae
 
 
 def set_posterior(vae: VAE, log_var_shift: float = 0.0, mean_shift: float = 0.0) -> None:
     """q(z|x) = p(z|x) (covariance (I + W^T W / s^2)^-1, mean cov W^T (x - b) / s^2) when
     the shifts are 0; otherwise a Gaussian near it."""
-    W, b = vae.decoder.mean_head.weight, vae.decoder.mean_head.bias
+    W, b = vae.decoder.likelihood.mean_head.weight, vae.decoder.likelihood.mean_head.bias
     cov = torch.linalg.inv(torch.eye(LATENT_DIM) + W.T @ W / SIGMA**2)
     gain = cov @ W.T / SIGMA**2
     with torch.no_grad():
@@ -116,14 +116,14 @@ def set_posterior(vae: VAE, log_var_shift: float = 0.0, mean_shift: float = 0.0)
 
 def closed_form_log_likelihood(vae: VAE, x: torch.Tensor) -> torch.Tensor:
     """log p(x) = log N(x; b, W W^T + s^2 I)."""
-    W, b = vae.decoder.mean_head.weight, vae.decoder.mean_head.bias
+    W, b = vae.decoder.likelihood.mean_head.weight, vae.decoder.likelihood.mean_head.bias
     return D.MultivariateNormal(b, W @ W.T + SIGMA**2 * torch.eye(DATA_DIM)).log_prob(x)
 
 
 def closed_form_elbo(vae: VAE, x: torch.Tensor, kl_weight: float = 1.0) -> torch.Tensor:
     """E_q[log p(x|z)] - kl_weight * KL(q || p) for the Gaussian q(z|x) = N(Gx + c, diag(v)) of
     the encoder: Gaussian expectations of a quadratic."""
-    W, b = vae.decoder.mean_head.weight, vae.decoder.mean_head.bias
+    W, b = vae.decoder.likelihood.mean_head.weight, vae.decoder.likelihood.mean_head.bias
     mean, log_var = vae.encoders[0](x)
     residual = x - mean @ W.T - b
     trace = (torch.exp(log_var) * (W**2).sum(0)).sum(-1)  # tr(W diag(v) W^T)
@@ -143,11 +143,11 @@ def two_layer_linear_vae() -> VAE:
         upper_layers=[StochasticLayerConfig(hidden=[], latent_dim=Z2)],
     )
     vae = VAE(cfg, DATA_DIM)
-    prior = vae.priors[0]
+    prior = vae.generative_layers[0]
     with torch.no_grad():
         prior.log_var.weight.zero_()  # p(z1|z2) has a fixed diagonal covariance
         prior.log_var.bias.copy_(torch.tensor([-1.0, -0.5, 0.2]))
-        vae.decoder.mean_head.weight.mul_(0.3)  # a broad posterior, near the prior
+        vae.decoder.likelihood.mean_head.weight.mul_(0.3)  # a broad posterior, near the prior
         # q(z1|x) = N(0, 9 I), q(z2|z1) = N(0, I): poor but wider than the posterior, so
         # importance sampling converges in these few dimensions
         for encoder in vae.encoders:
@@ -162,7 +162,7 @@ def sample_x(vae: VAE, n: int) -> torch.Tensor:
     """Data from the model itself."""
     with torch.no_grad():
         z2 = torch.randn(n, Z2)
-        mean, log_var = vae.priors[0](z2)
+        mean, log_var = vae.generative_layers[0](z2)
         z1 = mean + torch.exp(0.5 * log_var) * torch.randn(n, Z1)
         return vae.decoder.mean(z1) + SIGMA * torch.randn(n, DATA_DIM)
 

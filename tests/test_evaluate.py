@@ -31,11 +31,11 @@ from vaelab.config.schema import DecoderKind, ModelConfig, StochasticLayerConfig
 from vaelab.evaluate import EVAL_FILE, main
 from vaelab.fit import main as fit_main
 from vaelab.models import compiled
-from vaelab.models.compiled import should_compile_estimates
+from vaelab.models.compiled import importance_estimates, should_compile_estimates
 from vaelab.models.vae import VAE
 from vaelab.results.loggers import wandb_run_id
 from vaelab.results.pictures import PALETTE, lerp, manifold_points, slerp
-from vaelab.results.scores import active_units, bits_per_dim, posterior_expectations, score
+from vaelab.results.scores import active_units, bits_per_dim, score
 
 ERROR_PREFIX = "vaelab.evaluate: error:"
 
@@ -88,7 +88,7 @@ def estimates_with_seed(vae: VAE, x: torch.Tensor, compile: bool) -> tuple[list[
     """L_S, the ELBO and L_5 from seed 3, and the generator's next draw."""
     torch.manual_seed(3)
     with torch.inference_mode():
-        estimates = vae.estimate_log_likelihood(x, samples=20, chunk_size=10, iwae_k=[5], compiled=compile)
+        estimates = importance_estimates(vae, x, samples=20, chunk_size=10, iwae_k=[5], compiled=compile)
     return [estimates.log_likelihood, estimates.elbo, estimates.iwae[5]], torch.randn(3)
 
 
@@ -175,7 +175,7 @@ def test_active_units_on_constructed_encoders(float64):
     assert active_units(means, threshold=0.001)[0] == [3, 2]
     assert active_units(means, threshold=0.5)[0] == [1, 1]
     assert active_units(means, threshold=0.0)[0] == [3, 2]  # zero weights: E_q[u|x] is exactly constant
-    assert len(posterior_expectations(vae, x[:3], samples=5)) == 2
+    assert len(vae.posterior_means(x[:3], samples=5)) == 2
 
 
 def test_bits_per_dim_by_hand():

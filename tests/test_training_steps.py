@@ -9,16 +9,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import gzip
+
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
 
-from tests.helpers import SHARED_DATA, assert_same_training_state, metrics_rows, needs_frey, needs_mnist
+from tests.helpers import (
+    SHARED_DATA, assert_same_training_state, idx_bytes, metrics_rows, needs_frey, needs_mnist,
+)
 from vaelab.config.compose import compose, parse_command_line
+from vaelab.config.plain import to_plain
+from vaelab.data import build_datamodule
+from vaelab.data.mnist import IMAGE_MAGIC, LABEL_MAGIC
 from vaelab.fit import build_run, fit_run, main
 from vaelab.models.compiled import AUTO_MIN_STEPS_CUDA, has_cpp_compiler, should_compile, training_step_flops
-from vaelab.config.schema import ModelConfig
+from vaelab.config.schema import Binarize, DataConfig, EvalConfig, ModelConfig, OptimConfig
 from vaelab.errors import ConfigError
+from vaelab.models.module import VAEModule
 from vaelab.models.vae import VAE
 
 BASE = [
@@ -133,9 +142,71 @@ def test_dynamic_binarization_draws_each_training_minibatch(tmp_path):
     assert 0.1 < float(torch.cat(seen).mean()) < 0.16  # Bernoulli draws of MNIST's grey levels
 
 
+def record_training_inputs(monkeypatch: pytest.MonkeyPatch) -> list[torch.Tensor]:
+    """This module's one reach into internals (update it when they are renamed): a list that
+    receives a copy of every x the training step hands to the training loss. The loss is
+    ``VAE.training_loss``, or ``vaelab.probability.objectives.training_loss(vae, x, ...)``
+    where the model code has moved it there."""
+    seen: list[torch.Tensor] = []
+    try:
+        from vaelab.probability import objectives
+        owner, name = objectives, "training_loss"
+    except ImportError:
+        owner, name = VAE, "training_loss"
+    original = getattr(owner, name)
+
+    def recording(vae, x, *args, **kwargs):
+        seen.append(x.detach().clone())
+        return original(vae, x, *args, **kwargs)
+
+    monkeypatch.setattr(owner, name, recording)
+    return seen
+
+
+def test_training_step_draws_dynamic_binarization_afresh_from_the_grey_levels(tmp_path, monkeypatch):
+    """data.binarize=dynamic, through the data module's batches and VAEModule's training
+    step (recording the x that reaches VAE.training_loss), 2 epochs of 4 steps (3 to a call)
+    over 1000 copies of one grey image (every level 0..255): each x is binary; two copies of the image in one
+    batch, and two batches, are drawn differently; epoch 2 draws anew (no row of it repeats a
+    row of epoch 1, which a draw made once, at loading, would); and each pixel's mean over
+    the 2000 draws is its grey level within 5 binomial standard errors, sqrt(p(1-p)/2000)
+    (a correct draw misses in one pixel of 784 with probability about 4e-4; the seed is
+    fixed). A fixed threshold is binary with about the right overall mean but fails all
+    but the first."""
+    grey = (np.arange(784) % 256).astype(np.uint8).reshape(1, 28, 28)
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for split, copies in (("train", 1000), ("t10k", 1)):
+        images = np.repeat(grey, copies, axis=0)
+        for kind, magic, array in (("images-idx3", IMAGE_MAGIC, images), ("labels-idx1", LABEL_MAGIC, np.zeros(copies, np.uint8))):
+            (raw / f"{split}-{kind}-ubyte.gz").write_bytes(gzip.compress(idx_bytes(magic, array.shape, array.tobytes())))
+    data = DataConfig(root=str(tmp_path), download=False, binarize=Binarize.dynamic, val_size=0, batch_size=251)
+    datamodule = build_datamodule(data, seed=0, steps_per_call=3)
+    module = VAEModule(
+        model=to_plain(ModelConfig(latent_dim=2, hidden=[4])), optim=to_plain(OptimConfig()), eval=to_plain(EvalConfig()),
+        data_dim=784, image_shape=(28, 28), dynamic_binarization=True, compile=False,
+    )
+    seen = record_training_inputs(monkeypatch)
+    trainer = pl.Trainer(
+        max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+    )
+    torch.manual_seed(0)
+    trainer.fit(module, datamodule=datamodule)
+    assert [len(x) for x in seen] == [251, 251, 251, 247] * 2
+    assert all(bool(((x == 0) | (x == 1)).all()) for x in seen)
+    assert not torch.equal(seen[0][0], seen[0][1]) and not torch.equal(seen[0], seen[1])
+    epochs = [{bytes(row) for row in torch.cat(seen[i : i + 4]).to(torch.uint8).numpy()} for i in (0, 4)]
+    assert not epochs[0] & epochs[1], f"{len(epochs[0] & epochs[1])} draws of epoch 1 come again in epoch 2"
+    p = torch.from_numpy(grey).reshape(784).double() / 255
+    draws = torch.cat(seen).double()
+    error = (draws.mean(0) - p).abs()
+    assert (error <= 5 * (p * (1 - p) / len(draws)).sqrt()).all(), error.max()
+
+
 def test_training_step_flops_count_every_matrix_product():
     cfg = ModelConfig(hidden=[5], latent_dim=3, k=4)  # x(8) -5- (3, 3) | z(3) -5- 8
-    vae = VAE(cfg, data_dim=8)
+    vae = VAE(cfg, 8)
     encoder, decoder = 8 * 5 + 5 * 3 * 2, 3 * 5 + 5 * 8
     assert training_step_flops(vae, batch_size=10) == 6 * (10 * encoder + 10 * 4 * decoder)
 

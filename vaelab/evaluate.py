@@ -51,11 +51,11 @@ from vaelab.config.compose import compose_saved, parse_command_line, to_object
 from vaelab.config.help import _key_lines
 from vaelab.config.schema import AcceleratorKind, Binarize, DecoderKind, EvalConfig, FitConfig, LoggerKind
 from vaelab.data import build_datamodule
-from vaelab.errors import CheckpointError, ConfigError, VaelabError, first_line, run_command
+from vaelab.errors import CheckpointError, ConfigError, VaelabError, first_line, run_command, warn
 from vaelab.models.module import VAEModule
 from vaelab.models.vae import VAE
 from vaelab.results.loggers import wandb_mode, wandb_run_id
-from vaelab.results.pictures import image_grids, interpolation_grids, latent_scatter, manifold_grid, save_grids
+from vaelab.results.pictures import image_grids, interpolation_grids, latent_scatter, manifold_grid, manifold_problem, save_grids
 from vaelab.results.atomic import write_atomically
 from vaelab.results.checkpoints import checkpoint_problem
 from vaelab.results.run_dir import find_checkpoint, load_saved_config
@@ -86,7 +86,7 @@ def load_config(run_dir: Path, overrides: list[str]) -> FitConfig:
     """The run's saved config with the dotted overrides applied, checked against the schema."""
     saved = load_saved_config(run_dir)
     for word in overrides:
-        if word.split("=", 1)[0].startswith("model."):
+        if word.split("=", 1)[0].startswith(("model.", "prior.", "net.")):
             raise ConfigError(f"the model comes from the checkpoint: drop the override '{word}'")
     line = parse_command_line(overrides, flags=())
     return to_object(compose_saved(saved, line, keeps="evaluation keeps the run's saved config"))
@@ -181,7 +181,11 @@ def evaluate(cfg: FitConfig, run_dir: Path, checkpoint: Path, why: str = "as giv
             interpolation_grids(vae, test[: 2 * pairs], scores.posterior_means[-1][: 2 * pairs], data.image_shape, e.interpolation_steps)
         )
         if vae.top_latent_dim == 2:
-            grids["manifold"] = manifold_grid(vae, data.image_shape, e.manifold_size)
+            problem = manifold_problem(vae)
+            if problem is None:
+                grids["manifold"] = manifold_grid(vae, data.image_shape, e.manifold_size)
+            else:
+                warn(f"no eval_manifold.png: {problem}")
             layer = len(scores.posterior_means)
             grids["latent_scatter"] = latent_scatter(
                 scores.posterior_means[-1], labels, axis_names=(f"E_q[z{layer}|x]_1", f"E_q[z{layer}|x]_2"), seed=cfg.seed

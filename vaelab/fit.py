@@ -24,7 +24,7 @@ from pytorch_lightning.utilities.warnings import PossibleUserWarning
 from vaelab.config.compose import compose, compose_saved, parse_command_line, to_object
 from vaelab.config.help import help_text
 from vaelab.config.plain import to_plain
-from vaelab.config.schema import Binarize, DecoderKind, FitConfig, TrainerConfig
+from vaelab.config.schema import Binarize, DecoderKind, FitConfig, KLMode, TrainerConfig
 from vaelab.cluster import SlurmRequeue
 from vaelab.data import VAEDataModule, build_datamodule
 from vaelab.errors import ConfigError, run_command
@@ -126,12 +126,19 @@ def build_run(cfg_node: DictConfig) -> Run:
         optim=to_plain(cfg_node.optim),
         eval=to_plain(cfg_node.eval),
         data_dim=datamodule.image_shape[0] * datamodule.image_shape[1],
-        image_shape=datamodule.image_shape,
+        image_shape=(1, *datamodule.image_shape),
         dynamic_binarization=cfg.data.binarize is Binarize.dynamic,
         compile=t.compile,
         gradient_clip_val=t.gradient_clip_val,
         log_every_n_steps=t.log_every_n_steps,
+        prior=to_plain(cfg_node.prior),
+        net=to_plain(cfg_node.net),
     )
+    if cfg.model.kl is KLMode.analytic and not module.vae.prior.has_closed_form_kl:
+        rank_zero_warn(
+            f"prior={cfg.prior.name.value} has no closed-form KL to the posterior: the ELBO samples "
+            "log p(z) - log q(z|x) (as model.kl=mc does), in training and validation"
+        )
     validates = cfg.data.val_size > 0 and cfg.trainer.limit_val_batches != 0  # else no val/elbo to pick by
     checkpoint = ModelCheckpoint(
         dirpath=run_dir / CHECKPOINT_DIR,
@@ -184,6 +191,9 @@ def _fit(run: Run, resume_checkpoint: Path | None) -> dict:
         "steps": trainer.global_step,
         "world_size": trainer.world_size,
         "model": cfg.model.decoder.value,
+        "prior": cfg.prior.name.value,
+        "net": cfg.net.name.value,
+        "val_kl": "analytic" if run.module.vae.prior.has_closed_form_kl else "mc",
         "data": cfg.data.name.value,
         "seed": cfg.seed,
     }

@@ -1,7 +1,7 @@
 """Compose a run's configuration from ``configs/`` and ``key=value`` command-line words.
 
 Order, later wins: the schema's defaults, ``configs/config.yaml``, one file per group
-(``model``, ``data``, ``trainer``, ``logger``; chosen by ``group=option``), the
+(``model``, ``prior``, ``net``, ``data``, ``trainer``, ``logger``; chosen by ``group=option``), the
 ``experiment`` file if one is chosen (it may choose groups itself under ``defaults:`` and
 set any key), then dotted overrides such as ``model.latent_dim=5``. A saved run's config
 (to resume or evaluate it) takes the place of the files: :func:`compose_saved`. The result is
@@ -22,7 +22,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 from vaelab.config.schema import FitConfig
 from vaelab.errors import ConfigError, first_line
 
-GROUPS = ("model", "data", "trainer", "logger", "experiment")
+GROUPS = ("model", "prior", "net", "data", "trainer", "logger", "experiment")
 DEFAULT_CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 
@@ -163,7 +163,7 @@ def _overridden(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     for word in overrides:
         try:
             update = OmegaConf.from_dotlist([word])
-        except OmegaConfBaseException as error:
+        except (OmegaConfBaseException, yaml.YAMLError) as error:
             raise ConfigError(f"cannot read override '{word}': {first_line(error)}") from error
         cfg = _merge(cfg, update, f"override '{word}'")
     try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Optional
+from typing import Any, Optional
 
 from vaelab.errors import ConfigError
 
@@ -20,6 +20,18 @@ class DecoderKind(str, Enum):
     bernoulli = "bernoulli"
     gaussian = "gaussian"
     gaussian_learned = "gaussian_learned"
+
+
+class PriorKind(str, Enum):
+    standard = "standard"
+    vamp = "vamp"
+    mog = "mog"
+    custom = "custom"
+
+
+class NetKind(str, Enum):
+    mlp = "mlp"
+    conv = "conv"
 
 
 class Activation(str, Enum):
@@ -165,6 +177,53 @@ class ModelConfig:
     def biased_estimator(self) -> bool:
         """stl on the IWAE bound with k > 1: its encoder gradient is biased (Tucker et al. 2019, sec. 3)."""
         return self.estimator is Estimator.stl and self.objective is Objective.iwae and self.k > 1
+
+
+@dataclass
+class PriorConfig:
+    """p(z_L), the prior over the top stochastic layer (``prior=`` picks a preset)."""
+
+    name: PriorKind = _help(
+        "standard: N(0, I); vamp: VampPrior, the mixture of the posteriors of learned pseudo-inputs "
+        "(Tomczak & Welling 2018); mog: a mixture of diagonal Gaussians with learned weights, means and "
+        "variances; custom: the class prior.target names",
+        PriorKind.standard,
+    )
+    components: int = _help("vamp: pseudo-inputs K (Tomczak & Welling use 500); mog: mixture components", 500)
+    pseudo_init_mean: float = _help("vamp: pseudo-inputs start as N(mean, std^2) draws (clipped to [0, 1])", 0.05)
+    pseudo_init_std: float = _help("vamp: the standard deviation of those draws", 0.01)
+    target: Optional[str] = _help(
+        "custom: a prior class of your own, as path/to/file.py:ClassName or package.module:ClassName "
+        "(docs/extending.md)", None,
+    )
+    args: dict[str, Any] = field(
+        default_factory=dict, metadata={"help": "custom: keyword arguments of prior.target's class", "lightning": False}
+    )
+
+    def __post_init__(self) -> None:
+        _require(self.components >= 1, "prior.components", self.components, "an integer >= 1")
+        _require(self.pseudo_init_std >= 0, "prior.pseudo_init_std", self.pseudo_init_std, "a standard deviation >= 0")
+        if self.name is PriorKind.custom:
+            _require(bool(self.target), "prior.target", self.target, "path/to/file.py:ClassName with prior.name=custom")
+        else:
+            _require(self.target is None, "prior.target", self.target, f"null unless prior.name=custom (it is {self.name.value})")
+
+
+@dataclass
+class NetConfig:
+    """The networks of the encoder q(z_1|x) and decoder p(x|z_1) (``net=`` picks a preset)."""
+
+    name: NetKind = _help(
+        "mlp: hidden layers model.hidden, the decoder mirrored; conv: 4x4 stride-2 convolutions with net.channels "
+        "and a dense layer, mirrored by transposed convolutions (after Higgins et al. 2017)",
+        NetKind.mlp,
+    )
+    channels: list[int] = _help("conv: channels of the stride-2 stages (each halves height and width)", [32, 64])
+    dense: int = _help("conv: units of the dense layer between the convolutions and z", 256)
+
+    def __post_init__(self) -> None:
+        _require(len(self.channels) >= 1 and all(c >= 1 for c in self.channels), "net.channels", self.channels, "one or more channel counts >= 1")
+        _require(self.dense >= 1, "net.dense", self.dense, "an integer >= 1")
 
 
 @dataclass
@@ -340,6 +399,8 @@ class RunConfig:
 class FitConfig:
     seed: int = _help("seed of initialisation, shuffling and sampling", 0)
     model: ModelConfig = field(default_factory=ModelConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    net: NetConfig = field(default_factory=NetConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)

@@ -18,16 +18,19 @@ from __future__ import annotations
 
 import shutil
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
+from torch.utils.flop_counter import FlopCounterMode
 
 from vaelab.errors import ConfigError, first_line
+from vaelab.probability.bounds import ImportanceEstimates, estimate_log_likelihood
 
 if TYPE_CHECKING:
-    from vaelab.models.vae import VAE, Posterior
+    from vaelab.models.posteriors import GaussianParams
+    from vaelab.models.vae import VAE
 
 # ``trainer.compile=null`` compiles a run when the steps ahead are expected to save more time
 # than compiling costs. On CUDA (never measured here) from this many steps:
@@ -75,15 +78,16 @@ def should_compile(setting: bool | None, device: torch.device, steps_ahead: int,
 
 
 def training_step_flops(vae: VAE, batch_size: int) -> int:
-    """FLOP of a training step's matrix products, forward and backward (3 x 2 per multiply-add):
-    q(z_1|x) once per example, every other layer once per sample of z (k per example)."""
-
-    def products(module: torch.nn.Module, rows: int) -> int:
-        return sum(rows * m.in_features * m.out_features for m in module.modules() if isinstance(m, torch.nn.Linear))
-
-    samples = batch_size * vae.cfg.k
-    per_sample = [*vae.encoders[1:], *vae.priors, vae.decoder]
-    return 6 * (products(vae.encoders[0], batch_size) + sum(products(m, samples) for m in per_sample))
+    """FLOP of a training step's matrix products and convolutions, forward and backward (3 x the
+    forward's): those of one pass of every layer, q(z_1|x) once per example and every other
+    layer once per sample of z (k per example), as ``torch.utils.flop_counter`` counts them on
+    a minibatch of zeros. No random number of the run is drawn and no gradient is kept."""
+    parameter = next(vae.parameters())
+    x = torch.zeros(batch_size, vae.data_dim, device=parameter.device, dtype=parameter.dtype)
+    devices = [parameter.device] if parameter.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.no_grad(), FlopCounterMode(display=False) as counter:
+        vae.log_weights(x, vae.cfg.k)
+    return 3 * counter.get_total_flops()
 
 
 class CompiledForBatchSize:
@@ -113,16 +117,20 @@ def should_compile_estimates(setting: bool | None, device: torch.device, samples
     return setting
 
 
-def compiled_log_weights(vae: VAE) -> Callable[[Tensor, int, Posterior], Tensor]:
-    """``vae.log_weights`` compiled: the same samples, so the estimates change only by float
-    rounding. Where compiling fails (it fails before drawing any noise), one warning and the
-    eager ``vae.log_weights``: a fit's test after hours of training does not stop for it."""
+def compiled_log_weights(vae: VAE) -> Callable[[Tensor, int, GaussianParams], Tensor]:
+    """``vae.log_weights`` compiled, built once per model: the same samples, so the estimates
+    change only by float rounding. Where compiling fails (it fails before drawing any noise),
+    one warning and the eager ``vae.log_weights``: a fit's test after hours of training does
+    not stop for it."""
+    cached = getattr(vae, "_compiled_log_weights", None)
+    if cached is not None:
+        return cached
     compiled = torch.compile(vae.log_weights, dynamic=False, options={"fallback_random": True})
 
-    def log_weights(x: Tensor, k: int, posterior: Posterior) -> Tensor:
+    def log_weights(x: Tensor, k: int, first: GaussianParams) -> Tensor:
         if x.device.type not in _failed_devices:
             try:
-                return compiled(x, k, posterior)
+                return compiled(x, k, first)
             except Exception as error:  # no C++ compiler, an op inductor cannot compile, ...
                 _failed_devices.add(x.device.type)
                 warnings.warn(
@@ -130,6 +138,18 @@ def compiled_log_weights(vae: VAE) -> Callable[[Tensor, int, Posterior], Tensor]
                     f"skips the attempt): {first_line(error)}",
                     stacklevel=2,
                 )
-        return vae.log_weights(x, k, posterior)
+        return vae.log_weights(x, k, first)
 
+    vae._compiled_log_weights = log_weights  # a plain attribute: not a parameter, not in the state dict
     return log_weights
+
+
+def importance_estimates(
+    vae: VAE, x: Tensor, samples: int, chunk_size: int, iwae_k: Iterable[int] = (), compiled: bool = False
+) -> ImportanceEstimates:
+    """Importance-sampled log p(x) (L_S), ELBO and L_k of each k from one stream of samples of
+    q, drawn ``chunk_size`` at a time: see :class:`ImportanceEstimates`. ``compiled``: the
+    log-weights under ``torch.compile``, the same samples."""
+    first = vae.encode(x)  # q(z_1|x), computed once for every chunk
+    log_weights = compiled_log_weights(vae) if compiled else vae.log_weights
+    return estimate_log_likelihood(lambda n: log_weights(x, n, first), samples, chunk_size, iwae_k)

@@ -11,19 +11,41 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 
 from vaelab.config.plain import from_plain
-from vaelab.config.schema import EvalConfig, KLMode, ModelConfig, Objective, OptimConfig
+from vaelab.config.schema import EvalConfig, KLMode, ModelConfig, NetConfig, Objective, OptimConfig, PriorConfig
 from vaelab.errors import TrainingDivergedError
 from vaelab.models.compiled import (
     CompiledForBatchSize,
+    importance_estimates,
     should_compile,
     should_compile_estimates,
     training_step_flops,
 )
 from vaelab.models.optim import build_optimizer, build_schedule, kl_weight
 from vaelab.models.vae import VAE
+from vaelab.probability import objectives
 
 # Where a checkpoint keeps the running sums of the epoch it was taken in.
 EPOCH_SUMS_KEY = "vaelab_epoch_sums"
+# Parameter names of checkpoints written before the VAE was built from parts -> today's.
+RENAMED_PARAMETERS = {
+    "vae.priors.": "vae.generative_layers.",
+    "vae.decoder.logits.": "vae.decoder.likelihood.logits.",
+    "vae.decoder.mean_head.": "vae.decoder.likelihood.mean_head.",
+    "vae.decoder.var_head.": "vae.decoder.likelihood.var_head.",
+    "vae.decoder.fixed_log_var": "vae.decoder.likelihood.fixed_log_var",
+}
+
+
+def renamed_state_dict(state_dict: dict) -> dict:
+    """A state dict with the parameter names of older checkpoints (:data:`RENAMED_PARAMETERS`) made today's."""
+    renamed = {}
+    for name, value in state_dict.items():
+        for old, new in RENAMED_PARAMETERS.items():
+            if name.startswith(old):
+                name = new + name[len(old):]
+                break
+        renamed[name] = value
+    return renamed
 
 
 class VAEModule(pl.LightningModule):
@@ -45,11 +67,13 @@ class VAEModule(pl.LightningModule):
         optim: dict,
         eval: dict,
         data_dim: int,
-        image_shape: tuple[int, int],
+        image_shape: tuple[int, ...],
         dynamic_binarization: bool = False,
         compile: bool | None = False,
         gradient_clip_val: float | None = None,
         log_every_n_steps: int = 50,
+        prior: dict | None = None,
+        net: dict | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -57,7 +81,9 @@ class VAEModule(pl.LightningModule):
         self.model_cfg = from_plain(ModelConfig, model)
         self.optim_cfg = from_plain(OptimConfig, optim)
         self.eval_cfg = from_plain(EvalConfig, eval)
-        self.vae = VAE(self.model_cfg, data_dim)
+        # checkpoints from before the prior and net groups have neither: N(0, I) and MLPs
+        prior_cfg, net_cfg = from_plain(PriorConfig, prior or {}), from_plain(NetConfig, net or {})
+        self.vae = VAE(self.model_cfg, tuple(image_shape), prior_cfg, net_cfg)
         # Means over every evaluated example, reduced exactly across DDP ranks (sums and counts).
         self.val_elbo, self.val_bound, self.curve_test_elbo = MeanMetric(), MeanMetric(), MeanMetric()
         self.test_ll, self.test_elbo = MeanMetric(), MeanMetric()
@@ -113,7 +139,9 @@ class VAEModule(pl.LightningModule):
         checkpoint[EPOCH_SUMS_KEY] = {"bound_sum": per_rank, "examples": self._examples, "check_due": self._check_due}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Runs before the state dict is loaded, by ``load_from_checkpoint`` and by a resume alike."""
         self._restored_sums = checkpoint.get(EPOCH_SUMS_KEY)
+        checkpoint["state_dict"] = renamed_state_dict(checkpoint["state_dict"])
 
     def on_train_epoch_start(self) -> None:
         self._bound_sum = torch.zeros((), device=self.device)
@@ -124,7 +152,7 @@ class VAEModule(pl.LightningModule):
         """The configured estimator's loss with this KL weight (a 0-dim tensor, so that a
         compiled step does not recompile when it changes; None for 1), and the sum of the
         true bounds."""
-        loss, bound = self.vae.training_loss(x, kl_weight)
+        loss, bound = objectives.training_loss(self.vae, x, self.model_cfg, kl_weight)
         return loss, bound.sum()
 
     def training_step(self, minibatches: list[Tensor], batch_idx: int) -> None:
@@ -225,10 +253,11 @@ class VAEModule(pl.LightningModule):
             schedule.step()
 
     def validation_step(self, x: Tensor, batch_idx: int, dataloader_idx: int = 0) -> None:
-        """The ELBO (analytic KL, one sample) of the validation split selects the best
-        checkpoint; an IWAE run also reports its own bound. With ``eval.track_test`` the
-        test set's ELBO is scored too, for learning curves (``curve/test_elbo``)."""
-        elbo = self.vae.elbo(x, 1, KLMode.analytic)
+        """The ELBO (one sample; the KL analytic where the prior has a closed form, else sampled:
+        ``val_kl`` in summary.json) of the validation split selects the best checkpoint; an IWAE
+        run also reports its own bound. With ``eval.track_test`` the test set's ELBO is scored
+        too, for learning curves (``curve/test_elbo``)."""
+        elbo = objectives.elbo(self.vae, x, 1, KLMode.analytic)
         if self.trainer.datamodule.validation_sets[dataloader_idx] == "test":
             self.curve_test_elbo.update(elbo)
             self.log("curve/test_elbo", self.curve_test_elbo, add_dataloader_idx=False)
@@ -236,7 +265,7 @@ class VAEModule(pl.LightningModule):
         self.val_elbo.update(elbo)
         self.log("val/elbo", self.val_elbo, add_dataloader_idx=False)
         if self.model_cfg.objective is Objective.iwae and self.model_cfg.k > 1:
-            self.val_bound.update(self.vae.iwae(x, self.model_cfg.k))
+            self.val_bound.update(objectives.iwae(self.vae, x, self.model_cfg.k))
             self.log(f"val/{self._bound_name()}", self.val_bound, add_dataloader_idx=False)
 
     def test_step(self, x: Tensor, batch_idx: int) -> None:
@@ -244,7 +273,7 @@ class VAEModule(pl.LightningModule):
         e = self.eval_cfg
         samples_in_all = sum(self.trainer.num_test_batches) * e.batch_size * e.ll_samples
         compiled = should_compile_estimates(e.compile, x.device, samples_in_all)
-        estimates = self.vae.estimate_log_likelihood(x, e.ll_samples, e.chunk_size, compiled=compiled)
+        estimates = importance_estimates(self.vae, x, e.ll_samples, e.chunk_size, compiled=compiled)
         self.test_ll.update(estimates.log_likelihood)
         self.test_elbo.update(estimates.elbo)
         self.log("test/ll", self.test_ll)

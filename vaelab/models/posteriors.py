@@ -1,43 +1,54 @@
-"""A diagonal Gaussian whose mean and variance an MLP computes from its input.
+"""Gaussian stochastic layers: the posterior family q(z|x) (Kingma & Welling eq. 9) and, in a
+hierarchy (Burda et al. section 5), each q(z_{l+1}|z_l) and each generative p(z_l|z_{l+1}).
 
-It is the recognition model q(z|x) (Kingma & Welling eq. 9) and, in a hierarchy of
-stochastic layers (Burda et al. section 5), each q(z_{l+1}|z_l) and each p(z_l|z_{l+1}).
+A layer maps its input h through a network trunk to the parameters of a
+:class:`~vaelab.probability.distributions.DiagonalGaussian`: ``layer(h)`` gives them as a
+tuple of tensors (what compiled code passes around), ``distribution(params)`` the object with
+reparameterized samples and their log-density, and ``frozen(h)`` the distribution computed
+with the layer's parameters stopped (gradients still reach h), for ``stl`` and ``dreg``.
+The posterior mean that reconstructions, interpolations and active units use is its ``mean``.
 """
+
+from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
-from vaelab.config.schema import Activation
-from vaelab.models.mlp import mlp
+from vaelab.probability.distributions import DiagonalGaussian
+
+GaussianParams = tuple[Tensor, Tensor]
+
+
+def frozen(module: nn.Module) -> Callable[..., object]:
+    """``module``'s forward with its parameters detached: gradients reach its inputs only."""
+    parameters = {name: parameter.detach() for name, parameter in module.named_parameters()}
+    return lambda *inputs: torch.func.functional_call(module, parameters, inputs)
 
 
 class GaussianLayer(nn.Module):
-    """N(mean(h), diag(exp(log_var(h)))) with an MLP trunk from the input h."""
+    """N(mean(h), diag(exp(log_var(h)))): two linear heads on a trunk's features."""
 
-    def __init__(self, in_features: int, hidden: list[int], out_features: int, activation: Activation):
+    def __init__(self, trunk: nn.Module, width: int, out_features: int):
         super().__init__()
-        self.trunk = mlp(in_features, hidden, activation)
-        width = hidden[-1] if hidden else in_features
+        self.trunk = trunk
         self.mean = nn.Linear(width, out_features)
         self.log_var = nn.Linear(width, out_features)
 
-    def forward(self, h: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, h: Tensor) -> GaussianParams:
         """Mean and log-variance, each [..., out_features]."""
         h = self.trunk(h)
         return self.mean(h), self.log_var(h)
 
+    @staticmethod
+    def distribution(params: GaussianParams) -> DiagonalGaussian:
+        return DiagonalGaussian(*params)
 
-def reparameterize_with_noise(mean: Tensor, log_var: Tensor, k: int | None = None) -> tuple[Tensor, Tensor]:
-    """z = mean + sigma * eps, eps ~ N(0, I) (Kingma & Welling eq. 10), and eps.
+    def frozen(self, h: Tensor) -> DiagonalGaussian:
+        """The distribution at h with this layer's parameters stopped."""
+        return DiagonalGaussian(*frozen(self)(h))
 
-    With ``k``, k samples stacked in a new leading dimension: [k, *mean.shape]; without,
-    one sample of the same shape as ``mean`` (mean may already carry a sample dimension).
-    """
-    shape = mean.shape if k is None else (k, *mean.shape)
-    eps = torch.randn(shape, dtype=mean.dtype, device=mean.device)
-    return mean + torch.exp(0.5 * log_var) * eps, eps
-
-
-def reparameterize(mean: Tensor, log_var: Tensor, k: int | None = None) -> Tensor:
-    """z = mean + sigma * eps, as :func:`reparameterize_with_noise`, without eps."""
-    return reparameterize_with_noise(mean, log_var, k)[0]
+    @property
+    def out_features(self) -> int:
+        return self.mean.out_features

@@ -1,67 +1,82 @@
-"""The variational autoencoder, with one or more stochastic layers z_1 (next to x) ... z_L.
+"""The variational autoencoder, assembled from parts: a prior, posteriors, a likelihood, networks.
 
-Generative model: p(z_L) = N(0, I), p(z_l | z_{l+1}) diagonal Gaussians, p(x | z_1) the
-decoder. Recognition model: q(z_1 | x), q(z_{l+1} | z_l). With one layer this is Kingma &
-Welling's model; with more, Burda et al.'s (section 5). Every bound is per example, in nats.
+Generative model: p(z_L) the prior (:mod:`vaelab.models.priors`), p(z_l | z_{l+1}) diagonal
+Gaussians, p(x | z_1) the decoder (a network trunk and a likelihood,
+:mod:`vaelab.models.likelihoods`). Recognition model: q(z_1 | x) on the encoder network, then
+q(z_{l+1} | z_l) (:mod:`vaelab.models.posteriors`). With one layer and N(0, I) this is Kingma
+& Welling's model; with more, Burda et al.'s (section 5). The bounds built from these members
+are in :mod:`vaelab.probability.objectives`.
 """
 
-from collections.abc import Callable, Iterable
+from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor, nn
 
-from vaelab.config.schema import Estimator, KLMode, ModelConfig, Objective
-from vaelab.models.compiled import compiled_log_weights
-from vaelab.models.decoders import build_decoder
-from vaelab.models.gaussian_layer import GaussianLayer, reparameterize_with_noise
-from vaelab.models.mlp import init_linear_
-from vaelab.probability.bounds import ImportanceEstimates, estimate_log_likelihood, iwae_bound
-from vaelab.probability.estimators import dreg_surrogate, weighted_log_weights
-from vaelab.probability.densities import (
-    gaussian_log_prob,
-    gaussian_log_prob_of_noise,
-    kl_to_standard_normal,
-    standard_normal_log_prob,
-)
-
-Posterior = tuple[Tensor, Tensor]
+from vaelab.config.schema import ModelConfig, NetConfig, PriorConfig, PriorKind
+from vaelab.models.likelihoods import Decoder, build_likelihood
+from vaelab.models.networks import decoder_trunk, encoder_trunk, init_weights_, mlp
+from vaelab.models.posteriors import GaussianLayer, GaussianParams
+from vaelab.models.priors import MixturePrior, Prior, StandardNormalPrior, VampPrior
+from vaelab.models.targets import construct, load_class
+from vaelab.probability.distributions import DiagonalGaussian
+from vaelab.probability.objectives import LatentSample
 
 
-def _frozen(module: nn.Module) -> Callable[..., tuple[Tensor, Tensor]]:
-    """``module``'s forward with its parameters detached: gradients reach its inputs only."""
-    parameters = {name: parameter.detach() for name, parameter in module.named_parameters()}
-    return lambda *inputs: torch.func.functional_call(module, parameters, inputs)
+def image_shape_of(data_shape: int | tuple[int, ...]) -> tuple[int, int, int]:
+    """channels x height x width of the data: D alone is 1 x 1 x D, (H, W) is one channel."""
+    if isinstance(data_shape, int):
+        return (1, 1, data_shape)
+    shape = tuple(int(n) for n in data_shape)
+    return (1, *shape) if len(shape) == 2 else shape  # type: ignore[return-value]
 
 
 class VAE(nn.Module):
-    """Auto-Encoding Variational Bayes model with a stack of Gaussian stochastic layers."""
+    """Auto-Encoding Variational Bayes model with a stack of Gaussian stochastic layers.
 
-    def __init__(self, cfg: ModelConfig, data_dim: int):
+    ``data_shape``: D, (H, W) or (C, H, W); data reach the model flat, [..., C*H*W].
+    """
+
+    def __init__(self, cfg: ModelConfig, data_shape: int | tuple[int, ...], prior: PriorConfig | None = None, net: NetConfig | None = None):
         super().__init__()
-        self._compiled_log_weights = None  # built once, at the first compiled estimate
         self.cfg = cfg
-        hidden = [cfg.hidden] + [layer.hidden for layer in cfg.upper_layers]
-        sizes = [data_dim, cfg.latent_dim] + [layer.latent_dim for layer in cfg.upper_layers]
-        # q(z_1|x), q(z_2|z_1), ...; p(z_1|z_2), ... mirror them, and the decoder p(x|z_1).
-        self.encoders = nn.ModuleList(
-            GaussianLayer(sizes[i], hidden[i], sizes[i + 1], cfg.activation) for i in range(len(hidden))
-        )
-        self.priors = nn.ModuleList(
-            GaussianLayer(sizes[i + 1], list(reversed(hidden[i])), sizes[i], cfg.activation)
-            for i in range(1, len(hidden))
-        )
-        self.decoder = build_decoder(cfg, data_dim)
-        self.apply(lambda module: init_linear_(module, cfg.init, cfg.init_std))
+        self.prior_cfg = prior or PriorConfig()
+        self.net_cfg = net or NetConfig()
+        self.image_shape = image_shape_of(data_shape)
+        self.data_dim = math.prod(self.image_shape)
+        # q(z_1|x), q(z_2|z_1), ...; p(z_1|z_2), ... mirror the upper ones, and the decoder p(x|z_1).
+        trunk = encoder_trunk(self.net_cfg, cfg, self.image_shape)
+        encoders = [GaussianLayer(trunk, trunk.width, cfg.latent_dim)]
+        generative = []
+        sizes = [cfg.latent_dim] + [layer.latent_dim for layer in cfg.upper_layers]
+        for below, (layer, above) in enumerate(zip(cfg.upper_layers, sizes[1:])):
+            encoders.append(GaussianLayer(mlp(sizes[below], layer.hidden, cfg.activation), _width(layer.hidden, sizes[below]), above))
+        self.encoders = nn.ModuleList(encoders)
+        for below, layer in enumerate(cfg.upper_layers):
+            hidden = list(reversed(layer.hidden))
+            generative.append(GaussianLayer(mlp(sizes[below + 1], hidden, cfg.activation), _width(hidden, sizes[below + 1]), sizes[below]))
+        self.generative_layers = nn.ModuleList(generative)
+        trunk = decoder_trunk(self.net_cfg, cfg, self.image_shape)
+        self.decoder = Decoder(trunk, build_likelihood(cfg, trunk.head))
+        self.apply(lambda module: init_weights_(module, cfg.init, cfg.init_std))
+        # the prior last, so its own initial draws leave the networks' initialisation as it is
+        self.prior = build_prior(self.prior_cfg, self.top_latent_dim, self.data_dim, self.top_posterior_along_means)
 
     @property
     def top_latent_dim(self) -> int:
-        """Dimension of z_L, the layer whose prior is N(0, I)."""
-        return self.encoders[-1].mean.out_features
+        """Dimension of z_L, the layer whose distribution is the prior."""
+        return self.encoders[-1].out_features
 
-    def _sample_posterior(
-        self, x: Tensor, k: int, first: Posterior | None = None, stop_q: bool = False, top: bool = True
-    ) -> tuple[list[Tensor], Tensor | float, Posterior]:
-        """k samples of z_1..z_L from q, their log q, and the top layer's q parameters.
+    def encode(self, x: Tensor) -> GaussianParams:
+        """The parameters of q(z_1|x), for many calls of :meth:`log_weights` on the same x."""
+        return self.encoders[0](x)
+
+    def sample_latents(
+        self, x: Tensor, k: int, first: GaussianParams | None = None, stop_q: bool = False, top: bool = True
+    ) -> LatentSample:
+        """k joint samples of z_1..z_L from q, the sum of their log q, and q(z_L|.).
 
         log q comes from the noise of each reparameterized sample (same value and gradient,
         fewer operations). With ``stop_q``, log q is evaluated from the samples with q's
@@ -69,132 +84,95 @@ class VAE(nn.Module):
         path term of Roeder et al. 2017), and still reaches each z_l, also where z_l is the
         input of q(z_{l+1}|z_l). Without ``top``, log q leaves out the top layer's term.
         """
-        mean, log_var = self.encoders[0](x) if first is None else first
-        z, eps = reparameterize_with_noise(mean, log_var, k)  # [k, batch, latent_1]
+        q = GaussianLayer.distribution(self.encode(x) if first is None else first)
+        z, eps = q.rsample(k)  # [k, batch, latent_1]
         last = len(self.encoders) - 1
         log_q: Tensor | float = 0.0
         if top or last > 0:
-            log_q = gaussian_log_prob(z, mean.detach(), log_var.detach()) if stop_q else gaussian_log_prob_of_noise(eps, log_var)
+            log_q = q.detached().log_prob(z) if stop_q else q.log_prob_of_noise(eps)
         zs = [z]
         for index, encoder in enumerate(self.encoders[1:], start=1):
-            mean, log_var = encoder(z)
-            z_next, eps = reparameterize_with_noise(mean, log_var)
+            q = encoder.distribution(encoder(z))
+            z_next, eps = q.rsample()
             if top or index < last:
-                if stop_q:
-                    log_q = log_q + gaussian_log_prob(z_next, *_frozen(encoder)(z))
-                else:
-                    log_q = log_q + gaussian_log_prob_of_noise(eps, log_var)
+                log_q = log_q + (encoder.frozen(z).log_prob(z_next) if stop_q else q.log_prob_of_noise(eps))
             z = z_next
             zs.append(z)
-        return zs, log_q, (mean, log_var)
+        return LatentSample(zs, log_q, q)
 
-    def _generative_log_probs(self, x: Tensor, zs: list[Tensor], top: bool = True) -> tuple[Tensor, Tensor | float]:
-        """log p(x|z_1) and log p(z_1..z_L) = log N(z_L; 0, I) + sum_l log p(z_l|z_{l+1});
-        without ``top``, the latter leaves out log N(z_L; 0, I)."""
-        log_prior = standard_normal_log_prob(zs[-1]) if top else 0.0
-        for index, prior in enumerate(self.priors):
-            mean, log_var = prior(zs[index + 1])
-            log_prior = log_prior + gaussian_log_prob(zs[index], mean, log_var)
+    def generative_log_probs(self, x: Tensor, zs: list[Tensor], top: bool = True) -> tuple[Tensor, Tensor | float]:
+        """log p(x|z_1) and log p(z_1..z_L) = log p(z_L) + sum_l log p(z_l|z_{l+1}); without
+        ``top``, the latter leaves out the prior's log p(z_L)."""
+        log_prior = self.prior.log_prob(zs[-1]) if top else 0.0
+        for index, layer in enumerate(self.generative_layers):
+            log_prior = log_prior + layer.distribution(layer(zs[index + 1])).log_prob(zs[index])
         return self.decoder.log_prob(x, zs[0]), log_prior
 
-    def log_weights(self, x: Tensor, k: int, posterior: Posterior | None = None) -> Tensor:
+    def log_weights(self, x: Tensor, k: int, first: GaussianParams | None = None) -> Tensor:
         """log w = log p(x, z_1..z_L) - log q(z_1..z_L | x) for k samples from q: [k, batch].
 
-        ``posterior`` may pass q(z_1|x)'s parameters, computed once for many calls.
+        ``first`` may pass q(z_1|x)'s parameters, computed once for many calls.
         """
-        zs, log_q, _ = self._sample_posterior(x, k, posterior)
-        log_likelihood, log_prior = self._generative_log_probs(x, zs)
-        return log_likelihood + log_prior - log_q
+        sample = self.sample_latents(x, k, first)
+        log_likelihood, log_prior = self.generative_log_probs(x, sample.zs)
+        return log_likelihood + log_prior - sample.log_q
 
-    def _elbo_terms(self, x: Tensor, k: int, kl: KLMode, stop_q: bool = False) -> tuple[Tensor, Tensor]:
-        """Per sample, log p(x|z_1) and the latent term whose mean is minus the KL: [k, batch] each.
+    def top_posterior_along_means(self, x: Tensor) -> DiagonalGaussian:
+        """q(z_L | z_{L-1}) at z_{L-1} = mu_{L-1}(... mu_1(x)), the encoders' mean path; q(z_1|x) for one layer."""
+        params = self.encoders[0](x)
+        for encoder in self.encoders[1:]:
+            params = encoder(params[0])
+        return GaussianLayer.distribution(params)
 
-        ``mc``: log p(z) - log q(z|x). ``analytic``: the same for the layers below the top,
-        minus the top layer's KL(q(z_L|.) || N(0, I)) in closed form (Kingma & Welling eq. 10).
+    def posterior_means(self, x: Tensor, samples: int = 100) -> list[Tensor]:
+        """E_q[z_l | x] for each stochastic layer l: [batch, latent_l] each.
+
+        z_1: the encoder's mean, exactly. Above: E_{q(z_{l-1}|x)}[mu_l(z_{l-1})], averaged over
+        ``samples`` joint draws of the layers below (following the means upwards instead,
+        mu_l(mu_{l-1}(...)), is exact only for linear encoders).
         """
-        analytic = kl is KLMode.analytic
-        zs, log_q, (top_mean, top_log_var) = self._sample_posterior(x, k, None, stop_q, top=not analytic)
-        log_likelihood, log_prior = self._generative_log_probs(x, zs, top=not analytic)
-        if not analytic:
-            return log_likelihood, log_prior - log_q
-        # One layer: the KL is [batch] and broadcasts over the samples (the other terms are 0).
-        return log_likelihood, log_prior - log_q - kl_to_standard_normal(top_mean, top_log_var)
+        q = GaussianLayer.distribution(self.encoders[0](x))
+        expectations = [q.mean]
+        if len(self.encoders) > 1:
+            z = q.rsample(samples)[0]
+            for encoder in self.encoders[1:]:
+                q = encoder.distribution(encoder(z))
+                expectations.append(q.mean.mean(0))
+                z = q.rsample()[0]
+        return expectations
 
-    def elbo(self, x: Tensor, k: int, kl: KLMode) -> Tensor:
-        """SGVB estimate of the ELBO averaged over k samples: [batch].
-
-        ``mc``: mean_k log w (Kingma & Welling eq. 7). ``analytic``: the top layer's
-        KL(q(z_L|.) || N(0, I)) in closed form, the other terms sampled; with one layer this
-        is mean_k log p(x|z) - KL(q(z|x) || p(z)) (eq. 10).
-        """
-        log_likelihood, log_ratio = self._elbo_terms(x, k, kl)
-        return (log_likelihood + log_ratio).mean(0)
-
-    def iwae(self, x: Tensor, k: int) -> Tensor:
-        """Importance-weighted bound with k samples (Burda et al. eq. 8): [batch]."""
-        return iwae_bound(self.log_weights(x, k))
-
-    def training_loss(self, x: Tensor, kl_weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """The loss to minimise, and the true bound per example: (scalar, [batch]).
-
-        The loss is minus the batch mean of the configured bound (``objective``, ``k``,
-        ``kl``) with log p(z) - log q(z|x) weighted by ``kl_weight`` (a 0-dim tensor; None is
-        weight 1), and its gradient is the configured ``estimator``'s
-        (vaelab.probability.estimators). The bound is the same bound with weight 1, from the
-        same samples, detached; with weight 1 and ``reparam`` or ``stl`` it is the loss's own.
-        """
-        cfg = self.cfg
-        stop_q = cfg.estimator is not Estimator.reparam
-        if cfg.objective is Objective.elbo:
-            log_likelihood, log_ratio = self._elbo_terms(x, cfg.k, cfg.kl, stop_q)  # [k, batch] each
-            bound = (log_likelihood + log_ratio).mean(0)
-            if kl_weight is not None:
-                surrogate = weighted_log_weights(log_likelihood, log_ratio, kl_weight).mean(0)
-                return -surrogate.mean(), bound.detach()
-            return -bound.mean(), bound.detach()
-        zs, log_q, _ = self._sample_posterior(x, cfg.k, None, stop_q)
-        log_likelihood, log_prior = self._generative_log_probs(x, zs)
-        log_ratio = log_prior - log_q  # [k, batch]
-        bound = iwae_bound(log_likelihood + log_ratio)
-        if cfg.estimator is Estimator.dreg:
-            # The same log-weights once more with the samples detached, for p's gradient.
-            weight = 1.0 if kl_weight is None else kl_weight
-            log_likelihood_fixed_z, log_prior_fixed_z = self._generative_log_probs(x, [z.detach() for z in zs])
-            log_w_fixed_z = weighted_log_weights(log_likelihood_fixed_z, log_prior_fixed_z - log_q.detach(), weight)
-            log_w = weighted_log_weights(log_likelihood, log_ratio, weight)
-            return -dreg_surrogate(log_w_fixed_z, log_w, weight).mean(), bound.detach()
-        # reparam, or stl (biased here: Tucker et al. sec. 3)
-        if kl_weight is not None:
-            return -iwae_bound(weighted_log_weights(log_likelihood, log_ratio, kl_weight)).mean(), bound.detach()
-        return -bound.mean(), bound.detach()
-
-    def estimate_log_likelihood(
-        self, x: Tensor, samples: int, chunk_size: int, iwae_k: Iterable[int] = (), compiled: bool = False
-    ) -> ImportanceEstimates:
-        """Importance-sampled log p(x) (L_S), ELBO and L_k of each k from one stream of samples
-        of q, drawn ``chunk_size`` at a time: see :class:`ImportanceEstimates`. ``compiled``:
-        the log-weights under ``torch.compile`` (:mod:`vaelab.models.compiled`), same samples."""
-        first = self.encoders[0](x)  # q(z_1|x), computed once for every chunk
-        if compiled and self._compiled_log_weights is None:
-            self._compiled_log_weights = compiled_log_weights(self)
-        log_weights = self._compiled_log_weights if compiled else self.log_weights
-        return estimate_log_likelihood(lambda n: log_weights(x, n, first), samples, chunk_size, iwae_k)
-
-    def posterior_means(self, x: Tensor) -> list[Tensor]:
-        """E_q[z_l] of each layer, following the means upwards: [batch, latent_l] each."""
-        means, h = [], x
-        for encoder in self.encoders:
-            h = encoder(h)[0]
-            means.append(h)
-        return means
-
-    def decode_from_top(self, z_top: Tensor) -> Tensor:
+    def decode(self, z_top: Tensor) -> Tensor:
         """E[x | z_L] along the generative means: z_L -> mean of p(z_{L-1}|z_L) -> ... -> x."""
         z = z_top
-        for prior in reversed(self.priors):
-            z = prior(z)[0]
+        for layer in reversed(self.generative_layers):
+            z = layer(z)[0]
         return self.decoder.mean(z)
 
     def reconstruct(self, x: Tensor) -> Tensor:
-        """Decoder mean at the posterior mean of z_1, E[x | z_1 = mu_1(x)]."""
-        return self.decoder.mean(self.encoders[0](x)[0])
+        """Decoder mean at the posterior mean of z_1, E[x | z_1 = E_q[z_1|x]]."""
+        return self.decoder.mean(GaussianLayer.distribution(self.encoders[0](x)).mean)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Decoder means E[x | z_L] of n draws of the prior: [n, C*H*W]."""
+        parameter = next(self.parameters())
+        return self.decode(self.prior.sample(n, generator).to(parameter.device, parameter.dtype))
+
+
+def _width(hidden: list[int], in_features: int) -> int:
+    return hidden[-1] if hidden else in_features
+
+
+def build_prior(cfg: PriorConfig, latent_dim: int, data_dim: int, posterior_of) -> Prior:
+    """The prior ``prior.name`` names over a ``latent_dim``-dimensional top layer."""
+    if cfg.name is PriorKind.vamp:
+        return VampPrior(latent_dim, data_dim, cfg.components, cfg.pseudo_init_mean, cfg.pseudo_init_std, posterior_of)
+    if cfg.name is PriorKind.mog:
+        return MixturePrior(latent_dim, cfg.components)
+    if cfg.name is PriorKind.custom:
+        cls = load_class(cfg.target, "prior.target")
+        if not (isinstance(cls, type) and issubclass(cls, Prior)):
+            from vaelab.errors import ConfigError
+
+            raise ConfigError(f"prior.target={cfg.target}: {cls.__name__} is not a vaelab.models.priors.Prior")
+        return construct(cls, "prior.args", latent_dim=latent_dim, **cfg.args)
+    return StandardNormalPrior(latent_dim)

@@ -38,3 +38,15 @@ def bernoulli_log_prob(x: Tensor, logits: Tensor) -> Tensor:
 def kl_to_standard_normal(mean: Tensor, log_var: Tensor) -> Tensor:
     """KL(N(mean, diag(exp(log_var))) || N(0, I)) in closed form (Kingma & Welling appendix B)."""
     return 0.5 * (mean.pow(2) + torch.exp(log_var) - 1.0 - log_var).sum(-1)
+
+
+def gaussian_kl(mean_q: Tensor, log_var_q: Tensor, mean_p: Tensor, log_var_p: Tensor) -> Tensor:
+    """KL(N(mean_q, diag(exp(log_var_q))) || N(mean_p, diag(exp(log_var_p)))) in closed form:
+    one formula for any two diagonal Gaussians, so a learned Gaussian prior needs no special case."""
+    ratio = torch.exp(log_var_q - log_var_p)
+    return 0.5 * (ratio + (mean_q - mean_p).pow(2) * torch.exp(-log_var_p) - 1.0 - (log_var_q - log_var_p)).sum(-1)
+
+
+def mixture_log_prob(log_component_probs: Tensor, log_weights: Tensor) -> Tensor:
+    """log sum_k pi_k p_k(z) from log p_k(z) [..., K] and log pi_k [K], stably (logsumexp)."""
+    return torch.logsumexp(log_component_probs + log_weights, dim=-1)

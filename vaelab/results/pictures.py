@@ -4,7 +4,8 @@
 * ``interpolation_grids``: decoded paths between the top-layer posterior means of pairs of
   test images, linear and spherical (slerp).
 * ``manifold_grid``: for a 2-D top latent, decoder means over a grid of the prior's quantiles,
-  the learned data manifold of Kingma & Welling's Figure 4.
+  the learned data manifold of Kingma & Welling's Figure 4 (for a prior with a quantile
+  function; :func:`manifold_problem` says why not otherwise).
 * ``latent_scatter``: 2-D points (the test set's posterior means), coloured by label.
 
 Every grid is written as a PNG by ``save_grids`` (atomically, so a reader never sees half a file).
@@ -45,9 +46,7 @@ def image_grids(vae: VAE, test_images: Tensor, image_shape: tuple[int, int], cou
     device = _device(vae)
     per_row = min(8, count)
     count -= count % per_row  # whole rows, so each input sits above its reconstruction
-    generator = torch.Generator().manual_seed(seed)
-    z = torch.randn(count, vae.top_latent_dim, generator=generator).to(device, _dtype(vae))
-    samples = _as_images(vae.decode_from_top(z), image_shape)
+    samples = _as_images(vae.sample(count, torch.Generator().manual_seed(seed)), image_shape)
     inputs = test_images[:count].to(device, _dtype(vae))
     recon = _as_images(vae.reconstruct(inputs), image_shape)
     pairs = []
@@ -109,7 +108,7 @@ def interpolation_grids(
     vae: VAE, inputs: Tensor, top_means: Tensor, image_shape: tuple[int, int], steps: int
 ) -> dict[str, Tensor]:
     """One row per pair (inputs[2i], inputs[2i+1]): the first input, the decoder means
-    E[x | z_L] (``decode_from_top``) at ``steps`` points from the first image's top-layer
+    E[x | z_L] (``VAE.decode``) at ``steps`` points from the first image's top-layer
     posterior mean to the second's (ends included), then the second input.
 
     ``top_means``: E_q[z_L | x] of ``inputs``, [len(inputs), top_latent_dim].
@@ -125,7 +124,7 @@ def interpolation_grids(
     grids = {}
     for name, path in (("interpolation_linear", lerp), ("interpolation_slerp", slerp)):
         points = path(z0, z1, t).transpose(0, 1)  # [pairs, steps, d]
-        decoded = _as_images(vae.decode_from_top(points.reshape(pairs * steps, -1)), image_shape)
+        decoded = _as_images(vae.decode(points.reshape(pairs * steps, -1)), image_shape)
         decoded = decoded.reshape(pairs, steps, 1, *image_shape)
         ends = _as_images(inputs[: 2 * pairs], image_shape).reshape(pairs, 2, 1, *image_shape)
         rows = torch.cat([ends[:, :1], decoded, ends[:, 1:]], dim=1)  # [pairs, steps + 2, 1, H, W]
@@ -136,28 +135,38 @@ def interpolation_grids(
 # ---------------------------------------------------------------- 2-D latents
 
 
-def manifold_points(size: int) -> Tensor:
+def manifold_points(size: int, icdf=torch.special.ndtri) -> Tensor:
     """The size x size grid of z in R^2 at which the manifold is decoded: [size, size, 2].
 
     The unit square's cell centres u = (i + 1/2) / size, mapped through the inverse CDF of
-    N(0, 1) in each coordinate (Kingma & Welling, Figure 4), so that the grid covers the prior
-    evenly by probability. Row r, column c holds (z_1, z_2) = (Phi^-1(u_c), Phi^-1(u_{size-1-r})):
-    z_1 grows to the right and z_2 upwards, as on a plot.
+    the prior's marginal in each coordinate (N(0, 1): Kingma & Welling, Figure 4), so that the
+    grid covers the prior evenly by probability. Row r, column c holds
+    (z_1, z_2) = (F^-1(u_c), F^-1(u_{size-1-r})): z_1 grows to the right and z_2 upwards, as on a plot.
     """
     u = (torch.arange(size, dtype=torch.float64) + 0.5) / size
-    q = torch.special.ndtri(u)
+    q = icdf(u)
     z1 = q.expand(size, size)
     z2 = q.flip(0).unsqueeze(1).expand(size, size)
     return torch.stack([z1, z2], dim=-1)
 
 
+def manifold_problem(vae: VAE) -> str | None:
+    """Why the manifold picture cannot be drawn for ``vae``, or None if it can."""
+    if vae.top_latent_dim != 2:
+        return f"the learned manifold needs a 2-D top latent, not {vae.top_latent_dim}-D"
+    if vae.prior.icdf(torch.tensor([0.5], dtype=torch.float64)) is None:
+        return f"the {type(vae.prior).__name__} has no quantile function per coordinate (a mixture does not factorise)"
+    return None
+
+
 @torch.no_grad()
 def manifold_grid(vae: VAE, image_shape: tuple[int, int], size: int) -> Tensor:
-    """Decoder means E[x | z_L] over ``manifold_points(size)``, tiled without gaps (a 2-D top latent)."""
-    if vae.top_latent_dim != 2:
-        raise ValueError(f"the learned manifold needs a 2-D top latent, not {vae.top_latent_dim}-D")
-    z = manifold_points(size).reshape(-1, 2).to(_dtype(vae)).to(_device(vae))  # cast first: mps has no float64
-    images = _as_images(vae.decode_from_top(z), image_shape)
+    """Decoder means E[x | z_L] over ``manifold_points(size)`` of the prior's quantiles, tiled without gaps."""
+    problem = manifold_problem(vae)
+    if problem is not None:
+        raise ValueError(problem)
+    z = manifold_points(size, vae.prior.icdf).reshape(-1, 2).to(_dtype(vae)).to(_device(vae))  # cast first: mps has no float64
+    images = _as_images(vae.decode(z), image_shape)
     return make_grid(images, nrow=size, padding=0)
 
 

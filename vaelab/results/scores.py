@@ -3,7 +3,8 @@
 * ``score``: per image, log p(x) estimated by importance sampling (L_S), the ELBO estimate and
   the IWAE bounds L_k, all from one stream of samples of q(z|x) per image
   (:class:`~vaelab.probability.bounds.ImportanceEstimates`, the estimator of ``vaelab.fit``'s
-  ``test/ll`` too), and the posterior expectations E_q[z_l|x] of every stochastic layer.
+  ``test/ll`` too), and the posterior expectations E_q[z_l|x] of every stochastic layer
+  (:meth:`~vaelab.models.vae.VAE.posterior_means`).
 * ``active_units``: Burda et al.'s count of the latent units that the data use (section 5.2).
 * ``bits_per_dim``: nats per image on the 8-bit scale of the density-estimation literature.
 * ``mean`` and ``std_error``: over the images, in float64.
@@ -17,8 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from vaelab.models.compiled import should_compile_estimates
-from vaelab.models.gaussian_layer import reparameterize
+from vaelab.models.compiled import importance_estimates, should_compile_estimates
 from vaelab.models.vae import VAE
 
 
@@ -57,8 +57,8 @@ def score(
     vae.eval()
     try:
         with torch.inference_mode():
-            estimates = [vae.estimate_log_likelihood(x, ll_samples, chunk_size, iwae_k, compiled) for x in batches]
-            means = [posterior_expectations(vae, x, posterior_mean_samples) for x in batches]
+            estimates = [importance_estimates(vae, x, ll_samples, chunk_size, iwae_k, compiled) for x in batches]
+            means = [vae.posterior_means(x, posterior_mean_samples) for x in batches]
     finally:
         vae.train(was_training)
     return Scores(
@@ -67,24 +67,6 @@ def score(
         iwae={k: torch.cat([e.iwae[k].cpu() for e in estimates]) for k in sorted(set(iwae_k))},
         posterior_means=[torch.cat([m.cpu() for m in layer]) for layer in zip(*means)],
     )
-
-
-def posterior_expectations(vae: VAE, x: Tensor, samples: int) -> list[Tensor]:
-    """E_q[z_l | x] for each stochastic layer l: [batch, latent_l] each.
-
-    z_1: the encoder's mean, exactly. Above: E_{q(z_{l-1}|x)}[mu_l(z_{l-1})], averaged over
-    ``samples`` joint draws of the layers below (following the means upwards instead,
-    mu_l(mu_{l-1}(...)), is exact only for linear encoders).
-    """
-    mean, log_var = vae.encoders[0](x)
-    expectations = [mean]
-    if len(vae.encoders) > 1:
-        z = reparameterize(mean, log_var, samples)
-        for encoder in vae.encoders[1:]:
-            mean, log_var = encoder(z)
-            expectations.append(mean.mean(0))
-            z = reparameterize(mean, log_var)
-    return expectations
 
 
 def active_units(posterior_means: list[Tensor], threshold: float = 0.01) -> tuple[list[int], list[Tensor]]:
