@@ -50,12 +50,17 @@ def fit_at_once(cwd: Path, *runs: list[str]) -> list[subprocess.CompletedProcess
     return results
 
 
-def test_two_process_ddp_agrees_with_one_process_of_the_same_global_batch(tmp_path):
+# A learned prior's parameters and a conv network are synchronised like any other.
+PARTS = {"mlp, N(0, I)": [], "conv, VampPrior": ["net=conv", "net.channels=[8,16]", "prior=vamp", "prior.components=50"]}
+
+
+@pytest.mark.parametrize("parts", list(PARTS.values()), ids=list(PARTS))
+def test_two_process_ddp_agrees_with_one_process_of_the_same_global_batch(tmp_path, parts):
     single, ddp = fit_at_once(
         tmp_path,
-        ["data.batch_size=100", f"run.dir={tmp_path / 'single'}"],
+        ["data.batch_size=100", f"run.dir={tmp_path / 'single'}", *parts],
         # No run.dir: both ranks must agree on the default one, chosen by the launching process.
-        ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "data.batch_size=50"],
+        ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "data.batch_size=50", *parts],
     )
     assert single.returncode == 0, single.stderr[-2000:]
     assert ddp.returncode == 0, ddp.stderr[-2000:]
@@ -71,5 +76,6 @@ def test_two_process_ddp_agrees_with_one_process_of_the_same_global_batch(tmp_pa
     one = json.loads((tmp_path / "single" / "summary.json").read_text())
     two = json.loads((ddp_dir / "summary.json").read_text())
     assert one["steps"] == two["steps"] == 100
+    assert one["prior"] == two["prior"] and one["net"] == two["net"]
     for key in ("test_elbo", "test_ll"):
         assert abs(one[key] - two[key]) < TOLERANCE, (key, one[key], two[key])
