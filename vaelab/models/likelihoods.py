@@ -81,8 +81,11 @@ def build_likelihood(cfg: ModelConfig, head: Head) -> nn.Module:
     """The likelihood ``model.decoder`` names, with its output layers from ``head``."""
     if cfg.decoder is DecoderKind.bernoulli:
         return BernoulliLikelihood(head)
-    sigma = cfg.sigma if cfg.decoder is DecoderKind.gaussian else None
-    return GaussianLikelihood(head, cfg.sigmoid_mean, sigma, cfg.var_floor)
+    if cfg.decoder is DecoderKind.gaussian:
+        return GaussianLikelihood(head, cfg.sigmoid_mean, cfg.sigma, cfg.var_floor)
+    if cfg.decoder is DecoderKind.gaussian_learned:
+        return GaussianLikelihood(head, cfg.sigmoid_mean, None, cfg.var_floor)
+    raise NotImplementedError(f"model.decoder={cfg.decoder.value} has no branch in build_likelihood")
 
 
 class Decoder(nn.Module):

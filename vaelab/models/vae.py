@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from vaelab.config.schema import ModelConfig, NetConfig, PriorConfig, PriorKind
+from vaelab.errors import ConfigError
 from vaelab.models.likelihoods import Decoder, build_likelihood
 from vaelab.models.networks import decoder_trunk, encoder_trunk, init_weights_, mlp
 from vaelab.models.posteriors import GaussianLayer, GaussianParams
@@ -164,15 +165,15 @@ def _width(hidden: list[int], in_features: int) -> int:
 
 def build_prior(cfg: PriorConfig, latent_dim: int, data_dim: int, posterior_of) -> Prior:
     """The prior ``prior.name`` names over a ``latent_dim``-dimensional top layer."""
+    if cfg.name is PriorKind.standard:
+        return StandardNormalPrior(latent_dim)
     if cfg.name is PriorKind.vamp:
         return VampPrior(latent_dim, data_dim, cfg.components, cfg.pseudo_init_mean, cfg.pseudo_init_std, posterior_of)
     if cfg.name is PriorKind.mog:
         return MixturePrior(latent_dim, cfg.components)
     if cfg.name is PriorKind.custom:
         cls = load_class(cfg.target, "prior.target")
-        if not (isinstance(cls, type) and issubclass(cls, Prior)):
-            from vaelab.errors import ConfigError
-
-            raise ConfigError(f"prior.target={cfg.target}: {cls.__name__} is not a vaelab.models.priors.Prior")
+        if not issubclass(cls, Prior):
+            raise ConfigError(f"prior.target={cfg.target}: {cls.__name__} is not a vaelab.models.priors.Prior subclass")
         return construct(cls, "prior.args", latent_dim=latent_dim, **cfg.args)
-    return StandardNormalPrior(latent_dim)
+    raise NotImplementedError(f"prior.name={cfg.name.value} has no branch in build_prior")
