@@ -128,9 +128,9 @@ def test_sweep_file_commands_are_accepted_by_vaelab_fit(path, tmp_path):
         assert command[:4] == ["/usr/bin/env", sys.executable, "-m", "vaelab.fit"]
         cfg, _ = load_config(vaelab_words(command))  # raises ConfigError if vaelab.fit would
         assert cfg.logger.name.value == "wandb" and cfg.run.dir == str(tmp_path / "run")
-        for name, value in values.items():  # each parameter reaches its key
+        for name, value in values.items():  # each parameter reaches its key; a group choice, its file's name
             expected = OmegaConf.to_container(OmegaConf.from_dotlist([f"v={value}"]))["v"]
-            got = OmegaConf.select(cfg, name)
+            got = OmegaConf.select(cfg, f"{name}.name" if name in ("prior", "net") else name)
             got = OmegaConf.to_container(got) if OmegaConf.is_config(got) else getattr(got, "value", got)
             assert got == pytest.approx(expected), name
 
