@@ -2,11 +2,16 @@
 
     uv run python benchmarks/throughput.py [--steps 300] [--repeats 5] [--device cpu|cuda]
 
-Scenarios: the default model (784-500-500-20 softplus, Bernoulli, analytic-KL ELBO, batch 100)
-and Burda et al.'s one-layer model (784-200-200-50 tanh, batch 20) with k=1 and k=50 (IWAE).
-For each, three loops train the same architecture on the same MNIST images with dynamic
-binarization and fused Adam:
-  - plain eager: a hand-written loop, the bound written out inline;
+Scenarios: the default model (784-500-500-20 softplus, Bernoulli, analytic-KL ELBO, batch 100);
+Burda et al.'s one-layer model (784-200-200-50 tanh, batch 20) with k=1 and k=50 (IWAE); the
+default model with the VampPrior (``prior=vamp``: K=500 pseudo-inputs through the encoder every
+step, log p(z) the logsumexp over their posteriors minus log K, the ELBO sampling
+log p(z) - log q(z|x) with one sample); and the convolutional networks (``net=conv``: 4x4
+stride-2 convolutions with 32 and 64 channels, a 256-unit dense layer, mirrored by transposed
+convolutions; analytic-KL ELBO, batch 100). For each, three loops train the same architecture
+on the same MNIST images with dynamic binarization and fused Adam:
+  - plain eager: a hand-written loop, the model and the bound written out inline (no vaelab
+    code: ``PlainVAE`` and its VampPrior subclass, MLP or convolutional networks);
   - plain compiled: the same loop with its loss ``torch.compile``d (inductor's own RNG);
   - vaelab: ``vaelab.fit``'s trainer, with the settings the full-length run of that scenario
     gets by default (``trainer.compile`` decided as for that run).
@@ -44,41 +49,133 @@ SCENARIOS = {
     "default model, batch 100": (["model=bernoulli"], 50 * 550),
     "Burda 1-layer, batch 20, k=1": (["experiment=iwae_1layer", "model.k=1"], 3280 * 3000),
     "Burda 1-layer, batch 20, k=50": (["experiment=iwae_1layer", "model.k=50"], 3280 * 3000),
+    "VampPrior, default model": (["model=bernoulli", "prior=vamp"], 50 * 550),
+    "conv, MNIST, batch 100": (["model=bernoulli", "net=conv"], 50 * 550),
 }
 
 
+ACTIVATIONS = {"tanh": nn.Tanh, "softplus": nn.Softplus, "relu": nn.ReLU}
+MNIST_SHAPE = (1, 28, 28)  # channels, height, width of every scenario's images
+
+
+def mlp(sizes: list[int], act: type[nn.Module], last_act: bool = True) -> nn.Sequential:
+    """Linear layers of the given sizes, each followed by the activation (the last one only with ``last_act``)."""
+    layers = [layer for a, b in zip(sizes, sizes[1:]) for layer in (nn.Linear(a, b), act())]
+    return nn.Sequential(*(layers if last_act else layers[:-1]))
+
+
+def mlp_networks(cfg: FitConfig, act: type[nn.Module]) -> tuple[nn.Module, int, nn.Module]:
+    """net=mlp: encoder x -> features of the last hidden layer, decoder z -> logits (the hidden layers mirrored)."""
+    m = cfg.model
+    decoder = mlp([m.latent_dim, *reversed(m.hidden), 784], act, last_act=False)
+    return mlp([784, *m.hidden], act), m.hidden[-1], decoder
+
+
+class ConvDecoder(nn.Sequential):
+    """net=conv's decoder: z [..., d] -> dense layers -> feature map -> 4x4 stride-2 transposed
+    convolutions, the last one to the logits, cropped to the image: [..., 784]."""
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        c, h, w = MNIST_SHAPE
+        maps = super().forward(z.reshape(-1, z.shape[-1]))[:, :, :h, :w]
+        return maps.reshape(*z.shape[:-1], c * h * w)
+
+
+def conv_networks(cfg: FitConfig, act: type[nn.Module]) -> tuple[nn.Module, int, nn.Module]:
+    """net=conv: 4x4 stride-2 padding-1 Conv2d stages with net.channels, an activation after each,
+    flattened, Linear to net.dense + activation; the decoder mirrors it (Linear(d, dense) + act,
+    Linear(dense, first map) + act, 4x4 stride-2 ConvTranspose2d stages, the last one to the
+    logits without activation)."""
+    channels, dense = cfg.net.channels, cfg.net.dense
+    c, h, w = MNIST_SHAPE
+    encoder: list[nn.Module] = [nn.Unflatten(1, MNIST_SHAPE)]
+    for out in channels:
+        encoder += [nn.Conv2d(c, out, 4, 2, 1), act()]
+        c, h, w = out, h // 2, w // 2  # (h + 2 * 1 - 4) // 2 + 1
+    encoder += [nn.Flatten(1), nn.Linear(c * h * w, dense), act()]
+    start = (channels[-1], math.ceil(MNIST_SHAPE[1] / 2 ** len(channels)), math.ceil(MNIST_SHAPE[2] / 2 ** len(channels)))
+    decoder: list[nn.Module] = [
+        nn.Linear(cfg.model.latent_dim, dense), act(), nn.Linear(dense, math.prod(start)), act(), nn.Unflatten(1, start)
+    ]
+    back = [*reversed(channels), MNIST_SHAPE[0]]
+    for a, b in zip(back, back[1:]):
+        decoder += [nn.ConvTranspose2d(a, b, 4, 2, 1), act()]
+    return nn.Sequential(*encoder), dense, ConvDecoder(*decoder[:-1])
+
+
+def initialise_(module: nn.Module, cfg: FitConfig) -> None:
+    """vaelab's initialisation (model.init): Glorot-uniform or N(0, init_std^2) weights and zero
+    biases of every linear and (transposed) convolutional layer. The same value distribution
+    matters for timing: the share of denormal floats, which are slow on the CPU, depends on it."""
+    if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+        if cfg.model.init.value == "glorot":
+            nn.init.xavier_uniform_(module.weight)
+        else:
+            nn.init.normal_(module.weight, std=cfg.model.init_std)
+        nn.init.zeros_(module.bias)
+
+
 class PlainVAE(nn.Module):
-    """The scenario's model written directly: MLP encoder to (mean, log-variance), MLP
-    decoder to Bernoulli logits; the bound is the analytic-KL ELBO (k=1, elbo objective)
-    or the importance-weighted bound (Burda et al. eq. 8) over k samples."""
+    """The scenario's model written directly: an encoder (MLP or convolutional) to (mean,
+    log-variance), a decoder to Bernoulli logits, the prior N(0, I); the bound is the
+    ELBO (elbo objective; the KL analytic with model.kl=analytic, else sampled) or the
+    importance-weighted bound (Burda et al. eq. 8) over k samples."""
+
+    closed_form_kl = True  # the prior's KL to q has a closed form
 
     def __init__(self, cfg: FitConfig) -> None:
         super().__init__()
         m = cfg.model
-        act = {"tanh": nn.Tanh, "softplus": nn.Softplus, "relu": nn.ReLU}[m.activation.value]
-        sizes = [784, *m.hidden]
-        self.encoder = nn.Sequential(*[layer for a, b in zip(sizes, sizes[1:]) for layer in (nn.Linear(a, b), act())])
-        self.mean, self.log_var = nn.Linear(sizes[-1], m.latent_dim), nn.Linear(sizes[-1], m.latent_dim)
-        back = [m.latent_dim, *reversed(m.hidden)]
-        self.decoder = nn.Sequential(
-            *[layer for a, b in zip(back, back[1:]) for layer in (nn.Linear(a, b), act())], nn.Linear(back[-1], 784)
-        )
+        networks = conv_networks if cfg.net.name.value == "conv" else mlp_networks
+        self.encoder, width, self.decoder = networks(cfg, ACTIVATIONS[m.activation.value])
+        self.mean, self.log_var = nn.Linear(width, m.latent_dim), nn.Linear(width, m.latent_dim)
         self.k, self.iwae = m.k, m.objective.value == "iwae"
+        self.analytic_kl = self.closed_form_kl and m.kl.value == "analytic"
+        self.apply(lambda module: initialise_(module, cfg))
+
+    def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.encoder(x)
+        return self.mean(h), self.log_var(h)
+
+    def log_prior(self, z: torch.Tensor) -> torch.Tensor:
+        return -0.5 * (LOG_2PI + z.pow(2)).sum(-1)
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.encoder(x)
-        mean, log_var = self.mean(h), self.log_var(h)
+        mean, log_var = self.posterior(x)
         eps = torch.randn(self.k, *mean.shape, device=x.device)
         z = mean + torch.exp(0.5 * log_var) * eps  # [k, B, Z]
         logits = self.decoder(z)
         log_px = -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
-        if not self.iwae:
+        if not self.iwae and self.analytic_kl:
             kl = 0.5 * (mean.pow(2) + log_var.exp() - 1 - log_var).sum(-1)
             return -(log_px.mean(0) - kl).mean()
-        log_pz = -0.5 * (LOG_2PI + z.pow(2)).sum(-1)
-        log_qz = -0.5 * (LOG_2PI + log_var + eps.pow(2)).sum(-1)
-        log_w = log_px + log_pz - log_qz
+        log_qz = -0.5 * (LOG_2PI + log_var + eps.pow(2)).sum(-1)  # log q(z|x) from the noise
+        log_w = log_px + self.log_prior(z) - log_qz  # [k, B]
+        if not self.iwae:
+            return -log_w.mean(0).mean()  # the ELBO with log p(z) - log q(z|x) sampled
         return -(torch.logsumexp(log_w, 0) - math.log(self.k)).mean()
+
+
+class PlainVampVAE(PlainVAE):
+    """With the VampPrior (Tomczak & Welling 2018, eq. 9): p(z) = (1/K) sum_k q(z | u_k), u_k =
+    hardtanh(learned pseudo-input k, 0, 1), all K through the encoder every step; no closed-form
+    KL, so the ELBO samples log p(z) - log q(z|x)."""
+
+    closed_form_kl = False
+
+    def __init__(self, cfg: FitConfig) -> None:
+        super().__init__(cfg)
+        p = cfg.prior
+        self.pseudo_inputs = nn.Parameter(p.pseudo_init_mean + p.pseudo_init_std * torch.randn(p.components, 784))
+
+    def log_prior(self, z: torch.Tensor) -> torch.Tensor:
+        mean, log_var = self.posterior(F.hardtanh(self.pseudo_inputs, 0.0, 1.0))  # [K, Z] each
+        log_components = -0.5 * (LOG_2PI + log_var + (z.unsqueeze(-2) - mean).pow(2) * torch.exp(-log_var)).sum(-1)
+        return torch.logsumexp(log_components, -1) - math.log(len(self.pseudo_inputs))  # [k, B]
+
+
+def plain_model(cfg: FitConfig) -> PlainVAE:
+    return PlainVampVAE(cfg) if cfg.prior.name.value == "vamp" else PlainVAE(cfg)
 
 
 class PlainLoop:
@@ -86,7 +183,7 @@ class PlainLoop:
 
     def __init__(self, cfg: FitConfig, train: torch.Tensor, compiled: bool) -> None:
         torch.manual_seed(0)
-        self.model = PlainVAE(cfg).to(train.device)
+        self.model = plain_model(cfg).to(train.device)
         o = cfg.optim
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps, fused=True)
         self.loss = torch.compile(self.model.loss) if compiled else self.model.loss
