@@ -79,15 +79,26 @@ def should_compile(setting: bool | None, device: torch.device, steps_ahead: int,
 
 def training_step_flops(vae: VAE, batch_size: int) -> int:
     """FLOP of a training step's matrix products and convolutions, forward and backward (3 x the
-    forward's): those of one pass of every layer, q(z_1|x) once per example and every other
-    layer once per sample of z (k per example), as ``torch.utils.flop_counter`` counts them on
-    a minibatch of zeros. No random number of the run is drawn and no gradient is kept."""
+    forward's): those of one pass of every layer, q(z_1|x) once per example, every other layer
+    once per sample of z (k per example), and any fixed cost (a VampPrior's pseudo-inputs).
+
+    ``torch.utils.flop_counter`` counts three tiny passes (1 example x 1 sample, 1 x 2, 2 x 1),
+    and the count, linear in examples and samples, is extrapolated to the step's: no memory is
+    needed for the step's own size, no random number of the run is drawn, no gradient is kept."""
     parameter = next(vae.parameters())
-    x = torch.zeros(batch_size, vae.data_dim, device=parameter.device, dtype=parameter.dtype)
     devices = [parameter.device] if parameter.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), torch.no_grad(), FlopCounterMode(display=False) as counter:
-        vae.log_weights(x, vae.cfg.k)
-    return 3 * counter.get_total_flops()
+
+    def forward_flops(examples: int, k: int) -> int:
+        x = torch.zeros(examples, vae.data_dim, device=parameter.device, dtype=parameter.dtype)
+        with torch.random.fork_rng(devices=devices), torch.no_grad(), FlopCounterMode(display=False) as counter:
+            vae.log_weights(x, k)
+        return counter.get_total_flops()
+
+    one = forward_flops(1, 1)
+    per_sample = forward_flops(1, 2) - one
+    per_example = forward_flops(2, 1) - one - per_sample
+    fixed = one - per_example - per_sample
+    return 3 * (fixed + per_example * batch_size + per_sample * batch_size * vae.cfg.k)
 
 
 class CompiledForBatchSize:
