@@ -34,7 +34,7 @@ from vaelab.config.schema import (
     StochasticLayerConfig,
 )
 from vaelab.models.compiled import training_step_flops
-from vaelab.models.priors import MixturePrior, StandardNormalPrior, VampPrior
+from vaelab.models.priors import MixturePrior, VampPrior
 from vaelab.models.vae import VAE
 from vaelab.probability import objectives
 from vaelab.probability.distributions import DiagonalGaussian
