@@ -292,3 +292,23 @@ def test_iwae_with_one_sample_equals_the_monte_carlo_elbo(build):
     torch.manual_seed(3)
     elbo = objectives.elbo(vae, x, 1, KLMode.mc)
     torch.testing.assert_close(iwae, elbo)
+
+
+def test_likelihood_samples_have_the_likelihoods_mean_and_variance(float64):
+    """Each likelihood's ``sample`` draws from its own distribution: over 20000 draws per pixel
+    the mean is E[x|z] (``mean``) and the variance p(1-p) or sigma^2, within 5 standard errors."""
+    z = torch.randn(1, 2).expand(20000, 2)
+    trunk = MLPDecoderTrunk(2, [5], 6, Activation.tanh)
+    for likelihood in (
+        BernoulliLikelihood(trunk.head),
+        GaussianLikelihood(trunk.head, sigmoid_mean=False, sigma=0.3, var_floor=1e-2),
+        GaussianLikelihood(trunk.head, sigmoid_mean=True, sigma=None, var_floor=1e-2),
+    ):
+        decoder = Decoder(trunk, likelihood)
+        with torch.no_grad():
+            x, mean = decoder.sample(z), decoder.mean(z)[0]
+            params = decoder.params(z[:1])
+        variance = mean * (1 - mean) if isinstance(likelihood, BernoulliLikelihood) else torch.exp(params[1]).expand(1, 6)[0]
+        torch.testing.assert_close(x.mean(0), mean, atol=float(5 * (variance / len(x)).sqrt().max()), rtol=0)
+        torch.testing.assert_close(x.var(0), variance, atol=float(5 * variance.max() * (2 / len(x)) ** 0.5) + 1e-3, rtol=0)
+        assert not torch.equal(x[:10], x[10:20])  # fresh draws
