@@ -171,12 +171,16 @@ def test_the_old_code_wrote_checkpoints_of_the_old_format(runs, model):
         assert "prior" not in checkpoint["hyper_parameters"] and "net" not in checkpoint["hyper_parameters"]
 
 
+def assert_ran_today(result) -> None:
+    """The command exited 0 and ran this checkout's vaelab, not the old one."""
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert vaelab_file(result).is_relative_to(PROJECT / "vaelab"), vaelab_file(result)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("model", MODELS)
 def test_today_evaluates_an_old_checkpoint_as_the_old_code_did(runs, model):
-    result = runs.results[model, "today evaluate"]
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert vaelab_file(result).is_relative_to(PROJECT / "vaelab"), vaelab_file(result)
+    assert_ran_today(runs.results[model, "today evaluate"])
     today, old = (json.loads((runs.dirs[model, f"{code} evaluate"] / "eval.json").read_text()) for code in ("today", "old"))
     assert Path(today["checkpoint"]).name == "best-epoch0.ckpt"  # of the old format (test above)
     assert today["ll_samples"] == 10 and today["test_images"] == 50
@@ -191,9 +195,7 @@ def test_today_evaluates_an_old_checkpoint_as_the_old_code_did(runs, model):
 @pytest.mark.slow
 @pytest.mark.parametrize("model", MODELS)
 def test_today_resumes_an_old_run_as_the_old_code_did(runs, model):
-    result = runs.results[model, "today resume"]
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert vaelab_file(result).is_relative_to(PROJECT / "vaelab"), vaelab_file(result)
+    assert_ran_today(runs.results[model, "today resume"])
     today_dir, old_dir = runs.dirs[model, "today resume"], runs.dirs[model, "old resume"]
 
     summary = json.loads((today_dir / "summary.json").read_text())
