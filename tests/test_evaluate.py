@@ -47,7 +47,7 @@ ERROR_PREFIX = "vaelab.evaluate: error:"
 
 
 def near_posterior_vae() -> VAE:
-    """The linear-Gaussian VAE of tests/helpers.py with q near the exact posterior, but wider
+    """The linear-Gaussian VAE of tests/helpers/ with q near the exact posterior, but wider
     and shifted: every bound is strictly below log p(x), and the ELBO known in closed form."""
     vae = linear_gaussian_vae()
     set_posterior(vae, log_var_shift=0.7, mean_shift=0.3)

@@ -38,7 +38,7 @@ from vaelab.probability import objectives
 NEEDS = {"mnist": needs_mnist, "frey": needs_frey}
 IMAGE_SHAPE = {"mnist": (28, 28), "frey": (28, 20)}
 
-# The tiny fit of tests/helpers.py with 5 training batches, 20 importance samples per test image.
+# The tiny fit of tests/helpers/ with 5 training batches, 20 importance samples per test image.
 TINY = [*TINY_FIT, "trainer.limit_train_batches=5", "eval.ll_samples=20"]
 # Fewer batches again, for the tests that fit several times.
 TINIER = [*TINY, "trainer.limit_train_batches=3", "trainer.limit_val_batches=2", "trainer.limit_test_batches=1"]
@@ -203,7 +203,7 @@ def recomputed_test_numbers(checkpoint: Path, words: list[str]) -> tuple[float, 
 
 def test_reported_bounds_match_the_closed_forms_of_a_linear_gaussian_vae(tmp_path):
     """What a fit reports, from VAEModule's validation and test steps as trainer.fit and
-    vaelab.fit run them, on the linear-Gaussian VAE (tests/helpers.py), whose log p(x) and
+    vaelab.fit run them, on the linear-Gaussian VAE (tests/helpers/), whose log p(x) and
     ELBO are closed forms (q shifted off the posterior, so they differ by 1.6 nats on average):
     test/ll is the mean closed-form log p(x), test/elbo and val/elbo the mean closed-form ELBO.
     Tolerances, over 25 test images with S = 2000 samples each: L_S's bias is below 0.01 nats
@@ -308,7 +308,7 @@ BAD_INPUT = {
 @pytest.fixture(scope="module")
 def bad_input_runs(tmp_path_factory):
     """Runs ``python -m vaelab.fit`` once per BAD_INPUT case, all at once, as processes that
-    share one Python start-up (tests/helpers.py, run_forked); returns case -> (tmp, result)."""
+    share one Python start-up (tests/helpers/, run_forked); returns case -> (tmp, result)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT), os.environ.get("PYTHONPATH")]))}
     env.pop("VAELAB_DATA_DIR", None)
     folders, commands = {}, []
