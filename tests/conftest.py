@@ -1,12 +1,10 @@
-"""Fixtures shared by the test modules (shared constants and functions: tests/helpers.py)."""
+"""Fixtures shared by the test modules (shared constants and functions: tests/helpers/)."""
 
 import os
 
 # One thread per process, for this one and every process a test starts (they inherit the
-# variable; it must be set before torch is imported). The suite's tensors are small and it runs
-# on shared 2-core machines, where a second thread per process mostly waits for a core: measured
-# on such a machine under load, the one-epoch default-model fit took 14-15 s with one thread
-# and 37-51 s with two. Set OMP_NUM_THREADS yourself to run the tests with more.
+# variable; it must be set before torch is imported): on shared 2-core machines a second thread
+# mostly waits for a core (docs/testing.md#threads-and-helpers). Set OMP_NUM_THREADS to use more.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402

@@ -6,7 +6,7 @@ two optimizer steps) and then resumed with ``run.resume=<run dir>``. The final p
 optimizer's state, the step count, ``metrics.csv`` (every row once) and the test results must
 be equal, bit for bit, on the CPU with deterministic algorithms. The runs are a small model on
 tiny MNIST files of the real format; the processes are forked from one Python that has made the
-imports (tests/helpers.py, run_forked).
+imports (tests/helpers/, run_forked).
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ from vaelab.probability import objectives
 NEEDS = {"mnist": needs_mnist, "frey": needs_frey}
 IMAGE_SHAPE = {"mnist": (28, 28), "frey": (28, 20)}
 
-# The tiny fit of tests/helpers.py with 5 training batches, 20 importance samples per test image.
+# The tiny fit of tests/helpers/ with 5 training batches, 20 importance samples per test image.
 TINY = [*TINY_FIT, "trainer.limit_train_batches=5", "eval.ll_samples=20"]
 # Fewer batches again, for the tests that fit several times.
 TINIER = [*TINY, "trainer.limit_train_batches=3", "trainer.limit_val_batches=2", "trainer.limit_test_batches=1"]
@@ -115,8 +115,8 @@ def test_fit_writes_a_complete_run_directory(model, data, tmp_path, capsys):
     # after averaging over the test images
     assert summary["test_ll"] >= summary["test_elbo"] - 1e-3, summary
     # ... which any log-weights satisfy. The numbers are those recomputed independently from the
-    # same samples, to 1e-3 nats: the fit's float32 rounding (4e-5 measured), where another
-    # seed's samples move them by 5e-3 or more and a wrong density or bound by far more.
+    # same samples, to 1e-3 nats: above the fit's float32 rounding, below what another seed's
+    # samples or a wrong density or bound change (docs/testing.md#tolerances-and-waits).
     recomputed = recomputed_test_numbers(Path(summary["best_checkpoint"]), [*TINY, f"model={model}", f"data={data}"])
     assert recomputed == pytest.approx((summary["test_elbo"], summary["test_ll"]), abs=1e-3, rel=0), summary
 
@@ -203,7 +203,7 @@ def recomputed_test_numbers(checkpoint: Path, words: list[str]) -> tuple[float, 
 
 def test_reported_bounds_match_the_closed_forms_of_a_linear_gaussian_vae(tmp_path):
     """What a fit reports, from VAEModule's validation and test steps as trainer.fit and
-    vaelab.fit run them, on the linear-Gaussian VAE (tests/helpers.py), whose log p(x) and
+    vaelab.fit run them, on the linear-Gaussian VAE (tests/helpers/), whose log p(x) and
     ELBO are closed forms (q shifted off the posterior, so they differ by 1.6 nats on average):
     test/ll is the mean closed-form log p(x), test/elbo and val/elbo the mean closed-form ELBO.
     Tolerances, over 25 test images with S = 2000 samples each: L_S's bias is below 0.01 nats
@@ -308,7 +308,7 @@ BAD_INPUT = {
 @pytest.fixture(scope="module")
 def bad_input_runs(tmp_path_factory):
     """Runs ``python -m vaelab.fit`` once per BAD_INPUT case, all at once, as processes that
-    share one Python start-up (tests/helpers.py, run_forked); returns case -> (tmp, result)."""
+    share one Python start-up (tests/helpers/, run_forked); returns case -> (tmp, result)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT), os.environ.get("PYTHONPATH")]))}
     env.pop("VAELAB_DATA_DIR", None)
     folders, commands = {}, []
@@ -494,7 +494,7 @@ def test_default_model_beats_minus_142_nats_after_one_epoch(tmp_path):
     """A working trainer's bar: the default bernoulli model on MNIST, one full epoch, test ELBO > -142.
 
     The ELBO estimate is the mean log-weight; 10 samples per image over the 10000 test
-    images give it to about 0.1 nats, well inside the margin (about -137 to -140 measured).
+    images give it to about 0.1 nats, well inside the margin (docs/testing.md#tolerances-and-waits).
     """
     words = ["model=bernoulli", "trainer.max_epochs=1", "eval.ll_samples=10", "trainer.progress_bar=false"]
     assert main([*words, f"data.root={SHARED_DATA}", f"run.dir={tmp_path / 'run'}"]) == 0

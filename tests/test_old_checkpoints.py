@@ -17,7 +17,7 @@ one-layer Bernoulli model and a two-layer ``gaussian_learned`` one (so ``vae.pri
   parameters and optimizer state must be equal, bit for bit.
 
 Every process is forked from one of two Pythons, one that imported the old vaelab and one that
-imported today's (tests/helpers.py, run_forked); each command prints which vaelab it runs.
+imported today's (tests/helpers/, run_forked); each command prints which vaelab it runs.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Every combination of parts trains and tests from the command line, with the presets too.
 
 Each combination is a tiny ``python -m vaelab.fit`` on the real data (forked from one Python:
-tests/helpers.py, run_forked), then ``python -m vaelab.evaluate`` on its run directory. The
+tests/helpers/, run_forked), then ``python -m vaelab.evaluate`` on its run directory. The
 evaluation rebuilds the model from the checkpoint alone (a learned prior's pseudo-inputs or
 mixture parameters, a conv network) and draws the same importance samples as the fit's test,
 so its log-likelihood and ELBO must equal the fit's up to the fit's float32 mean over the

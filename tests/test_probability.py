@@ -156,7 +156,7 @@ def test_learned_variance_is_floor_plus_softplus_where_the_floor_binds(sigmoid_m
         assert read_back == pytest.approx(variance, rel=1e-12), (head, read_back, variance)
 
 
-# --- the linear-Gaussian VAE of tests/helpers.py: log p(x) in closed form
+# --- the linear-Gaussian VAE of tests/helpers/: log p(x) in closed form
 
 
 def test_bounds_are_exact_when_q_is_the_true_posterior():
@@ -244,7 +244,7 @@ def test_estimates_are_refused_before_every_sample_is_in():
 
 # --- two stochastic layers, all linear: z2 ~ N(0, I), z1 | z2 ~ N(A z2 + a, diag(s1)),
 # x | z1 ~ N(W z1 + b, s^2 I), so p(x) = N(W a + b, W (A A^T + diag(s1)) W^T + s^2 I)
-# (the model and data from it: tests/helpers.py).
+# (the model and data from it: tests/helpers/).
 
 
 def two_layer_closed_form(vae: VAE, x: torch.Tensor) -> torch.Tensor:

@@ -1,24 +1,17 @@
-"""The SLURM scripts of ``slurm/`` on a real SLURM cluster: CPU only, DDP over gloo.
+"""The SLURM scripts of ``slurm/`` on a real SLURM cluster: CPU only, DDP over gloo. The
+harness (the cluster, submitting, waiting, held jobs) is tests/helpers/slurm.py.
 
-As root, ``slurm/ci/start-cluster.sh`` first makes sure there is a cluster: it installs Debian's
-slurm-wlm and starts one unless one is up already: a one-node partition (2 CPUs, the default)
-and a partition of two nodes, each slurmd in its own network and UTS namespace on a veth bridge;
-otherwise the tests use whatever cluster answers ``sinfo`` (the two-node tests: its first
-partition with two responding nodes).
-Where no cluster can be had the cluster tests skip, saying why; with ``CI=true`` they fail
-instead. Each job runs in its own directory (``sbatch --chdir``) and is submitted from the
-project directory, as a user would, so ``runs/slurm-<job id>`` lands in that directory; the job
-finds the project through ``$SLURM_SUBMIT_DIR``. Every wait is bounded; a job still queued or
-running when the module ends is cancelled.
+Each job runs in its own directory (``sbatch --chdir``) and is submitted from the project
+directory, as a user would, so ``runs/slurm-<job id>`` lands in that directory; the job finds
+the project through ``$SLURM_SUBMIT_DIR``. A job still queued or running when the module ends
+is cancelled.
 
 The training jobs are submitted all at once, by one module fixture (``fit_jobs``), so that
 SLURM runs them side by side while others wait for a requeue; each test then checks its own
 jobs. They fit a tiny model on tiny MNIST files of the real format, a few seconds of training:
 what is checked does not depend on size. Per layout (one task; two tasks on one node; one task
 on each of two nodes) there is a job run through uninterrupted and the same job sent SIGUSR1
-mid-epoch. The signalled job runs ``vaelab.fit`` held after a chosen optimizer step (random,
-inside an epoch) until the signal has arrived, so the signal lands at that step however fast
-the steps are; the signal, the checkpoint, the requeue and the restart are SLURM's and vaelab's own.
+mid-epoch, held at a random optimizer step inside an epoch until the signal has arrived.
 
 What is checked: a fit job writes ``summary.json`` into ``runs/slurm-<job id>`` (with the Python
 that ``uv run`` finds); a job sent SIGUSR1 mid-training (what ``--signal=USR1@90`` sends before
@@ -28,32 +21,43 @@ scratch and none lost, and it ends bit for bit where the uninterrupted job ends 
 optimizer state, every row of ``metrics.csv``, the test numbers); a job SLURM requeues without
 that signal continues from ``checkpoints/last.ckpt``; ``multinode.sbatch`` trains one DDP run
 across two nodes (two hostnames, two addresses), and does so again after SIGUSR1 and a requeue;
-the sweep agent array runs ``wandb agent --count 1 SWEEP`` once per task (with a stand-in
-Python: there is no W&B server here).
+the two fit scripts find their shared body (``slurm/fit_job.sh``) when submitted from another
+directory, and say so in one line where it is missing; the sweep agent array runs
+``wandb agent --count 1 SWEEP`` once per task (with a stand-in Python: there is no W&B server here).
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import os
 import random
 import re
 import shutil
 import subprocess
 import sys
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import PROJECT, assert_same_training_state, metrics_rows, write_mnist
+from tests.helpers.slurm import (
+    SLURM,
+    FitJob,
+    cancel,
+    cpu_env,
+    default_partition,
+    drive,
+    ensure_cluster,
+    load,
+    log_text,
+    submit,
+    tail,
+    two_node_partition,
+    unavailable,
+    validated_epochs,
+    wait_done,
+    write_held_fit,
+)
 
-SLURM = PROJECT / "slurm"
-START_CLUSTER = SLURM / "ci" / "start-cluster.sh"
 SCRIPTS = ("fit.sbatch", "multinode.sbatch", "sweep_agent.sbatch")
-IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 
 # The jobs' fit: 3 epochs of 15 optimizer steps, minibatches of 20 images, a row of metrics.csv
 # per step; data.root (tiny MNIST files) is added by the fit_jobs fixture.
@@ -83,121 +87,12 @@ SIGNAL_CHECKS = [epoch * BATCHES + 10 for epoch in range(EPOCHS)]
 # time limit's own SIGUSR1 (90 s before it) must not come during the test.
 CPU_JOB = ["--gpus-per-node=0", "--cpus-per-task=1", "--time=15"]
 TWO_NODE_JOB = [*CPU_JOB, "--nodes=2", "--ntasks-per-node=1"]
-TERMINAL = {
-    "COMPLETED",
-    "FAILED",
-    "CANCELLED",
-    "TIMEOUT",
-    "NODE_FAIL",
-    "OUT_OF_MEMORY",
-    "BOOT_FAIL",
-    "DEADLINE",
-    "PREEMPTED",
-}
 ALL_JOBS_TIMEOUT = 600  # seconds for all the training jobs together, requeues included (a loaded machine)
-HOLD_TIMEOUT = 300  # seconds a held job waits for its signal before it trains on (and its test fails)
-
-# `python -m vaelab.fit`, held after optimizer step $HOLD_AT_STEP (first start of the job only)
-# until SIGUSR1 has set vaelab's requeue flag or SIGTERM has reached Lightning (as when SLURM
-# requeues a job); then vaelab's own check for the signal runs as usual. Rank 0 writes
-# $HOLD_MARKER once held. Used as $VAELAB_PYTHON: slurm/*.sbatch run "$VAELAB_PYTHON -m vaelab.fit ...".
-HELD_FIT = """\
-#!{python}
-import os, runpy, sys, time
-from pathlib import Path
-
-from vaelab.cluster import SlurmRequeue
-
-hold_at, marker = int(os.environ["HOLD_AT_STEP"]), Path(os.environ["HOLD_MARKER"])
-first_start = os.environ.get("SLURM_RESTART_COUNT", "0") == "0"
-check_for_signal = SlurmRequeue.on_train_batch_end
-
-
-def hold_then_check(self, trainer, module, outputs, batch, batch_idx):
-    if first_start and trainer.global_step == hold_at:
-        if trainer.is_global_zero:
-            marker.write_text(f"held after step {{hold_at}}\\n")
-        deadline = time.monotonic() + {timeout}
-        while not (self.requested or trainer.received_sigterm) and time.monotonic() < deadline:
-            time.sleep(0.05)
-    check_for_signal(self, trainer, module, outputs, batch, batch_idx)
-
-
-SlurmRequeue.on_train_batch_end = hold_then_check
-assert sys.argv[1:3] == ["-m", "vaelab.fit"], sys.argv
-sys.argv = ["vaelab.fit", *sys.argv[3:]]
-runpy.run_module("vaelab.fit", run_name="__main__", alter_sys=True)
-"""
-
-
-def unavailable(reason: str) -> None:
-    """Skip; but under CI=true fail, so a CI machine without a cluster is noticed."""
-    if IN_CI:
-        pytest.fail(f"{reason} (CI=true: failing instead of skipping)", pytrace=False)
-    pytest.skip(reason)
-
-
-def _cluster_answers() -> bool:
-    if shutil.which("sinfo") is None:
-        return False
-    try:
-        out = subprocess.run(
-            ["sinfo", "--noheader", "--responding", "--format=%T"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return False
-    return out.returncode == 0 and any(s.startswith(("idle", "mix", "alloc", "completing")) for s in out.stdout.split())
 
 
 @pytest.fixture(scope="module")
 def cluster() -> None:
-    """A SLURM cluster that answers and can run 2 one-CPU tasks on one node.
-
-    As root, slurm/ci/start-cluster.sh always runs first: it does nothing where its cluster is
-    up (or another cluster answers) and otherwise installs or restarts it.
-    """
-    if os.geteuid() == 0:
-        try:
-            started = subprocess.run([str(START_CLUSTER)], capture_output=True, text=True, timeout=600, check=False)
-        except subprocess.TimeoutExpired:
-            unavailable("slurm/ci/start-cluster.sh did not finish within 600 s")
-        if started.returncode != 0:
-            unavailable(f"slurm/ci/start-cluster.sh could not start a cluster:\n{started.stdout}{started.stderr}")
-        if not _cluster_answers():
-            unavailable(
-                f"slurm/ci/start-cluster.sh said the cluster is up, but sinfo gets no answer:\n{started.stdout}"
-            )
-    elif not _cluster_answers():
-        unavailable("no SLURM cluster answers sinfo, and only root can start one with slurm/ci/start-cluster.sh")
-    cpus = subprocess.run(
-        ["sinfo", "--noheader", "--responding", "--format=%c"], capture_output=True, text=True, check=False
-    )
-    if max((int(c.rstrip("+")) for c in cpus.stdout.split() if c.rstrip("+").isdigit()), default=0) < 2:
-        unavailable(f"the SLURM cluster has no node with 2 CPUs (sinfo: {cpus.stdout.strip()!r})")
-
-
-def two_node_partition() -> tuple[str | None, str]:
-    """The first partition with two responding nodes (start-cluster.sh's: twonode), or None and why not."""
-    out = subprocess.run(
-        ["sinfo", "--noheader", "--responding", "--Node", "--format=%R %N %T"],
-        capture_output=True, text=True, timeout=20, check=False,
-    )  # fmt: skip
-    usable: dict[str, set[str]] = {}
-    for line in out.stdout.splitlines():
-        partition, node, state = line.split()
-        if state.startswith(("idle", "mix", "alloc", "completing")):
-            usable.setdefault(partition.rstrip("*"), set()).add(node)
-    partition = next((p for p, nodes in usable.items() if len(nodes) >= 2), None)
-    return partition, f"no SLURM partition has two responding nodes (sinfo: {out.stdout.strip()!r})"
-
-
-def default_partition() -> str | None:
-    out = subprocess.run(["sinfo", "--noheader", "--format=%P"], capture_output=True, text=True, timeout=20, check=False)
-    return next((p.rstrip("*") for p in out.stdout.split() if p.endswith("*")), None)
+    ensure_cluster()
 
 
 @pytest.fixture(scope="module")
@@ -206,82 +101,6 @@ def two_nodes(cluster) -> str:
     if partition is None:
         unavailable(why_not)
     return partition
-
-
-def submit(script: str, workdir: Path, sbatch_args: list[str], args: list[str], env: dict) -> str:
-    """``sbatch`` from the project directory; returns the job id."""
-    command = ["sbatch", "--parsable", f"--chdir={workdir}", *sbatch_args, str(SLURM / script), *args]
-    done = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True, timeout=60, env=env, check=False)
-    assert done.returncode == 0, f"sbatch failed: {' '.join(command)}\n{done.stderr}"
-    job = done.stdout.strip().split(";")[0]
-    assert job.isdigit(), done.stdout
-    return job
-
-
-def cancel(jobs: list[str]) -> None:
-    if jobs:
-        subprocess.run(["scancel", *jobs], capture_output=True, timeout=30, check=False)
-
-
-def parse_records(text: str) -> list[dict[str, str]]:
-    return [dict(re.findall(r"(\w[\w/:]*)=(\S*)", line)) for line in text.splitlines() if line.strip()]
-
-
-def job_records(job: str = "") -> list[dict[str, str]]:
-    """``scontrol show job``, one dict per job record (several for an array; every job without ``job``)."""
-    out = subprocess.run(
-        ["scontrol", "--oneliner", "show", "job", *([job] if job else [])],
-        capture_output=True, text=True, timeout=30, check=False,
-    )  # fmt: skip
-    return parse_records(out.stdout)
-
-
-def log_text(workdir: Path, job: str) -> str:
-    logs = sorted(workdir.glob(f"slurm-{job}*.out"))
-    return (
-        "\n".join(f"==> {p.name}\n{p.read_text(errors='replace')}" for p in logs)
-        or f"(no log slurm-{job}*.out in {workdir})"
-    )
-
-
-def tail(text: str, lines: int = 60) -> str:
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def wait_done(job: str, workdir: Path, timeout: float) -> list[dict[str, str]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        records = job_records(job)
-        if records and all(r.get("JobState") in TERMINAL for r in records):
-            return records
-        if time.monotonic() > deadline:
-            states = [(r.get("JobId"), r.get("JobState"), r.get("Reason")) for r in records]
-            pytest.fail(f"waited {timeout:.0f} s for job {job} to end: {states}\n{tail(log_text(workdir, job))}")
-        time.sleep(0.5)
-
-
-def validated_epochs(metrics: Path) -> list[int]:
-    """The epoch of every validation row of metrics.csv, in file order."""
-    try:
-        with open(metrics, newline="") as file:
-            rows = list(csv.DictReader(file))
-    except (FileNotFoundError, csv.Error):
-        return []
-    return [int(row["epoch"]) for row in rows if row.get("val/elbo") and (row.get("epoch") or "").isdigit()]
-
-
-def cpu_env(**extra: str) -> dict[str, str]:
-    """This environment without VAELAB_* settings; one thread per training process, as the
-    jobs have one CPU per task (the same for the jobs that are compared bit for bit)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VAELAB_")}
-    env.update(OMP_NUM_THREADS="1", **extra)
-    return env
-
-
-def load(path: Path) -> dict:
-    import torch
-
-    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 # ---------------------------------------------------------------- the scripts themselves (no cluster)
@@ -302,12 +121,41 @@ def test_script_is_valid_bash_with_site_choices_left_open(script):
         assert options["--ntasks-per-node"] == options["--gpus-per-node"]
 
 
-def test_fit_and_multinode_differ_only_in_their_headers():
-    def body(name: str) -> str:
+def test_fit_and_multinode_share_one_body():
+    """The two fit scripts differ only in their headers; the job itself is slurm/fit_job.sh (an
+    #SBATCH line there would be ignored: only the submitted script's count)."""
+
+    def after_header(name: str) -> str:
         text = (SLURM / name).read_text()
         return text[text.index("set -euo pipefail") :]
 
-    assert body("fit.sbatch") == body("multinode.sbatch")
+    assert after_header("fit.sbatch") == after_header("multinode.sbatch")
+    assert "srun" not in after_header("fit.sbatch") and 'exec bash "$BODY" "$@"' in after_header("fit.sbatch")
+    body = SLURM / "fit_job.sh"
+    assert subprocess.run(["bash", "-n", str(body)], capture_output=True, check=False).returncode == 0
+    assert "srun --kill-on-bad-exit=1" in body.read_text()
+    assert not [line for line in body.read_text().splitlines() if line.startswith("#SBATCH")]
+
+
+def no_slurm_env() -> dict[str, str]:
+    """As outside any SLURM job: without SLURM_* and VAELAB_* variables."""
+    return {k: v for k, v in cpu_env().items() if not k.startswith("SLURM_")}
+
+
+@pytest.mark.parametrize("script", ["fit.sbatch", "multinode.sbatch"])
+def test_fit_script_outside_slurm_finds_its_body_and_stops_with_one_line(script, tmp_path):
+    """Run with bash from another directory: the body beside the script says it needs sbatch;
+    a copy of the script without the body beside it says that the body is missing."""
+    done = subprocess.run(["bash", str(SLURM / script)], cwd=tmp_path, capture_output=True, text=True,
+                          env=no_slurm_env(), check=False)  # fmt: skip
+    assert done.returncode == 2 and done.stderr.splitlines() == [
+        "vaelab-slurm: not in a SLURM job: submit slurm/fit.sbatch or slurm/multinode.sbatch with sbatch"
+    ], done.stderr
+    copy = tmp_path / script
+    shutil.copy(SLURM / script, copy)
+    done = subprocess.run(["bash", str(copy)], cwd=tmp_path, capture_output=True, text=True, env=no_slurm_env(), check=False)
+    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr
+    assert done.stderr.startswith("vaelab-slurm: no fit_job.sh beside") and "VAELAB_PROJECT" in done.stderr
 
 
 def test_sweep_agent_without_a_sweep_id_stops_with_one_line(tmp_path):
@@ -372,6 +220,53 @@ def test_sweep_agent_array_runs_one_agent_run_per_task(cluster, tmp_path):
     assert (tmp_path / f"slurm-{job}_0.out").is_file() and (tmp_path / f"slurm-{job}_1.out").is_file()
 
 
+def stand_in_python(folder: Path) -> Path:
+    """A stand-in for VAELAB_PYTHON that writes the arguments of each call to args-<task>.txt."""
+    python = folder / "python"
+    python.write_text('#!/bin/sh\necho "$*" > "$(dirname "$0")/args-${SLURM_PROCID:-x}.txt"\n')
+    python.chmod(0o755)
+    return python
+
+
+@pytest.mark.slurm
+@pytest.mark.parametrize("script", ["fit.sbatch", "multinode.sbatch"])
+def test_fit_script_submitted_from_elsewhere_runs_its_body(cluster, script, tmp_path):
+    """sbatch runs a copy of the script on the node: submitted from a directory that is not the
+    project (with VAELAB_PYTHON, so no project is needed), it still finds slurm/fit_job.sh beside
+    the submitted script and runs the fit with the job's arguments last."""
+    python = stand_in_python(tmp_path)
+    job = submit(script, tmp_path, [*CPU_JOB, "--nodes=1", "--ntasks-per-node=1"], ["model.k=3"],
+                 cpu_env(VAELAB_PYTHON=str(python)), cwd=tmp_path)  # fmt: skip
+    try:
+        records = wait_done(job, tmp_path, timeout=60)
+    finally:
+        cancel([job])
+    log = log_text(tmp_path, job)
+    assert records[0]["JobState"] == "COMPLETED", f"{records}\n{log}"
+    words = (tmp_path / "args-0.txt").read_text().split()
+    assert words[:2] == ["-m", "vaelab.fit"] and words[-2:] == [f"run.dir=runs/slurm-{job}", "model.k=3"], words
+    assert f"run directory runs/slurm-{job}; python {python}" in log, log
+
+
+@pytest.mark.slurm
+def test_fit_script_without_its_body_fails_with_one_line(cluster, tmp_path):
+    """A copy of fit.sbatch alone, submitted from a directory that is not the project."""
+    copy = tmp_path / "fit.sbatch"
+    shutil.copy(SLURM / "fit.sbatch", copy)
+    command = ["sbatch", "--parsable", f"--chdir={tmp_path}", *CPU_JOB, "--ntasks-per-node=1", str(copy)]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60, env=cpu_env(), check=False)
+    assert done.returncode == 0, done.stderr
+    job = done.stdout.strip().split(";")[0]
+    try:
+        records = wait_done(job, tmp_path, timeout=60)
+    finally:
+        cancel([job])
+    log = log_text(tmp_path, job)
+    assert records[0]["JobState"] == "FAILED" and records[0]["ExitCode"] == "2:0", f"{records}\n{log}"
+    lines = [line for line in log.splitlines() if not line.startswith("==> ")]
+    assert len(lines) == 1 and lines[0].startswith(f"vaelab-slurm: no fit_job.sh beside {copy} nor in {tmp_path}/slurm"), log
+
+
 # ---------------------------------------------------------------- training jobs, all submitted at once
 
 # layout -> (script, sbatch arguments, trainer.steps_per_call); partitions added by fit_jobs.
@@ -381,45 +276,6 @@ LAYOUTS = {
     "2 tasks": ("fit.sbatch", [*CPU_JOB, "--ntasks-per-node=2"], 1),
     "1 task": ("fit.sbatch", [*CPU_JOB, "--ntasks-per-node=1"], 1),
 }
-
-
-@dataclass
-class FitJob:
-    """One training job of the fit_jobs fixture and what became of it."""
-
-    name: str
-    workdir: Path
-    script: str
-    sbatch_args: list[str]
-    words: list[str]
-    env: dict[str, str]
-    hold_at: int | None = None  # the optimizer step after which it is held
-    action: str | None = None  # what the fixture does once it is held: "signal" (SIGUSR1) or "requeue"
-    id: str = ""
-    acted: bool = False
-    when_held: dict[str, bool] = field(default_factory=dict)  # files present when it was held
-    record: dict[str, str] = field(default_factory=dict)  # its final `scontrol show job` record
-    problem: str = ""  # why the fixture stopped waiting for it, if it did
-
-    @property
-    def run_dir(self) -> Path:
-        return self.workdir / "runs" / f"slurm-{self.id}"
-
-    @property
-    def marker(self) -> Path:
-        return self.workdir / "held"
-
-    def log(self) -> str:
-        return log_text(self.workdir, self.id)
-
-    def completed(self, restarts: int) -> str:
-        """Assert the job completed after ``restarts`` requeues; returns its log."""
-        log = self.log()
-        assert not self.problem, f"job {self.id} ({self.name}): {self.problem}\n{tail(log)}"
-        state, reason = self.record.get("JobState"), self.record.get("Reason")
-        assert state == "COMPLETED", f"job {self.id} ({self.name}): {state} {reason}\n{tail(log)}"
-        assert int(self.record["Restarts"]) == restarts, f"job {self.id} restarted {self.record['Restarts']} times\n{tail(log)}"
-        return log
 
 
 def hold_steps(steps_per_call: int) -> list[int]:
@@ -440,14 +296,7 @@ def fit_jobs(cluster, tmp_path_factory) -> dict[str, FitJob]:
     root = tmp_path_factory.mktemp("slurm-jobs")
     write_mnist(root / "data", **TINY_MNIST)
     fit_words = [*JOB_FIT, f"data.root={root / 'data'}"]
-    held_fit = root / "held_fit"
-    held_fit.write_text(HELD_FIT.format(python=sys.executable, timeout=HOLD_TIMEOUT))
-    held_fit.chmod(0o755)
-
-    def held(job: FitJob, hold_at: int, action: str) -> FitJob:
-        job.hold_at, job.action = hold_at, action
-        job.env = cpu_env(VAELAB_PYTHON=str(held_fit), HOLD_AT_STEP=str(hold_at), HOLD_MARKER=str(job.marker))
-        return job
+    held_fit = write_held_fit(root / "held_fit", sys.executable)
 
     two_node, default = two_node_partition()[0], default_partition()
     # A one-node job may run in the default partition or on a node of the two-node one,
@@ -467,63 +316,28 @@ def fit_jobs(cluster, tmp_path_factory) -> dict[str, FitJob]:
         # the whole two-task job finds Python with `uv run`, as a user's job does
         python = {} if layout == "2 tasks" else {"VAELAB_PYTHON": sys.executable}
         whole = FitJob(f"{layout} whole", folder / "whole", script, sbatch_args, words, cpu_env(**python))
-        planned += [held(signalled, random.choice(hold_steps(steps_per_call)), "signal"), whole]
+        planned += [signalled.hold(held_fit, random.choice(hold_steps(steps_per_call)), "signal"), whole]
     one_node_two_tasks = [*CPU_JOB, "--nodes=1", "--ntasks-per-node=2", *one_node]
     requeued = FitJob("requeued", root / "requeued", "multinode.sbatch", one_node_two_tasks,
                       [*fit_words, "trainer.steps_per_call=5"], {})  # fmt: skip
     # submitted after the first two-task job, before the others: its requeue wait overlaps theirs
-    planned.insert(min(3, len(planned)), held(requeued, random.choice([BATCHES + 5, BATCHES + 10]), "requeue"))
+    planned.insert(min(3, len(planned)), requeued.hold(held_fit, random.choice([BATCHES + 5, BATCHES + 10]), "requeue"))
 
     jobs: dict[str, FitJob] = {}
     try:
         for job in planned:
-            job.workdir.mkdir(parents=True)
-            job.id = submit(job.script, job.workdir, job.sbatch_args, job.words, job.env)
+            job.submit()
             jobs[job.name] = job
-        _drive(list(jobs.values()))
+        drive(list(jobs.values()), ALL_JOBS_TIMEOUT)
         yield jobs
     finally:
         cancel([job.id for job in jobs.values()])
-
-
-def _drive(jobs: list[FitJob]) -> None:
-    """Until every job has ended: signal or requeue each job once it is held."""
-    deadline = time.monotonic() + ALL_JOBS_TIMEOUT
-    running = {job.id: job for job in jobs}
-    while running:
-        for job in running.values():
-            if job.action and not job.acted and job.marker.is_file():
-                job.when_held = {
-                    "summary.json": (job.run_dir / "summary.json").exists(),
-                    "last.ckpt": (job.run_dir / "checkpoints" / "last.ckpt").is_file(),
-                }
-                if job.action == "signal":  # what --signal=USR1@90 does before the time limit: the srun tasks only
-                    command = ["scancel", "--signal=USR1", job.id]
-                else:
-                    command = ["scontrol", "requeue", job.id]
-                subprocess.run(command, check=True, timeout=30)
-                job.acted = True
-        records = {r.get("JobId"): r for r in job_records()}
-        for id_, job in list(running.items()):
-            if records.get(id_, {}).get("JobState") in TERMINAL:
-                job.record = records[id_]
-                del running[id_]
-        if running and time.monotonic() > deadline:
-            for id_, job in running.items():
-                state = records.get(id_, {})
-                job.problem = f"waited {ALL_JOBS_TIMEOUT} s for it to end: {state.get('JobState')} {state.get('Reason')}"
-            return
-        time.sleep(0.5)
 
 
 def fit_job(fit_jobs: dict[str, FitJob], name: str) -> FitJob:
     if name not in fit_jobs:  # a two-node job where no partition has two nodes
         unavailable(two_node_partition()[1])
     return fit_jobs[name]
-
-
-def summary_of(job: FitJob) -> dict:
-    return json.loads((job.run_dir / "summary.json").read_text())
 
 
 def check_continued_from_hpc_checkpoint(job: FitJob) -> tuple[str, dict]:
@@ -544,7 +358,7 @@ def check_continued_from_hpc_checkpoint(job: FitJob) -> tuple[str, dict]:
     assert step == min(s for s in SIGNAL_CHECKS if s >= job.hold_at), (job.hold_at, step)
     assert 1 <= epoch < EPOCHS and step % BATCHES != 0, (job.hold_at, epoch, step)
 
-    summary = summary_of(job)
+    summary = job.summary()
     assert summary["epochs"] == EPOCHS and summary["steps"] == EPOCHS * BATCHES, summary
     validated = validated_epochs(job.run_dir / "metrics.csv")
     # None lost; none before the checkpoint trained again (so none from scratch); at most the
@@ -561,7 +375,7 @@ def test_fit_job_writes_summary_into_run_dir_keyed_by_job_id(fit_jobs):
     """Two tasks, DDP over gloo, Python found by `uv run` from the submit directory."""
     job = fit_job(fit_jobs, "2 tasks whole")
     log = job.completed(restarts=0)
-    summary = summary_of(job)
+    summary = job.summary()
     assert summary["run_dir"] == f"runs/slurm-{job.id}"
     assert summary["epochs"] == EPOCHS and summary["steps"] == EPOCHS * BATCHES, summary
     assert "distributed_backend=gloo" in log and "Starting with 2 processes" in log, tail(log)
@@ -597,7 +411,7 @@ def test_job_requeued_by_slurm_continues_from_last_checkpoint(fit_jobs):
     assert [Path(p).name for p in restored if "hpc_ckpt" in p] == ["hpc_ckpt_1.ckpt"], restored
     assert sorted(p.name for p in job.run_dir.glob("hpc_ckpt_*")) == ["hpc_ckpt_1.ckpt"]
     assert load(job.run_dir / "hpc_ckpt_1.ckpt")["global_step"] == BATCHES  # the end of epoch 0
-    summary = summary_of(job)
+    summary = job.summary()
     assert summary["epochs"] == EPOCHS and summary["steps"] == EPOCHS * BATCHES, summary
     validated = validated_epochs(job.run_dir / "metrics.csv")
     assert sorted(set(validated)) == list(range(EPOCHS)) and validated.count(0) == 1, validated
@@ -616,7 +430,7 @@ def test_multinode_job_trains_one_ddp_run_across_two_nodes(fit_jobs):
     for rank in (0, 1):
         assert f"Initializing distributed: GLOBAL_RANK: {rank}, MEMBER: {rank + 1}/2" in log, tail(log)
     assert "distributed_backend=gloo" in log and "Starting with 2 processes" in log, tail(log)
-    summary = summary_of(job)
+    summary = job.summary()
     # Each rank trains BATCHES minibatches of its own shard of the data per epoch, the two in lockstep.
     assert summary["world_size"] == 2 and summary["epochs"] == EPOCHS and summary["steps"] == EPOCHS * BATCHES, summary
     assert "Traceback" not in log, tail(log)
@@ -631,7 +445,7 @@ def test_two_node_job_sent_sigusr1_requeues_and_continues_on_both_nodes(fit_jobs
     assert log.count("2 node(s) x 1 task(s)") == 2, tail(log)
     # Both starts had both ranks.
     assert log.count("Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2") == 2, tail(log)
-    assert summary_of(job)["world_size"] == 2
+    assert job.summary()["world_size"] == 2
 
 
 @pytest.mark.slurm
@@ -641,8 +455,6 @@ def test_sigusr1_requeued_job_is_the_uninterrupted_job(fit_jobs, layout):
     """A job sent SIGUSR1 at a random step inside an epoch and requeued ends bit for bit
     where the same job never interrupted ends (CPU, deterministic algorithms): one process,
     two DDP processes on one node, and one process on each of two nodes."""
-    import torch
-
     signalled, whole = fit_job(fit_jobs, f"{layout} signalled"), fit_job(fit_jobs, f"{layout} whole")
     log = signalled.completed(restarts=1)
     whole.completed(restarts=0)
@@ -657,6 +469,6 @@ def test_sigusr1_requeued_job_is_the_uninterrupted_job(fit_jobs, layout):
     assert rows_a == rows_b, at
     train_steps = [int(row["step"]) for row in rows_b if row.get("train/elbo")]
     assert train_steps == list(range(EPOCHS * BATCHES)), at  # each step's row once
-    summary_a, summary_b = summary_of(whole), summary_of(signalled)
+    summary_a, summary_b = whole.summary(), signalled.summary()
     keys = ("test_elbo", "test_ll", "best_val_elbo", "steps", "epochs")
     assert {k: summary_a[k] for k in keys} == {k: summary_b[k] for k in keys}

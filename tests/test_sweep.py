@@ -37,7 +37,7 @@ from vaelab.sweep.command import build_command, param_values, vaelab_words  # no
 from vaelab.sweep.engine import load_sweep  # noqa: E402
 
 SWEEP_FILES = sorted((PROJECT / "sweeps").glob("*.yaml"))
-# The tiny fit of tests/helpers.py on Frey faces (which load faster than MNIST), fewer batches still.
+# The tiny fit of tests/helpers/ on Frey faces (which load faster than MNIST), fewer batches still.
 TINY_FREY = [*TINY_FIT, "data=frey", "model=gaussian_learned", "trainer.limit_val_batches=2",
              "trainer.limit_test_batches=1"]
 VAELAB = ["${env}", "${interpreter}", "-m", "vaelab.fit"]

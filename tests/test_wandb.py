@@ -24,7 +24,8 @@ def test_offline_wandb_run_records_metrics_config_and_pictures(tmp_path, monkeyp
     pictures = list((runs[0] / "files" / "media" / "images").glob("*.png"))
     assert len(pictures) == 2  # samples and reconstructions
     # The run's transaction log holds the logged keys and the resolved config. W&B's service
-    # process writes it after run.finish() returns (seen under load), so wait a bounded time.
+    # process may write it after run.finish() returns (docs/testing.md#tolerances-and-waits),
+    # so wait a bounded time.
     keys = (b"val/elbo", b"test/ll", b"test/elbo", b"latent_dim", str(SHARED_DATA).encode())
     log = next(runs[0].glob("run-*.wandb"))
     deadline = time.monotonic() + 60

@@ -33,22 +33,17 @@ if TYPE_CHECKING:
     from vaelab.models.vae import VAE
 
 # ``trainer.compile=null`` compiles a run when the steps ahead are expected to save more time
-# than compiling costs. On CUDA (never measured here) from this many steps:
+# than compiling costs. The constants rest on benchmarks (docs/speed.md#when-auto-compiles).
+# On CUDA, a guess (nothing measured there): from this many steps.
 AUTO_MIN_STEPS_CUDA = 2_000
-# On the CPU, the saving per step grows with the step's arithmetic: measured on this project's
-# 2-core reference CPU (benchmarks/throughput.py, 2026-11-22), 0.36 ms of 5.1 ms for vaelab's
-# step of Burda et al.'s one-layer model at batch 20 (51 MFLOP per step) and 1.9 ms of 14.5 ms
-# for the plain loop's step of the default model at batch 100 (790 MFLOP): about
-# CPU_SAVING_PER_STEP + CPU_SAVING_PER_FLOP * FLOP. Compiling the default model's step took 42 s
-# with an empty inductor cache (a few seconds with it warm): CPU_COMPILE_SECONDS.
+# On the CPU the saving per step grows with the step's arithmetic, about
+# CPU_SAVING_PER_STEP + CPU_SAVING_PER_FLOP * FLOP; compiling costs CPU_COMPILE_SECONDS (a cold cache).
 CPU_SAVING_PER_STEP = 0.25e-3  # seconds
 CPU_SAVING_PER_FLOP = 2.1e-12  # seconds
 CPU_COMPILE_SECONDS = 40.0
 
 # ``eval.compile=null`` compiles the test-set estimates from this many importance samples in
-# all (images x eval.ll_samples), on the CPU. On the 2-core reference CPU compiling takes
-# 5-25 s and saves 6-16% of the 16-27 us a sample of the default model costs eagerly
-# (benchmarks/evaluation.py; the default test, 5 * 10^7 samples, saves about 1-2 minutes).
+# all (images x eval.ll_samples), on the CPU: where the saving repays compiling (docs/speed.md).
 AUTO_MIN_SAMPLES = 20_000_000
 
 _failed_devices: set[str] = set()  # device types on which compiling the estimates failed

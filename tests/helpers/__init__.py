@@ -2,7 +2,7 @@
 without them, tiny MNIST files of the real format, the words of a fit of a few seconds, several
 ``python -m vaelab.fit`` processes that share one start-up (``run_forked``), and linear-Gaussian
 VAEs (one and two stochastic layers) whose marginal likelihood is known in closed form.
-(Fixtures are in conftest.py.)"""
+The SLURM cluster harness is in tests/helpers/slurm.py; fixtures are in tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from vaelab.data.mnist import IMAGE_MAGIC, LABEL_MAGIC
 from vaelab.models.vae import VAE
 from vaelab.probability.densities import kl_to_standard_normal
 
-PROJECT = Path(__file__).resolve().parents[1]
+PROJECT = Path(__file__).resolve().parents[2]
 
 # --- the real datasets, beside the project: ../shared/data ---------------------------------
 
