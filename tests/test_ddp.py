@@ -3,8 +3,9 @@
 With the same seed, the 2 ranks' batches of 50 are together exactly the single process's
 batch of 100 (rank r takes positions r, r+2, ... of the same epoch order) and DDP averages
 their gradients, so the two runs differ only through their random draws (binarization,
-reparameterization noise). After 100 steps of the default model, their test numbers agree
-to within TOLERANCE nats (the differences seen: docs/testing.md#tolerances-and-waits).
+reparameterization noise: each DDP rank draws its own, docs/resume.md). After 100 steps of the
+default model, their test numbers agree to within TOLERANCE nats (the differences seen:
+docs/testing.md#tolerances-and-waits).
 """
 
 import json

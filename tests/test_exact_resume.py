@@ -4,9 +4,11 @@ The same 3-epoch run is trained twice as ``python -m vaelab.fit`` processes: onc
 interruption, once killed by SIGKILL at a random step inside a ``training_step`` call (between
 two optimizer steps) and then resumed with ``run.resume=<run dir>``. The final parameters, the
 optimizer's state, the step count, ``metrics.csv`` (every row once) and the test results must
-be equal, bit for bit, on the CPU with deterministic algorithms. The runs are a small model on
-tiny MNIST files of the real format; the processes are forked from one Python that has made the
-imports (tests/helpers/, run_forked).
+be equal, bit for bit, on the CPU with deterministic algorithms. The same holds for a 2-process
+DDP run (gloo) stopped mid-epoch by SIGUSR1 (the checkpoint taken before a SLURM requeue), whose
+ranks each draw their own noise and must each get their own generators back. The runs are a
+small model on tiny MNIST files of the real format; the processes are forked from one Python that
+has made the imports (tests/helpers/, run_forked).
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ import signal
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
 from tests.helpers import PROJECT, Command, assert_same_training_state, metrics_rows, run_forked, write_mnist
 from vaelab.data.batches import InMemoryBatches
-from vaelab.results.resume import IntervalCheckpoint
+from vaelab.results.rank_noise import seed_rank_generators, seed_test_samples
+from vaelab.results.resume import ExactResume, IntervalCheckpoint, random_states
 
 EPOCHS, STEPS_PER_EPOCH, STEPS_PER_CALL = 3, 10, 3  # calls of 3, 3, 3 and 1 steps per epoch
 # data.root is added by the tiny_mnist fixture: 600 training images, 100 of them for validation
@@ -252,3 +256,130 @@ def test_a_run_resumed_from_its_sigusr1_checkpoint_is_the_uninterrupted_run(tmp_
     for name, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][name]), name
     assert metrics_rows(tmp_path / "whole") == metrics_rows(run_dir)
+
+
+# ---------------------------------------------------------------- every DDP rank its own noise
+
+
+def same_states(a: dict, b: dict) -> bool:
+    return torch.equal(a["torch"], b["torch"]) and a["numpy"] == b["numpy"] and a["python"] == b["python"]
+
+
+def seeded(seed: int, rank: int) -> dict:
+    seed_rank_generators(seed, rank)
+    return random_states()
+
+
+def test_rank_seeds_give_every_rank_and_seed_other_streams_of_every_generator():
+    first = seeded(3, 1)
+    assert same_states(first, seeded(3, 1))  # a function of (seed, rank) alone
+    others = [seeded(3, 0), seeded(4, 0), seeded(4, 1), seeded(2, 1)]  # (4, 0): seed + rank does not collide
+    for other in others:
+        assert not torch.equal(first["torch"], other["torch"])
+        assert first["numpy"][1] != other["numpy"][1] and first["python"][1] != other["python"][1]
+    seed_rank_generators(3, 1)
+    numpy_draw, python_draw = np.random.random_sample(), random.random()
+    assert numpy_draw != python_draw  # two Mersenne Twisters seeded with other words
+    seed_test_samples(5, 0, 1)  # one process: as vaelab.evaluate, torch.manual_seed(seed)
+    assert torch.equal(torch.get_rng_state(), torch.manual_seed(5).get_state())
+    seed_test_samples(5, 1, 2)
+    assert same_states(random_states(), seeded(5, 1))
+
+
+def first_step_states(world_size: int, rank: int, loaded: dict | None) -> dict:
+    """The generators' states ExactResume(seed=7) leaves before the first (and the second)
+    training step at ``rank`` of ``world_size`` processes, resuming from a checkpoint whose
+    callback state is ``loaded`` (None: a fresh run), where set-up left torch.manual_seed(123)."""
+    callback, trainer = ExactResume(seed=7), SimpleNamespace(world_size=world_size, global_rank=rank, is_global_zero=rank == 0, loggers=[])
+    if loaded is not None:
+        callback.load_state_dict(loaded)
+    torch.manual_seed(123), np.random.seed(123), random.seed(123)
+    callback.on_train_start(trainer, None)
+    callback.on_train_batch_start(trainer, None, None, 0)
+    states = random_states()
+    torch.rand(3)
+    callback.on_train_batch_start(trainer, None, None, 1)  # the second step draws on
+    assert not torch.equal(torch.get_rng_state(), states["torch"])
+    return states
+
+
+def test_exact_resume_gives_each_rank_its_own_states_or_says_why_not():
+    torch.manual_seed(123), np.random.seed(123), random.seed(123)
+    as_left, a, b, c = random_states(), seeded(1, 0), seeded(1, 1), seeded(1, 2)
+    per_rank = "random_states_per_rank"
+    assert same_states(first_step_states(1, 0, None), as_left)  # one process: never reseeded
+    assert same_states(first_step_states(2, 1, None), seeded(7, 1))
+    assert same_states(first_step_states(2, 1, {per_rank: [a, b]}), b)
+    assert same_states(first_step_states(2, 0, {per_rank: [a, b]}), a)
+    assert same_states(first_step_states(1, 0, {per_rank: [a]}), a)
+    assert same_states(first_step_states(1, 0, {"random_states": a}), a)  # written before per-rank states
+    with pytest.warns(UserWarning, match="one random state for all ranks"):
+        assert same_states(first_step_states(2, 1, {"random_states": a}), seeded(7, 1))
+    with pytest.warns(UserWarning, match="random states of 3 processes and this run has 2"):
+        assert same_states(first_step_states(2, 1, {per_rank: [a, b, c]}), seeded(7, 1))
+    with pytest.warns(UserWarning, match="random states of 2 processes and this run has 1"):
+        assert same_states(first_step_states(1, 0, {per_rank: [a, b]}), as_left)
+
+
+DDP_EPOCHS, DDP_STEPS_PER_EPOCH = 2, 10  # 500 training images: 250 a rank, 10 minibatches of 25
+DDP_WORDS = [*WORDS, "trainer=ddp", "trainer.devices=2", f"trainer.max_epochs={DDP_EPOCHS}", "data.batch_size=25"]
+REQUEUE_AT_STEP = DDP_STEPS_PER_EPOCH + 2 * STEPS_PER_CALL  # epoch 1, after its second call
+
+
+@pytest.fixture(scope="module")
+def ddp_runs(tmp_path_factory, tiny_mnist) -> SimpleNamespace:
+    """Two-process DDP fits by tests/fit_with_probes.py: one uninterrupted, with each rank's
+    initial weights and first draws recorded; one stopped by SIGUSR1 at REQUEUE_AT_STEP
+    (``hpc_ckpt_1.ckpt``), then resumed from that checkpoint by ``python -m vaelab.fit``."""
+    tmp = tmp_path_factory.mktemp("ddp")
+    probes = tmp / "probes"
+    probes.mkdir()
+    words = [*DDP_WORDS, tiny_mnist]
+    whole, requeued = tmp / "whole", tmp / "requeued"
+    fits = [
+        Command([*words, f"run.dir={whole}"], tmp, module="tests.fit_with_probes", env={"PROBE_DIR": str(probes)}),
+        Command([*words, f"run.dir={requeued}"], tmp, module="tests.fit_with_probes", env={"REQUEUE_AT_STEP": str(REQUEUE_AT_STEP)}),
+    ]
+    resume = Command([f"run.resume={requeued / 'hpc_ckpt_1.ckpt'}"], tmp)
+    results = run_forked([fits, [resume]], env=ENV, timeout=600)
+    return SimpleNamespace(results=dict(zip(("whole", "requeued", "resumed"), results)), whole=whole, requeued=requeued, probes=probes)
+
+
+@pytest.mark.slow
+def test_ddp_ranks_start_from_the_same_weights_and_draw_their_own_noise(ddp_runs, tiny_mnist, tmp_path):
+    from vaelab.config.compose import compose, parse_command_line
+    from vaelab.fit import build_run
+
+    assert ddp_runs.results["whole"].returncode == 0, ddp_runs.results["whole"].stderr[-3000:]
+    ranks = [torch.load(ddp_runs.probes / f"rank{rank}.pt", weights_only=False) for rank in (0, 1)]
+    assert [record["rank"] for record in ranks] == [0, 1]
+    # The weights one process builds from the seed, before any reseeding (in-process: leave torch's flags alone).
+    words = [w for w in WORDS if w != "trainer.deterministic=true"]
+    single = build_run(compose(parse_command_line([*words, tiny_mnist, "data.batch_size=25", f"run.dir={tmp_path}"])))
+    for name, value in single.module.state_dict().items():
+        assert torch.equal(ranks[0]["weights"][name], value) and torch.equal(ranks[1]["weights"][name], value), name
+    for rank, record in enumerate(ranks):
+        assert torch.equal(record["torch_state"], seeded(0, rank)["torch"]), rank  # from (seed=0, rank)
+    assert not torch.equal(ranks[0]["torch_draws"], ranks[1]["torch_draws"])
+    assert ranks[0]["numpy_draws"] != ranks[1]["numpy_draws"] and ranks[0]["python_draws"] != ranks[1]["python_draws"]
+
+
+@pytest.mark.slow
+def test_a_ddp_run_requeued_mid_epoch_and_resumed_is_the_uninterrupted_run(ddp_runs):
+    results = ddp_runs.results
+    for name, result in results.items():
+        assert result.returncode == 0, (name, result.stderr[-3000:])
+    assert "could not requeue SLURM job" in results["requeued"].stderr
+    hpc = load(ddp_runs.requeued / "hpc_ckpt_1.ckpt")
+    assert hpc["global_step"] == REQUEUE_AT_STEP  # mid-epoch 1
+    a, b = hpc["callbacks"]["ExactResume"]["random_states_per_rank"]  # every rank's own, gathered
+    assert not torch.equal(a["torch"], b["torch"])
+
+    a, b = load(ddp_runs.whole / "checkpoints" / "last.ckpt"), load(ddp_runs.requeued / "checkpoints" / "last.ckpt")
+    assert (a["epoch"], a["global_step"]) == (b["epoch"], b["global_step"]) == (DDP_EPOCHS - 1, DDP_EPOCHS * DDP_STEPS_PER_EPOCH)
+    assert_same_training_state(a, b)
+    assert metrics_rows(ddp_runs.whole) == metrics_rows(ddp_runs.requeued)
+    summary_a, summary_b = (json.loads((run / "summary.json").read_text()) for run in (ddp_runs.whole, ddp_runs.requeued))
+    assert summary_a["world_size"] == summary_b["world_size"] == 2
+    for key in ("test_elbo", "test_ll", "best_val_elbo", "steps", "epochs"):
+        assert summary_a[key] == summary_b[key], key

@@ -32,6 +32,7 @@ from vaelab.models.module import VAEModule
 from vaelab.results.checkpoints import AtomicCheckpointIO
 from vaelab.results.clock import TrainingClock
 from vaelab.results.pictures import image_grids, save_grids
+from vaelab.results.rank_noise import seed_test_samples
 from vaelab.results.resume import ExactResume, IntervalCheckpoint
 from vaelab.results.loggers import build_loggers
 from vaelab.results.run_dir import (
@@ -155,7 +156,7 @@ def build_run(cfg_node: DictConfig) -> Run:
         run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT, t.checkpoint_every_n_steps, t.checkpoint_every_minutes
     )
     clock = TrainingClock()
-    callbacks = [ConfigWriter(run_dir, cfg_node), checkpoint, within_epoch, ExactResume(), clock]
+    callbacks = [ConfigWriter(run_dir, cfg_node), checkpoint, within_epoch, ExactResume(cfg.seed), clock]
     loggers = build_loggers(cfg.logger, run_dir, f"{run_dir.parent.name}/{run_dir.name}", to_plain(cfg_node))
     trainer = _trainer(cfg, run_dir, callbacks, loggers)
     return Run(cfg, run_dir, datamodule, module, trainer, checkpoint, clock)
@@ -177,7 +178,7 @@ def _fit(run: Run, resume_checkpoint: Path | None) -> dict:
     with exported_run_dir(run.run_dir):
         trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=resume_checkpoint)
     best = checkpoint.best_model_path or checkpoint.last_model_path
-    torch.manual_seed(cfg.seed)  # the test's importance samples are those vaelab.evaluate draws
+    seed_test_samples(cfg.seed, trainer.global_rank, trainer.world_size)  # in one process, vaelab.evaluate's samples
     tested = trainer.test(run.module, datamodule=run.datamodule, ckpt_path=best, verbose=False)[0]
     summary = {
         "run_dir": str(run.run_dir),

@@ -2,10 +2,10 @@
 
 Lightning's checkpoint holds the weights, the optimizer and schedule, the loop counters,
 callback states and, through the training loader's ``state_dict``, the position in the
-epoch (:class:`vaelab.data.batches.InMemoryBatches`). :class:`ExactResume` adds the global
-random generators (dynamic binarization and the reparameterization noise draw from them)
-and how many rows ``metrics.csv`` held, so that a resumed run draws the same numbers and
-writes each row once. :class:`IntervalCheckpoint` bounds the work a hard kill can lose.
+epoch (:class:`vaelab.data.batches.InMemoryBatches`). :class:`ExactResume` adds every rank's
+global random generators (dynamic binarization and the reparameterization noise draw from
+them) and how many rows ``metrics.csv`` held, so that a resumed run draws the same numbers
+and writes each row once. :class:`IntervalCheckpoint` bounds the work a hard kill can lose.
 """
 
 from __future__ import annotations
@@ -18,8 +18,15 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_warn
 
 from vaelab.results.loggers import AppendingCSVLogger
+from vaelab.results.rank_noise import seed_rank_generators
+
+# The callback state's generator states: a list by global rank (one entry in one process).
+RANK_STATES = "random_states_per_rank"
+# Checkpoints written before each rank drew its own noise: rank 0's states, every rank's.
+SHARED_STATES = "random_states"
 
 
 def random_states() -> dict[str, Any]:
@@ -51,25 +58,42 @@ def _csv_logger(trainer: pl.Trainer) -> AppendingCSVLogger | None:
 
 
 class ExactResume(pl.Callback):
-    """Keeps the random generators' states and ``metrics.csv``'s row count in every checkpoint.
+    """Sets each rank's random generators for training, keeps every rank's states and
+    ``metrics.csv``'s row count in every checkpoint.
 
-    On resume the generators are set back just before the first training step (building
-    the model and Lightning's set-up draw numbers before it), and rows that were written
-    after the checkpoint, by the session that was interrupted, are removed: the resumed
-    run writes them again. Every rank of a DDP run draws the same numbers of the same
-    shapes from the same seed, so rank 0's states are every rank's.
+    The generators are set just before the first training step of a session (building the
+    model, Lightning's set-up and the sanity check draw numbers before it): on resume, to this
+    rank's states in the checkpoint; in a fresh run of several processes, seeded from
+    (``seed``, rank) (:mod:`vaelab.results.rank_noise`), so that the ranks draw their own
+    noise; a single process leaves them as seeding and building the model left them.
+    Validation draws from the same generators, after training.
+
+    Lightning asks every rank for the callback's state when it dumps a checkpoint (together,
+    in ``trainer.save_checkpoint``) and writes rank 0's: the ranks' states are gathered there,
+    a list by global rank. A checkpoint of another number of processes, or one from before
+    per-rank states (one state for all ranks) resumed by several processes, cannot give each
+    rank its own: one warning, and the generators are set as in a fresh run. Rows that were
+    written after the checkpoint, by the session that was interrupted, are removed: the
+    resumed run writes them again.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
         self._trainer: pl.Trainer | None = None
         self._loaded: dict[str, Any] | None = None
+        self._before_first_step = False
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._trainer = trainer
 
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"random_states": random_states()}
-        logger = _csv_logger(self._trainer) if self._trainer is not None and self._trainer.is_global_zero else None
+        trainer = self._trainer
+        states = [random_states()]
+        if trainer is not None and trainer.world_size > 1 and torch.distributed.is_initialized():
+            states = [None] * trainer.world_size  # every rank takes part: it is in save_checkpoint too
+            torch.distributed.all_gather_object(states, random_states())
+        state: dict[str, Any] = {RANK_STATES: states}
+        logger = _csv_logger(trainer) if trainer is not None and trainer.is_global_zero else None
         if logger is not None:
             state["metrics_rows"] = logger.flushed_rows()
         return state
@@ -78,6 +102,7 @@ class ExactResume(pl.Callback):
         self._loaded = state_dict
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._before_first_step = True
         if self._loaded is None or "metrics_rows" not in self._loaded or not trainer.is_global_zero:
             return
         logger = _csv_logger(trainer)
@@ -85,9 +110,41 @@ class ExactResume(pl.Callback):
             logger.keep_first_rows(self._loaded["metrics_rows"])
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
-        if self._loaded is not None:
-            set_random_states(self._loaded["random_states"])
-            self._loaded = None
+        if not self._before_first_step:
+            return
+        self._before_first_step = False
+        states = self._loaded_states(trainer)
+        self._loaded = None
+        if states is not None:
+            set_random_states(states)
+        elif trainer.world_size > 1:
+            seed_rank_generators(self.seed, trainer.global_rank)
+
+    def _loaded_states(self, trainer: pl.Trainer) -> dict[str, Any] | None:
+        """This rank's generator states in the loaded checkpoint, or None (with a warning
+        where the checkpoint has states that do not fit this run)."""
+        if self._loaded is None:
+            return None
+        world_size = trainer.world_size
+        per_rank = self._loaded.get(RANK_STATES)
+        if per_rank is None and SHARED_STATES in self._loaded:
+            if world_size == 1:
+                return self._loaded[SHARED_STATES]
+            rank_zero_warn(
+                "the checkpoint holds one random state for all ranks (written before each rank drew its own "
+                "noise): every rank's generators are seeded afresh from (seed, rank)"
+            )
+            return None
+        if per_rank is None:
+            return None
+        if len(per_rank) != world_size:
+            afresh = "seeded afresh from (seed, rank)" if world_size > 1 else "left as the seed set them"
+            rank_zero_warn(
+                f"the checkpoint holds the random states of {len(per_rank)} processes and this run has "
+                f"{world_size}: the generators are {afresh}, so the noise differs from an uninterrupted run's"
+            )
+            return None
+        return per_rank[trainer.global_rank]
 
 
 class IntervalCheckpoint(pl.Callback):
