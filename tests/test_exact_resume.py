@@ -328,7 +328,7 @@ REQUEUE_AT_STEP = DDP_STEPS_PER_EPOCH + 2 * STEPS_PER_CALL  # epoch 1, after its
 
 @pytest.fixture(scope="module")
 def ddp_runs(tmp_path_factory, tiny_mnist) -> SimpleNamespace:
-    """Two-process DDP fits by tests/fit_with_probes.py: one uninterrupted, with each rank's
+    """Two-process DDP fits by tests/helpers/fit_with_probes.py: one uninterrupted, with each rank's
     initial weights and first draws recorded; one stopped by SIGUSR1 at REQUEUE_AT_STEP
     (``hpc_ckpt_1.ckpt``), then resumed from that checkpoint by ``python -m vaelab.fit``."""
     tmp = tmp_path_factory.mktemp("ddp")
@@ -337,8 +337,8 @@ def ddp_runs(tmp_path_factory, tiny_mnist) -> SimpleNamespace:
     words = [*DDP_WORDS, tiny_mnist]
     whole, requeued = tmp / "whole", tmp / "requeued"
     fits = [
-        Command([*words, f"run.dir={whole}"], tmp, module="tests.fit_with_probes", env={"PROBE_DIR": str(probes)}),
-        Command([*words, f"run.dir={requeued}"], tmp, module="tests.fit_with_probes", env={"REQUEUE_AT_STEP": str(REQUEUE_AT_STEP)}),
+        Command([*words, f"run.dir={whole}"], tmp, module="tests.helpers.fit_with_probes", env={"PROBE_DIR": str(probes)}),
+        Command([*words, f"run.dir={requeued}"], tmp, module="tests.helpers.fit_with_probes", env={"REQUEUE_AT_STEP": str(REQUEUE_AT_STEP)}),
     ]
     resume = Command([f"run.resume={requeued / 'hpc_ckpt_1.ckpt'}"], tmp)
     results = run_forked([fits, [resume]], env=ENV, timeout=600)

@@ -1,4 +1,4 @@
-"""``python -m tests.fit_with_probes <fit words>``: ``vaelab.fit`` with test-only callbacks on every rank.
+"""``python -m tests.helpers.fit_with_probes <fit words>``: ``vaelab.fit`` with test-only callbacks on every rank.
 
 Lightning starts the other DDP ranks by running this module again with the same arguments and
 environment, so every rank builds the same run and adds the same callbacks:
