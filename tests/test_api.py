@@ -154,6 +154,16 @@ def test_bad_images_are_one_line_errors(case, trained):
         assert expected in message and "\n" not in message, message
 
 
+@pytest.mark.slow  # starts python -m vaelab.fit
+def test_train_gives_the_numbers_of_the_command_with_the_same_words(trained, tmp_path):
+    words = [*WORDS, f"data.root={trained.config.data.root}", f"run.dir={tmp_path / 'cli'}"]
+    subprocess.run([sys.executable, "-m", "vaelab.fit", *words], cwd=tmp_path, capture_output=True, check=True)
+    command = json.loads((tmp_path / "cli" / "summary.json").read_text())
+    for key in ("test_ll", "test_elbo", "best_val_elbo", "steps"):
+        assert command[key] == trained.summary[key], key
+    assert (tmp_path / "cli" / "metrics.csv").read_text() == (trained.dir / "metrics.csv").read_text()
+
+
 @pytest.mark.slow
 def test_train_resumes_with_the_command_lines_words(trained, tmp_path):
     copy = tmp_path / "run"

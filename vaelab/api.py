@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from vaelab.config.compose import parse_command_line
-from vaelab.config.schema import Binarize, DecoderKind, FitConfig
+from vaelab.config.schema import DecoderKind, FitConfig
 from vaelab.data import build_datamodule
 from vaelab.errors import VaelabError
 from vaelab.evaluate import EVAL_FILE, choose_device, load_config, load_vae
@@ -56,7 +56,7 @@ def train(*words: str) -> Run:
     ``words`` are the command line's: group choices (``model=bernoulli``), dotted overrides
     (``trainer.max_epochs=1``, ``run.dir=...``, ``run.resume=<run dir>``), composed by
     :func:`vaelab.fit.compose_fit` as the command composes them, so the same words give the same
-    config and, in a fresh process, the same numbers. A bad word raises
+    config and the same numbers. A bad word raises
     :class:`~vaelab.errors.ConfigError` before anything is written. Training runs in this
     process (``trainer=ddp`` needs the command line). The run is loaded with :func:`load_run`.
     """
@@ -128,8 +128,8 @@ class Run:
         return data.test_data[:count].reshape(-1, *self.model.image_shape).cpu()
 
     def __repr__(self) -> str:
-        summary = self.summary
-        score = "unfinished" if summary is None else f"test_ll={summary['test_ll']:.2f} ({summary['ll_samples']} samples)"
+        summary = self.summary or {}
+        score = f"test_ll={summary['test_ll']:.2f}" if isinstance(summary.get("test_ll"), float) else "unfinished"
         return f"Run('{self.dir}', checkpoint='{self.checkpoint.name}', {score})"
 
 
@@ -151,7 +151,6 @@ class Model:
         self.vae = vae
         self._eval = config.eval
         self.image_shape: tuple[int, int, int] = tuple(vae.image_shape)  # type: ignore[assignment]
-        self.binarized = config.data.binarize is not Binarize.none
 
     @property
     def device(self) -> torch.device:
