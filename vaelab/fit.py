@@ -21,7 +21,7 @@ from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.utilities.warnings import PossibleUserWarning
 
-from vaelab.config.compose import compose, compose_saved, parse_command_line, to_object
+from vaelab.config.compose import CommandLine, compose, compose_saved, parse_command_line, to_object
 from vaelab.config.help import help_text
 from vaelab.config.plain import to_plain
 from vaelab.config.schema import Binarize, DecoderKind, FitConfig, KLMode, TrainerConfig
@@ -224,11 +224,9 @@ def _write_results(run: Run, summary: dict) -> None:
         print(line)
 
 
-def run(words: list[str]) -> int:
-    line = parse_command_line(words)
-    if line.flags & {"--help", "-h"}:
-        print(help_text())
-        return 0
+def compose_fit(line: CommandLine) -> tuple[Path | None, DictConfig]:
+    """The checkpoint to continue from (``run.resume=``, else None) and the checked config of
+    a command line; ``vaelab.train`` composes its words here too."""
     resume = [w[len(RESUME_KEY):] for w in line.overrides if w.startswith(RESUME_KEY)]
     if resume and resume[-1] not in ("", "null"):
         checkpoint, saved = find_resume_point(resume[-1])
@@ -236,6 +234,15 @@ def run(words: list[str]) -> int:
     else:
         checkpoint, cfg_node = None, compose(line)
     to_object(cfg_node)
+    return checkpoint, cfg_node
+
+
+def run(words: list[str]) -> int:
+    line = parse_command_line(words)
+    if line.flags & {"--help", "-h"}:
+        print(help_text())
+        return 0
+    checkpoint, cfg_node = compose_fit(line)
     if "--cfg" in line.flags:
         print(OmegaConf.to_yaml(cfg_node), end="")
         return 0

@@ -13,6 +13,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -43,30 +45,57 @@ def score(
     posterior_mean_samples: int = 100,
     compile: bool | None = None,
 ) -> Scores:
-    """Score every row of ``data`` [N, D] in batches, on the device and in the dtype of ``vae``.
+    """Score every row of ``data`` [N, D] in batches, on the device and in the dtype of ``vae``:
+    :func:`importance_scores`, then the posterior expectations (their draws come after)."""
+    ll, elbo, iwae = importance_scores(vae, data, ll_samples, iwae_k, chunk_size, batch_size, compile)
+    batches = _batches(vae, data, batch_size)
+    with _evaluating(vae), torch.inference_mode():
+        means = [vae.posterior_means(x, posterior_mean_samples) for x in batches]
+    return Scores(ll, elbo, iwae, posterior_means=[torch.cat([m.cpu() for m in layer]) for layer in zip(*means)])
 
-    The importance samples of all batches are drawn first, in the order ``vaelab.fit``'s test
-    draws them, so with the same seed, ``batch_size``, ``chunk_size`` and max(iwae_k) <= S, L_S
-    and the ELBO are those of its ``test/ll`` and ``test/elbo``; the posterior expectations after.
-    ``compile``: ``eval.compile``, decided as the fit's test decides it.
+
+def importance_scores(
+    vae: VAE,
+    data: Tensor,
+    ll_samples: int,
+    iwae_k: Iterable[int] = (),
+    chunk_size: int = 50,
+    batch_size: int = 100,
+    compile: bool | None = None,
+) -> tuple[Tensor, Tensor, dict[int, Tensor]]:
+    """Per row of ``data`` [N, D], on the CPU: L_S, the ELBO estimate and k -> L_k, all from one
+    stream of samples per image (:func:`~vaelab.models.compiled.importance_estimates`).
+
+    The samples of all batches are drawn in the order ``vaelab.fit``'s test draws them, so with
+    the same seed, ``batch_size``, ``chunk_size`` and max(iwae_k) <= S, L_S and the ELBO are those
+    of its ``test/ll`` and ``test/elbo``. ``compile``: ``eval.compile``, decided as the fit's test
+    decides it. ``vaelab.evaluate`` and ``Model.log_likelihood`` of ``vaelab.api`` score here.
     """
+    batches = _batches(vae, data, batch_size)
+    compiled = should_compile_estimates(compile, next(vae.parameters()).device, len(batches) * batch_size * ll_samples)
+    with _evaluating(vae), torch.inference_mode():
+        estimates = [importance_estimates(vae, x, ll_samples, chunk_size, iwae_k, compiled) for x in batches]
+    return (
+        torch.cat([e.log_likelihood.cpu() for e in estimates]),
+        torch.cat([e.elbo.cpu() for e in estimates]),
+        {k: torch.cat([e.iwae[k].cpu() for e in estimates]) for k in sorted(set(iwae_k))},
+    )
+
+
+def _batches(vae: VAE, data: Tensor, batch_size: int) -> list[Tensor]:
     parameter = next(vae.parameters())
-    batches = [x.to(parameter.device, parameter.dtype) for x in data.split(batch_size)]
-    compiled = should_compile_estimates(compile, parameter.device, len(batches) * batch_size * ll_samples)
+    return [x.to(parameter.device, parameter.dtype) for x in data.split(batch_size)]
+
+
+@contextmanager
+def _evaluating(vae: VAE) -> Iterator[None]:
+    """``vae`` in eval mode inside the block, as it was after it."""
     was_training = vae.training
     vae.eval()
     try:
-        with torch.inference_mode():
-            estimates = [importance_estimates(vae, x, ll_samples, chunk_size, iwae_k, compiled) for x in batches]
-            means = [vae.posterior_means(x, posterior_mean_samples) for x in batches]
+        yield
     finally:
         vae.train(was_training)
-    return Scores(
-        ll=torch.cat([e.log_likelihood.cpu() for e in estimates]),
-        elbo=torch.cat([e.elbo.cpu() for e in estimates]),
-        iwae={k: torch.cat([e.iwae[k].cpu() for e in estimates]) for k in sorted(set(iwae_k))},
-        posterior_means=[torch.cat([m.cpu() for m in layer]) for layer in zip(*means)],
-    )
 
 
 def active_units(posterior_means: list[Tensor], threshold: float = 0.01) -> tuple[list[int], list[Tensor]]:
