@@ -56,12 +56,12 @@ class SignalStop:
     Outside the main thread, where Python cannot set handlers, it does nothing.
     """
 
-    def __init__(self, command: str = "python -m vaelab.fit") -> None:
-        self.command = command
+    def __init__(self, stage: str = "before training", continuation: str | None = None) -> None:
         self.requested: int | None = None
         self.training = False
         self.exiting = False
-        self.stage = "before training"  # for the line: where the signal came
+        self.stage = stage  # for the line: where the signal came
+        self.continuation = continuation  # how to continue, where it is not a fit's run.resume
         self.run_dir: Path | None = None
         self.checkpoint: Path | None = None  # the run's last.ckpt: continue from it if it exists
         self._previous: dict[int, object] = {}
@@ -95,6 +95,8 @@ class SignalStop:
         raise Interrupted(signum, f"interrupted by {signal_name(signum)} {where}{self.how_to_continue()}", at_once=True)
 
     def how_to_continue(self) -> str:
+        if self.continuation is not None:
+            return f"; {self.continuation}"
         if self.run_dir is not None and self.checkpoint is not None and self.checkpoint.is_file():
-            return f"; continue with: {self.command} run.resume={self.run_dir}"
+            return f"; continue with: python -m vaelab.fit run.resume={self.run_dir}"
         return "; nothing was saved: start the run again"
