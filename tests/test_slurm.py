@@ -98,32 +98,37 @@ ALL_JOBS_TIMEOUT = 600  # seconds for all the training jobs together, requeues i
 HOLD_TIMEOUT = 300  # seconds a held job waits for its signal before it trains on (and its test fails)
 
 # `python -m vaelab.fit`, held after optimizer step $HOLD_AT_STEP (first start of the job only)
-# until SIGUSR1 has set vaelab's requeue flag or SIGTERM has reached Lightning (as when SLURM
-# requeues a job); then vaelab's own check for the signal runs as usual. Rank 0 writes
-# $HOLD_MARKER once held. Used as $VAELAB_PYTHON: slurm/*.sbatch run "$VAELAB_PYTHON -m vaelab.fit ...".
+# until SIGUSR1 has set vaelab's requeue flag or SIGTERM (as when SLURM requeues a job) vaelab's
+# interrupt flag; then vaelab's own checks for the signals run as usual: the SIGTERM checkpoint
+# (vaelab.results.resume.SignalCheckpoint) right after that step, SlurmRequeue's at its next check.
+# Rank 0 writes $HOLD_MARKER once held. Used as $VAELAB_PYTHON: slurm/*.sbatch run
+# "$VAELAB_PYTHON -m vaelab.fit ...".
 HELD_FIT = """\
 #!{python}
 import os, runpy, sys, time
 from pathlib import Path
 
+from vaelab import interrupts
 from vaelab.cluster import SlurmRequeue
+from vaelab.results.resume import SignalCheckpoint
 
 hold_at, marker = int(os.environ["HOLD_AT_STEP"]), Path(os.environ["HOLD_MARKER"])
 first_start = os.environ.get("SLURM_RESTART_COUNT", "0") == "0"
-check_for_signal = SlurmRequeue.on_train_batch_end
+check_for_signal = SignalCheckpoint.on_train_batch_end  # runs before SlurmRequeue's, after each call
 
 
 def hold_then_check(self, trainer, module, outputs, batch, batch_idx):
     if first_start and trainer.global_step == hold_at:
         if trainer.is_global_zero:
             marker.write_text(f"held after step {{hold_at}}\\n")
+        requeue = next(c for c in trainer.callbacks if isinstance(c, SlurmRequeue))
         deadline = time.monotonic() + {timeout}
-        while not (self.requested or trainer.received_sigterm) and time.monotonic() < deadline:
+        while not (requeue.requested or interrupts.active().requested) and time.monotonic() < deadline:
             time.sleep(0.05)
     check_for_signal(self, trainer, module, outputs, batch, batch_idx)
 
 
-SlurmRequeue.on_train_batch_end = hold_then_check
+SignalCheckpoint.on_train_batch_end = hold_then_check
 assert sys.argv[1:3] == ["-m", "vaelab.fit"], sys.argv
 sys.argv = ["vaelab.fit", *sys.argv[3:]]
 runpy.run_module("vaelab.fit", run_name="__main__", alter_sys=True)
@@ -587,7 +592,8 @@ def test_sigusr1_mid_training_requeues_and_continues_from_hpc_checkpoint(fit_job
 def test_job_requeued_by_slurm_continues_from_last_checkpoint(fit_jobs):
     """No SIGUSR1 (a node failure, preemption, or `scontrol requeue`), so no hpc checkpoint: the
     script copies checkpoints/last.ckpt to hpc_ckpt_1.ckpt and Lightning continues from it.
-    Through multinode.sbatch, on one node, with two tasks, requeued inside epoch 1."""
+    Through multinode.sbatch, on one node, with two tasks, requeued inside epoch 1: SLURM's
+    SIGTERM reaches both ranks, which save last.ckpt together at the step they were held at."""
     job = fit_job(fit_jobs, "requeued")
     log = job.completed(restarts=1)
     assert job.when_held == {"summary.json": False, "last.ckpt": True}, job.when_held
@@ -596,7 +602,7 @@ def test_job_requeued_by_slurm_continues_from_last_checkpoint(fit_jobs):
     restored = re.findall(r"Restoring states from the checkpoint path at (\S+)", log)
     assert [Path(p).name for p in restored if "hpc_ckpt" in p] == ["hpc_ckpt_1.ckpt"], restored
     assert sorted(p.name for p in job.run_dir.glob("hpc_ckpt_*")) == ["hpc_ckpt_1.ckpt"]
-    assert load(job.run_dir / "hpc_ckpt_1.ckpt")["global_step"] == BATCHES  # the end of epoch 0
+    assert load(job.run_dir / "hpc_ckpt_1.ckpt")["global_step"] == job.hold_at  # saved on SIGTERM
     summary = summary_of(job)
     assert summary["epochs"] == EPOCHS and summary["steps"] == EPOCHS * BATCHES, summary
     validated = validated_epochs(job.run_dir / "metrics.csv")
