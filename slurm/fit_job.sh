@@ -27,8 +27,9 @@ RUN_DIR="${VAELAB_RUNS:-runs}/slurm-${SLURM_JOB_ID}"
 DEVICES="${SLURM_NTASKS_PER_NODE:-${SLURM_NTASKS:-1}}"
 
 # A job requeued by SLURM itself (node failure, preemption, `scontrol requeue` by hand) got no
-# SIGUSR1, so its newest state is checkpoints/last.ckpt (the end of its last finished epoch),
-# not an hpc checkpoint. Copy it to the next hpc_ckpt_<n>.ckpt so that Lightning continues from
+# SIGUSR1, so its newest state is checkpoints/last.ckpt (vaelab.fit saves it on the SIGTERM
+# SLURM sends first; after a node failure, the last epoch's end or interval checkpoint), not an
+# hpc checkpoint. Copy it to the next hpc_ckpt_<n>.ckpt so that Lightning continues from
 # it in the same way (vaelab's run.resume is no use here: it refuses group choices such as
 # model=... among the arguments, which a requeued job passes again).
 CONTINUED=""

@@ -401,7 +401,8 @@ def test_sigusr1_mid_training_requeues_and_continues_from_hpc_checkpoint(fit_job
 def test_job_requeued_by_slurm_continues_from_last_checkpoint(fit_jobs):
     """No SIGUSR1 (a node failure, preemption, or `scontrol requeue`), so no hpc checkpoint: the
     script copies checkpoints/last.ckpt to hpc_ckpt_1.ckpt and Lightning continues from it.
-    Through multinode.sbatch, on one node, with two tasks, requeued inside epoch 1."""
+    Through multinode.sbatch, on one node, with two tasks, requeued inside epoch 1: SLURM's
+    SIGTERM reaches both ranks, which save last.ckpt together at the step they were held at."""
     job = fit_job(fit_jobs, "requeued")
     log = job.completed(restarts=1)
     assert job.when_held == {"summary.json": False, "last.ckpt": True}, job.when_held
@@ -410,7 +411,7 @@ def test_job_requeued_by_slurm_continues_from_last_checkpoint(fit_jobs):
     restored = re.findall(r"Restoring states from the checkpoint path at (\S+)", log)
     assert [Path(p).name for p in restored if "hpc_ckpt" in p] == ["hpc_ckpt_1.ckpt"], restored
     assert sorted(p.name for p in job.run_dir.glob("hpc_ckpt_*")) == ["hpc_ckpt_1.ckpt"]
-    assert load(job.run_dir / "hpc_ckpt_1.ckpt")["global_step"] == BATCHES  # the end of epoch 0
+    assert load(job.run_dir / "hpc_ckpt_1.ckpt")["global_step"] == job.hold_at  # saved on SIGTERM
     summary = job.summary()
     assert summary["epochs"] == EPOCHS and summary["steps"] == EPOCHS * BATCHES, summary
     validated = validated_epochs(job.run_dir / "metrics.csv")

@@ -375,3 +375,178 @@ def test_command_line_exit_status_of_an_invalid_file(tmp_path):
     assert done.returncode == 2, done.stderr
     assert done.stdout == "" and len(done.stderr.splitlines()) == 1
     assert done.stderr.startswith(ERROR_PREFIX) and "did you mean model.latent_dim?" in done.stderr
+
+
+# --- Interrupted sweeps: the runner stopped during a run, and started again ---------------
+
+# A real fit of a few seconds on tiny MNIST files, deterministic, so that a continued run can be
+# compared bit for bit; data.root is added by tiny_mnist_words.
+TINY_MNIST_FIT = [
+    "experiment=smoke", "trainer.progress_bar=false", "data.val_size=100", "eval.ll_samples=10",
+    "trainer.max_epochs=2", "trainer.limit_train_batches=10", "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=1", "trainer.steps_per_call=3", "trainer.log_every_n_steps=1",
+    "trainer.checkpoint_every_n_steps=null", "trainer.checkpoint_every_minutes=null", "trainer.accelerator=cpu",
+    "trainer.deterministic=true", "trainer.compile=false", "model.hidden=[32]", "data.batch_size=50",
+]
+HOLD_AT_STEP = 13  # inside epoch 1: a checkpoint there can only be the signal's
+# `python HELD_RUN -m vaelab.fit ...`: vaelab.fit, but the run whose directory ends in $HOLD_RUN is
+# held after step $HOLD_AT_STEP (once: until $HOLD_MARKER exists) until vaelab has a signal.
+HELD_RUN = """\
+import os, runpy, sys, time
+from pathlib import Path
+
+if os.environ.get("HOLD_RUN"):
+    from vaelab import interrupts
+    from vaelab.results.resume import SignalCheckpoint
+
+    marker, check = Path(os.environ["HOLD_MARKER"]), SignalCheckpoint.on_train_batch_end
+
+    def hold_then_check(self, trainer, *args):
+        held = str(trainer.default_root_dir).endswith(os.environ["HOLD_RUN"])
+        if held and trainer.global_step == int(os.environ["HOLD_AT_STEP"]) and not marker.exists():
+            marker.write_text("held")
+            deadline = time.monotonic() + 120
+            while not interrupts.active().requested and time.monotonic() < deadline:
+                time.sleep(0.01)
+        check(self, trainer, *args)
+
+    SignalCheckpoint.on_train_batch_end = hold_then_check
+assert sys.argv[1:3] == ["-m", "vaelab.fit"], sys.argv
+sys.argv = ["vaelab.fit", *sys.argv[3:]]
+runpy.run_module("vaelab.fit", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def held_grid(tmp_path_factory) -> Path:
+    """A grid of two real fits (model.latent_dim 2, 3), launched through HELD_RUN."""
+    from tests.helpers import write_mnist
+
+    root = tmp_path_factory.mktemp("held-grid")
+    write_mnist(root / "data", n_train=600, n_test=100)
+    (root / "held_run.py").write_text(HELD_RUN)
+    return write_sweep(root / "grid.yaml", {
+        "method": "grid",
+        "metric": {"name": "val/elbo", "goal": "maximize"},
+        "parameters": {"model.latent_dim": {"values": [2, 3]}},
+        "command": ["${env}", "${interpreter}", str(root / "held_run.py"), "-m", "vaelab.fit", *TINY_MNIST_FIT,
+                    f"data.root={root / 'data'}", "${args_no_hyphens}"],
+    })
+
+
+def sweep_process(sweep: Path, out: Path, **env: str) -> subprocess.Popen:
+    """``python -m vaelab.sweep SWEEP --out OUT`` in its own process group, as a terminal starts it."""
+    import os
+
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("VAELAB_", "HOLD_"))}
+    return subprocess.Popen([sys.executable, "-m", "vaelab.sweep", str(sweep), "--out", str(out)],
+                            env={**environment, "PYTHONPATH": str(PROJECT), **env}, cwd=out.parent,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_grid(held_grid) -> Path:
+    out = held_grid.parent / "uninterrupted"
+    process = sweep_process(held_grid, out)
+    stdout, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stdout[-2000:] + stderr[-2000:]
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["ctrl-c", "kill -9"])
+def test_a_sweep_stopped_during_a_run_continues_that_run_from_its_checkpoint(held_grid, uninterrupted_grid, how):
+    """Ctrl-C: the runner passes SIGINT on to run-002, which saves at step 13; the runner records
+    it as interrupted and exits 130 with the command that continues. kill -9 of the runner: the
+    run gets SIGTERM (it dies with its parent) and saves. Started again, the sweep continues
+    run-002 in its directory, and it ends as in the sweep never interrupted."""
+    import signal
+    import time
+
+    import torch
+
+    from tests.helpers import metrics_rows
+
+    out = held_grid.parent / how.replace(" ", "")
+    out.mkdir()
+    marker = out.parent / f"held-{out.name}"
+    process = sweep_process(held_grid, out, HOLD_RUN="run-002", HOLD_AT_STEP=str(HOLD_AT_STEP), HOLD_MARKER=str(marker))
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "run-002 was not held"
+        time.sleep(0.05)
+    if how == "ctrl-c":
+        os_killpg(process.pid, signal.SIGINT)  # to the runner's process group, as a terminal does
+        stdout, stderr = process.communicate(timeout=120)
+        assert process.returncode == 130, stdout[-2000:] + stderr[-2000:]
+        assert stderr.splitlines()[-1] == (f"vaelab.sweep: interrupted by SIGINT: run-002 stopped (its checkpoint "
+                                           f"kept); continue the sweep with: python -m vaelab.sweep {held_grid} --out {out}")
+        rows, _ = read_table(out)
+        assert [(r["run"], r["status"]) for r in rows] == [("run-001", "finished"), ("run-002", "interrupted")]
+    else:
+        process.kill()
+        process.communicate(timeout=60)
+    saved = torch.load(out / "run-002" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    if how == "ctrl-c":
+        assert saved["global_step"] == HOLD_AT_STEP
+    # (after kill -9 the run may still be saving: the runner started again waits for it)
+
+    again = sweep_process(held_grid, out)
+    stdout, stderr = again.communicate(timeout=600)
+    assert again.returncode == 0, stdout[-2000:] + stderr[-2000:]
+    assert f"run-002  {'interrupted' if how == 'ctrl-c' else 'running'}: continuing it from its checkpoint" in stdout
+    rows, document = read_table(out)
+    assert_statuses(rows, ["finished", "finished"])
+    assert [r["run"] for r in rows] == ["run-001", "run-002"] and [r["model.latent_dim"] for r in rows] == ["2", "3"]
+    assert [Path(r["run_dir"]) for r in rows] == [out / "run-001", out / "run-002"]
+    assert sorted(p.name for p in out.glob("run-*")) == ["run-001", "run-002"]
+    assert torch.load(out / "run-002" / "checkpoints" / "last.ckpt", map_location="cpu",
+                      weights_only=False)["global_step"] == 20
+    for run in ("run-001", "run-002"):
+        assert metrics_rows(uninterrupted_grid / run) == metrics_rows(out / run), run
+        whole, continued = (json.loads((o / run / "summary.json").read_text()) for o in (uninterrupted_grid, out))
+        assert (whole["test_elbo"], whole["test_ll"]) == (continued["test_elbo"], continued["test_ll"]), run
+    expected, _ = read_table(uninterrupted_grid)
+    assert [r["val/elbo"] for r in rows] == [r["val/elbo"] for r in expected]
+
+
+def os_killpg(pid: int, signum: int) -> None:
+    import os
+
+    os.killpg(pid, signum)
+
+
+def test_an_interrupted_run_without_a_checkpoint_restarts_from_scratch_in_its_slot(tmp_path, fake_fit):
+    """Ctrl-C during run-002 of a stand-in program (no checkpoints): it is recorded as interrupted;
+    started again, the sweep says it restarts run-002 from scratch, in run-002, and runs on."""
+    import signal
+    import time
+
+    sweep = write_sweep(tmp_path / "grid.yaml", {
+        "method": "grid", "metric": {"name": "test_ll", "goal": "minimize"},
+        "parameters": {"slope": {"values": [3, 1, 2]}}, "command": fake_fit,
+    })
+    out = tmp_path / "out"
+    out.mkdir()
+    process = subprocess.Popen([sys.executable, "-m", "vaelab.sweep", str(sweep), "--out", str(out), "epochs=3", "sleep=1"],
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not (out / "run-002" / "metrics.csv").exists():
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+    os_killpg(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "run-002 stopped (no checkpoint yet)" in stderr.splitlines()[-1]
+    rows, _ = read_table(out)
+    assert [r["status"] for r in rows] == ["finished", "interrupted"]
+    again = subprocess.run([sys.executable, "-m", "vaelab.sweep", str(sweep), "--out", str(out), "epochs=3"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert f"run-002  interrupted with no checkpoint: restarting it from scratch in {out / 'run-002'}" in again.stdout
+    rows, _ = read_table(out)
+    assert [(r["run"], r["slope"], r["status"]) for r in rows] == [
+        ("run-001", "3", "finished"), ("run-002", "1", "finished"), ("run-003", "2", "finished")]
+    assert len(list(csv.DictReader(open(out / "run-002" / "metrics.csv")))) == 3  # from scratch: 3 epochs, once

@@ -9,6 +9,8 @@ import sys
 import traceback
 from collections.abc import Callable
 
+from vaelab.interrupts import Interrupted
+
 
 class VaelabError(Exception):
     """Base class of every error vaelab reports to the user as one line."""
@@ -93,7 +95,8 @@ def run_command(
     prog: str, run: Callable[[list[str]], int], argv: list[str] | None = None, memory_settings: str = ""
 ) -> int:
     """Run a command's ``run(words)``; a :class:`VaelabError`, or running out of memory, becomes
-    one line on stderr, ``<prog>: error: <message>``, and exit status 2.
+    one line on stderr, ``<prog>: error: <message>``, and exit status 2; :class:`Interrupted`
+    (Ctrl-C, SIGTERM) one line ``<prog>: <message>`` from the first DDP rank, and 128 + the signal.
 
     ``memory_settings``: the settings to lower when memory runs out outside a fit's steps."""
     global _command
@@ -103,6 +106,11 @@ def run_command(
     except VaelabError as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
+    except Interrupted as stop:
+        rank = sys.modules.get("lightning_fabric.utilities.rank_zero")  # imported by any fit
+        if getattr(getattr(rank, "rank_zero_only", None), "rank", 0) == 0:
+            print(f"{prog}: {stop}", file=sys.stderr)
+        return stop.exit_status
     except (MemoryError, RuntimeError) as error:
         message = out_of_memory_message(error, memory_settings or "the batch sizes")
         if message is None:

@@ -28,12 +28,13 @@ from vaelab.config.schema import Binarize, DecoderKind, FitConfig, KLMode, Train
 from vaelab.cluster import SlurmRequeue
 from vaelab.data import VAEDataModule, build_datamodule
 from vaelab.errors import ConfigError, run_command
+from vaelab.interrupts import SignalStop
 from vaelab.models.module import VAEModule
 from vaelab.results.checkpoints import AtomicCheckpointIO
 from vaelab.results.clock import TrainingClock
 from vaelab.results.pictures import image_grids, save_grids
 from vaelab.results.rank_noise import seed_test_samples
-from vaelab.results.resume import ExactResume, IntervalCheckpoint
+from vaelab.results.resume import ExactResume, IntervalCheckpoint, SignalCheckpoint
 from vaelab.results.loggers import build_loggers
 from vaelab.results.run_dir import (
     CHECKPOINT_DIR,
@@ -106,6 +107,7 @@ def build_run(cfg_node: DictConfig) -> Run:
     cfg = to_object(cfg_node)
     run_dir = choose_run_dir(cfg)
     cfg_node.run.dir = str(run_dir)
+    on_signal = SignalCheckpoint(run_dir, run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT)  # Ctrl-C, SIGTERM
     if cfg.model.decoder is DecoderKind.bernoulli and cfg.data.binarize is Binarize.none:
         rank_zero_warn(
             "model=bernoulli on continuous data: the Bernoulli log-likelihood of grey levels is not a "
@@ -156,15 +158,19 @@ def build_run(cfg_node: DictConfig) -> Run:
         run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT, t.checkpoint_every_n_steps, t.checkpoint_every_minutes
     )
     clock = TrainingClock()
-    callbacks = [ConfigWriter(run_dir, cfg_node), checkpoint, within_epoch, ExactResume(cfg.seed), clock]
+    callbacks = [ConfigWriter(run_dir, cfg_node), checkpoint, within_epoch, on_signal, ExactResume(cfg.seed), clock]
     loggers = build_loggers(cfg.logger, run_dir, f"{run_dir.parent.name}/{run_dir.name}", to_plain(cfg_node))
     trainer = _trainer(cfg, run_dir, callbacks, loggers)
     return Run(cfg, run_dir, datamodule, module, trainer, checkpoint, clock)
 
 
 def fit(cfg_node: DictConfig, resume_checkpoint: Path | None = None) -> dict:
-    """Train, test on the best checkpoint, write pictures and ``summary.json``; return the summary."""
-    return fit_run(build_run(cfg_node), resume_checkpoint)
+    """Train, test on the best checkpoint, write pictures and ``summary.json``; return the summary.
+
+    Ctrl-C or SIGTERM stops it with :class:`vaelab.interrupts.Interrupted`: during training after
+    a checkpoint where the run resumes exactly (vaelab/interrupts.py)."""
+    with SignalStop():
+        return fit_run(build_run(cfg_node), resume_checkpoint)
 
 
 def fit_run(run: Run, resume_checkpoint: Path | None = None) -> dict:

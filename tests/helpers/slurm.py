@@ -48,32 +48,37 @@ USABLE = ("idle", "mix", "alloc", "completing")  # node states that can run a jo
 HOLD_TIMEOUT = 300  # seconds a held job waits for its signal before it trains on (and its test fails)
 
 # `python -m vaelab.fit`, held after optimizer step $HOLD_AT_STEP (first start of the job only)
-# until SIGUSR1 has set vaelab's requeue flag or SIGTERM has reached Lightning (as when SLURM
-# requeues a job); then vaelab's own check for the signal runs as usual. Rank 0 writes
-# $HOLD_MARKER once held. Used as $VAELAB_PYTHON: slurm/*.sbatch run "$VAELAB_PYTHON -m vaelab.fit ...".
+# until SIGUSR1 has set vaelab's requeue flag or SIGTERM (as when SLURM requeues a job) vaelab's
+# interrupt flag; then vaelab's own checks for the signals run as usual: the SIGTERM checkpoint
+# (vaelab.results.resume.SignalCheckpoint) right after that step, SlurmRequeue's at its next check.
+# Rank 0 writes $HOLD_MARKER once held. Used as $VAELAB_PYTHON: slurm/*.sbatch run
+# "$VAELAB_PYTHON -m vaelab.fit ...".
 HELD_FIT = """\
 #!{python}
 import os, runpy, sys, time
 from pathlib import Path
 
+from vaelab import interrupts
 from vaelab.cluster import SlurmRequeue
+from vaelab.results.resume import SignalCheckpoint
 
 hold_at, marker = int(os.environ["HOLD_AT_STEP"]), Path(os.environ["HOLD_MARKER"])
 first_start = os.environ.get("SLURM_RESTART_COUNT", "0") == "0"
-check_for_signal = SlurmRequeue.on_train_batch_end
+check_for_signal = SignalCheckpoint.on_train_batch_end  # runs before SlurmRequeue's, after each call
 
 
 def hold_then_check(self, trainer, module, outputs, batch, batch_idx):
     if first_start and trainer.global_step == hold_at:
         if trainer.is_global_zero:
             marker.write_text(f"held after step {{hold_at}}\\n")
+        requeue = next(c for c in trainer.callbacks if isinstance(c, SlurmRequeue))
         deadline = time.monotonic() + {timeout}
-        while not (self.requested or trainer.received_sigterm) and time.monotonic() < deadline:
+        while not (requeue.requested or interrupts.active().requested) and time.monotonic() < deadline:
             time.sleep(0.05)
     check_for_signal(self, trainer, module, outputs, batch, batch_idx)
 
 
-SlurmRequeue.on_train_batch_end = hold_then_check
+SignalCheckpoint.on_train_batch_end = hold_then_check
 assert sys.argv[1:3] == ["-m", "vaelab.fit"], sys.argv
 sys.argv = ["vaelab.fit", *sys.argv[3:]]
 runpy.run_module("vaelab.fit", run_name="__main__", alter_sys=True)

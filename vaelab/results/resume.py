@@ -5,12 +5,14 @@ callback states and, through the training loader's ``state_dict``, the position 
 epoch (:class:`vaelab.data.batches.InMemoryBatches`). :class:`ExactResume` adds every rank's
 global random generators (dynamic binarization and the reparameterization noise draw from
 them) and how many rows ``metrics.csv`` held, so that a resumed run draws the same numbers
-and writes each row once. :class:`IntervalCheckpoint` bounds the work a hard kill can lose.
+and writes each row once. :class:`IntervalCheckpoint` bounds the work a hard kill can lose;
+:class:`SignalCheckpoint` stops a run at Ctrl-C or SIGTERM where it resumes exactly.
 """
 
 from __future__ import annotations
 
 import random
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,9 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_warn
+from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
 
+from vaelab.interrupts import Interrupted, active, signal_name
 from vaelab.results.loggers import AppendingCSVLogger
 from vaelab.results.rank_noise import seed_rank_generators
 
@@ -184,3 +188,68 @@ class IntervalCheckpoint(pl.Callback):
         if due:
             trainer.save_checkpoint(self.path)
             self._restart_interval(trainer)
+
+
+class SignalCheckpoint(pl.Callback):
+    """At the first SIGINT or SIGTERM during training (recorded by the :class:`SignalStop` in
+    force), save ``path`` (the run's ``last.ckpt``) after the current ``training_step`` call and
+    stop: :class:`Interrupted`, no test, no summary. After an epoch's last call it waits for the
+    epoch's own checkpoint, which follows its validation, and saves nothing more.
+
+    Built before the data are loaded, it tells the :class:`SignalStop` in force which run and
+    checkpoint a signal interrupts. Every rank checks after every call, with one small all-reduce under DDP (as Lightning's own
+    SIGTERM check), so the ranks agree where to stop whichever of them got the signal, and save
+    together. Without a :class:`SignalStop` (a fit driven from Python) it does nothing.
+    """
+
+    def __init__(self, run_dir: Path, path: Path) -> None:
+        self.path = path
+        self._first_epoch = 0
+        if (stop := active()) is not None:
+            stop.run_dir, stop.checkpoint = run_dir, path
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if (stop := active()) is not None:
+            stop.take_back()  # from Lightning's SIGTERM handler, installed as the fit started
+            stop.training, stop.stage = True, "during training"
+        self._first_epoch = trainer.current_epoch
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if batch_idx + 1 < trainer.num_training_batches:
+            self._check(trainer, save=True)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch > self._first_epoch:  # last.ckpt is the end of the epoch before
+            self._check(trainer, save=False)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._check(trainer, save=False)  # the last epoch's checkpoint is written
+        if (stop := active()) is not None:
+            stop.training, stop.stage = False, "after training (in the test)"
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if (stop := active()) is not None:
+            stop.exiting = True  # signals from now on change nothing: the fit is ending anyway
+            stop.training = False
+        launcher = trainer.strategy.launcher
+        if isinstance(exception, Interrupted) and exception.at_once and isinstance(launcher, _SubprocessScriptLauncher):
+            launcher.kill(signal.SIGKILL)  # the other ranks may wait in a collective: end them too
+
+    def _check(self, trainer: pl.Trainer, save: bool) -> None:
+        stop = active()
+        if stop is None:
+            return
+        signum = stop.requested or 0
+        if trainer.world_size > 1:  # the signal any rank got (one process: no device sync per call)
+            requested = torch.tensor(signum, device=trainer.strategy.root_device)
+            signum = int(trainer.strategy.reduce(requested, reduce_op="max").item())
+        if not signum:
+            return
+        if save:
+            trainer.save_checkpoint(self.path)
+        stop.exiting = True
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            trainer.strategy.barrier("vaelab-interrupt")
+            torch.distributed.destroy_process_group()  # a clean exit for every rank (gloo aborts otherwise)
+        saved = "checkpoint saved" if save else "the end of an epoch, its checkpoint kept"
+        raise Interrupted(signum, f"interrupted by {signal_name(signum)} at step {trainer.global_step} ({saved}){stop.how_to_continue()}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,6 +47,25 @@ def one_writer(run_dir: Path, is_writer: bool = True) -> Iterator[None]:
             path.unlink()  # before the lock is released: a process waiting on it sees the file gone
             run_dir.rmdir()
         os.close(fd)  # releases the lock
+
+
+def wait_for_writer(run_dir: Path, seconds: float) -> bool:
+    """Wait up to ``seconds`` until no process holds ``<run_dir>/.lock``; whether none does."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fd = os.open(run_dir / LOCK_FILE, os.O_RDONLY)
+        except FileNotFoundError:
+            return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                return False
+        finally:
+            os.close(fd)
+        time.sleep(0.1)
 
 
 def _lock(path: Path) -> int:

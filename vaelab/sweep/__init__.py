@@ -17,7 +17,9 @@ summary (the last value of every metric, and ``summary.json``) go back to the en
 Results land in ``<out>/results.csv`` and ``<out>/results.json``: every run's parameters,
 metric, status and run directory, and the best run, which is also printed at the end. Each
 run's console output is in ``<run dir>/output.log``. Running again with the same ``--out``
-continues the sweep (``--count`` more runs; an interrupted run is proposed again).
+continues the sweep: first its interrupted runs, each from its checkpoint in its own directory
+(``run.resume``), then ``--count`` more runs. Ctrl-C on the runner is passed on to the run,
+which stops at a checkpoint; the runner then exits 130.
 
 A sweep file that W&B's schema or engine rejects, or a proposed run that vaelab.fit would
 reject (every combination of a grid; one draw otherwise), stops before any run with one
@@ -27,7 +29,8 @@ One concern a module:
 
 - ``engine``: W&B's sweep engine: the sweep file against its schema, proposals, early termination
 - ``command``: a run's command line, built with wandb's own macro expansion, checked as vaelab.fit reads it
-- ``process``: one run's process, supervised as wandb agent does (output log, SIGTERM, SIGKILL)
+- ``process``: one run's process, supervised as wandb agent does (output log, SIGTERM, SIGKILL,
+  signals passed on)
 - ``runs``: the sweep folder and its table of runs (``results.csv``, ``results.json``)
 - ``runner``: the loop that ties them together and prints a line a run
 - ``cli``: the command line (``__main__`` runs it)

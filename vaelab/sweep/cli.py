@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from datetime import datetime
 from pathlib import Path
 
 from vaelab.errors import SweepError, run_command
+from vaelab.interrupts import SignalStop
 from vaelab.sweep.command import check_extra_words
 from vaelab.sweep.engine import load_sweep
 from vaelab.sweep.runner import Runner
@@ -64,11 +64,10 @@ def run(argv: list[str]) -> int:
     earlier = runner.open()
     continuing = f"; continuing after {earlier} earlier runs" if earlier is not None else ""
     runner.log(f"sweep {path}: {method}, metric {metric}; results in {out}{continuing}")
-    try:
+    # Between runs a signal stops the sweep at once; during a run, the run gets it (process.py).
+    with SignalStop("between runs", f"the table so far is in {out / RESULTS_CSV}; "
+                                    f"continue the sweep with: {runner.continue_command()}"):
         return runner.run(args.count)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; the table so far is in {out / RESULTS_CSV}", file=sys.stderr)
-        return 130
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -103,7 +103,7 @@ class Engine:
     def __init__(self, sweep: dict):
         self.sweeps = sweep_engine()
         self.sweep = sweep
-        self.runs: list[Any] = []  # sweeps.SweepRun, one per run that ended
+        self.runs: list[Any] = []  # sweeps.SweepRun, one per run that ended or is to continue
 
     def _engine_run(self, record: RunRecord, history: list[dict[str, float]], summary: dict[str, Any]) -> Any:
         # The aliases (sampledHistory, summaryMetrics): pydantic 2 ignores the field names here.
@@ -118,7 +118,9 @@ class Engine:
         )
 
     def tell(self, record: RunRecord, history: list[dict[str, float]], summary: dict[str, Any]) -> None:
-        """A run ended: its history and summary inform the next proposals (bayes) and stops."""
+        """A run ended (or, unfinished, is to continue): its history and summary inform the next
+        proposals (bayes) and stops. A run told again replaces what the engine knew of it."""
+        self.runs = [run for run in self.runs if run.name != record.name]
         self.runs.append(self._engine_run(record, history, summary))
 
     def propose(self) -> Any:

@@ -1,15 +1,20 @@
 """The offline sweep: W&B's engine proposes a run, a supervised process trains it, the folder
-records it, and the engine learns from it; a line is printed for each run and for the best."""
+records it, and the engine learns from it; a line is printed for each run and for the best.
+A sweep started again on its folder first continues the runs it did not see end, each in its
+own directory from its checkpoint (``run.resume``), or from scratch where there is none."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vaelab.sweep.command import build_command, check_vaelab_command, param_values, write_args_json_file
+from vaelab.interrupts import Interrupted, signal_name
+from vaelab.sweep.command import build_command, check_vaelab_command, param_values, vaelab_words, write_args_json_file
 from vaelab.sweep.engine import Engine
-from vaelab.sweep.process import supervise
+from vaelab.results.run_lock import wait_for_writer
+from vaelab.sweep.process import KILL_AFTER_SECONDS, supervise
 from vaelab.sweep.runs import (
     METRICS_FILE,
     OUTPUT_LOG,
@@ -26,6 +31,11 @@ from vaelab.sweep.runs import (
 
 # Like wandb agent: give up once this many runs failed and no more runs finished than failed.
 MAX_INITIAL_FAILURES = 5
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    """Whether a vaelab.fit run directory holds a checkpoint to continue from."""
+    return any((run_dir / "checkpoints").glob("*.ckpt"))
 
 
 def _format_value(value: Any) -> str:
@@ -59,12 +69,17 @@ class Runner:
 
     def open(self) -> int | None:
         """Create the output folder (None), or continue the sweep in it: the number of earlier
-        runs kept, each told to the engine."""
+        runs kept, each told to the engine (the unfinished ones as running, so it proposes
+        their parameters no more)."""
         if not self.folder.open():
             return None
         for record in self.folder.records:
             self.engine.tell(record, *read_run(Path(record.run_dir)))
         return len(self.folder.records)
+
+    def continue_command(self) -> str:
+        """The command line that continues this sweep."""
+        return " ".join(["python -m vaelab.sweep", self.source, "--out", str(self.out), *self.extra])
 
     # one run
     def launch(self, proposal: Any) -> RunRecord:
@@ -78,14 +93,43 @@ class Runner:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_args_json_file(self.sweep, values, run_dir)
         self.log(f"{self.describe(record, with_metric=False)}  (output: {run_dir / OUTPUT_LOG})")
+        return self._supervise(record, command)
+
+    def resume(self, record: RunRecord) -> RunRecord:
+        """Run an unfinished run to its end in its own directory: from its checkpoint with
+        ``run.resume`` (it ends as it would have uninterrupted), else from scratch."""
+        run_dir = Path(record.run_dir)
+        words = vaelab_words(record.command)
+        was = record.status
+        if not wait_for_writer(run_dir, KILL_AFTER_SECONDS):  # the run of a runner killed, still stopping
+            self.log(f"{record.name}: another process still writes into {run_dir}; continuing it anyway")
+        if words is not None and has_checkpoint(run_dir):
+            command = [*record.command[: len(record.command) - len(words)], f"run.resume={run_dir}"]
+            self.log(f"{record.name}  {was}: continuing it from its checkpoint ({command[-1]})")
+            append = True
+        else:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            run_dir.mkdir(parents=True)
+            write_args_json_file(self.sweep, record.params, run_dir)
+            command, append = record.command, False
+            self.log(f"{record.name}  {was} with no checkpoint: restarting it from scratch in {run_dir}")
+        record.status, record.note = "running", None
+        self.folder.save()
+        return self._supervise(record, command, append)
+
+    def _supervise(self, record: RunRecord, command: list[str], append: bool = False) -> RunRecord:
+        run_dir = Path(record.run_dir)
         should_stop = self._early_termination(record) if "early_terminate" in self.sweep else None
-        ended = supervise(command, run_dir / OUTPUT_LOG, should_stop)
-        record.status, record.exit_code, record.seconds = ended.status, ended.exit_code, ended.seconds
+        ended = supervise(command, run_dir / OUTPUT_LOG, should_stop, append=append)
+        earlier = record.seconds if append and record.seconds is not None else 0.0
+        record.status, record.exit_code, record.seconds = ended.status, ended.exit_code, earlier + ended.seconds
         record.note = ended.stop_reason or (last_error(run_dir) if record.status == "failed" else None)
         history, summary = record.read_back(self.metric)
         if ended.interrupted:
             self.folder.save()
-            raise KeyboardInterrupt
+            kept = "its checkpoint kept" if has_checkpoint(run_dir) else "no checkpoint yet"
+            raise Interrupted(ended.signals[0], f"interrupted by {signal_name(ended.signals[0])}: {record.name} "
+                              f"stopped ({kept}); continue the sweep with: {self.continue_command()}")
         self.engine.tell(record, history, summary)
         self.folder.save()
         return record
@@ -111,6 +155,11 @@ class Runner:
     # the sweep
     def run(self, count: int | None) -> int:
         """Run up to ``count`` runs (a grid: until it is exhausted); the exit status."""
+        for record in self.folder.unfinished():  # runs of an earlier start, not counted in count
+            self.resume(record)
+            self.log(self.describe(record))
+            if record.note:
+                self.log(f"  {record.note}")
         done = 0
         proposal = self.engine.propose()
         while count is None or done < count:

@@ -31,6 +31,7 @@ OUTPUT_LOG = "output.log"  # a run's console output, in its directory
 METRICS_FILE = "metrics.csv"
 # Columns of summary.json worth a column in the table, after the sweep's metric.
 SUMMARY_COLUMNS = ("test_elbo", "test_ll")
+UNFINISHED = ("running", "interrupted")  # statuses of runs that a sweep started again continues
 
 
 @dataclass
@@ -183,8 +184,8 @@ class SweepFolder:
         self.records: list[RunRecord] = []
 
     def open(self) -> bool:
-        """Create the folder, or continue the sweep already in it (True): its runs that ended
-        are kept in :attr:`records` (a run that was interrupted will be proposed again)."""
+        """Create the folder, or continue the sweep already in it (True): every run it started
+        is kept in :attr:`records`, those that did not end among them (:meth:`unfinished`)."""
         saved = self.out / SWEEP_COPY
         plain_sweep = json.loads(json.dumps(dict(self.sweep)))
         if (self.out / RESULTS_JSON).is_file():
@@ -195,8 +196,7 @@ class SweepFolder:
                     f"{self.source}): choose another --out"
                 )
             document = json.loads((self.out / RESULTS_JSON).read_text())
-            records = [RunRecord(**r) for r in document.get("runs", [])]
-            self.records = [r for r in records if r.status not in ("running", "interrupted")]
+            self.records = [RunRecord(**r) for r in document.get("runs", [])]
             return True
         self.out.mkdir(parents=True, exist_ok=True)
         write_atomically(saved, yaml.safe_dump(plain_sweep, sort_keys=False))
@@ -212,6 +212,11 @@ class SweepFolder:
         while f"run-{index:03d}" in taken:
             index += 1
         return self.out / f"run-{index:03d}"
+
+    def unfinished(self) -> list[RunRecord]:
+        """The runs an earlier runner started and did not see end: interrupted, or still
+        ``running`` where the runner itself was killed."""
+        return [r for r in self.records if r.status in UNFINISHED]
 
     def count(self, status: str) -> int:
         return sum(r.status == status for r in self.records)
