@@ -7,7 +7,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from vaelab.errors import SweepError, run_command
+from vaelab.errors import ResultsWriteError, SweepError, run_command
 from vaelab.sweep.command import check_extra_words
 from vaelab.sweep.engine import load_sweep
 from vaelab.sweep.runner import Runner
@@ -61,14 +61,16 @@ def run(argv: list[str]) -> int:
         return 0
     method = sweep["method"] + (f" with {sweep['early_terminate']['type']}" if "early_terminate" in sweep else "")
     metric = f"{sweep['metric']['name']} ({sweep['metric']['goal']})" if "metric" in sweep else "none"
-    earlier = runner.open()
-    continuing = f"; continuing after {earlier} earlier runs" if earlier is not None else ""
-    runner.log(f"sweep {path}: {method}, metric {metric}; results in {out}{continuing}")
     try:
+        earlier = runner.open()
+        continuing = f"; continuing after {earlier} earlier runs" if earlier is not None else ""
+        runner.log(f"sweep {path}: {method}, metric {metric}; results in {out}{continuing}")
         return runner.run(args.count)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; the table so far is in {out / RESULTS_CSV}", file=sys.stderr)
         return 130
+    except ResultsWriteError as error:  # the folder is found unwritable at once, or a later table write fails
+        raise error.with_fix(f"{error.remedy}, or pass --out <a folder elsewhere>") from error
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from vaelab.results.write_faults import writing
+
 # Environment variables through which wandb agent puts its runs into a W&B sweep: the runs
 # of the offline runner belong to no W&B sweep, so they are not passed on.
 AGENT_ENVIRONMENT = ("WANDB_SWEEP_ID", "WANDB_RUN_ID", "WANDB_SWEEP_PARAM_PATH")
@@ -69,7 +71,9 @@ def supervise(command: list[str], output: Path, should_stop: Callable[[], str | 
     """Run ``command`` with its output in ``output``; stop it when ``should_stop()`` gives a reason."""
     env = {k: v for k, v in os.environ.items() if k not in AGENT_ENVIRONMENT}
     started = time.monotonic()
-    with open(output, "w") as log:
+    with writing(output):
+        log = open(output, "w")
+    with log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
             reason = _wait(process, should_stop)

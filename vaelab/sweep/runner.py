@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from vaelab.results.write_faults import writing
 from vaelab.sweep.command import build_command, check_vaelab_command, param_values, write_args_json_file
 from vaelab.sweep.engine import Engine
 from vaelab.sweep.process import supervise
@@ -75,8 +76,9 @@ class Runner:
                            predicted_metric=self.engine.predicted(proposal))
         self.folder.records.append(record)
         self.folder.save()
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_args_json_file(self.sweep, values, run_dir)
+        with writing(run_dir):
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_args_json_file(self.sweep, values, run_dir)
         self.log(f"{self.describe(record, with_metric=False)}  (output: {run_dir / OUTPUT_LOG})")
         should_stop = self._early_termination(record) if "early_terminate" in self.sweep else None
         ended = supervise(command, run_dir / OUTPUT_LOG, should_stop)
