@@ -8,6 +8,7 @@ import re
 import sys
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 
 
 class VaelabError(Exception):
@@ -46,12 +47,15 @@ class ResultsWriteError(VaelabError):
     the error adds its own way around it (``fix``: another run.dir, another --out).
     """
 
-    def __init__(self, path: object, reason: str, remedy: str, fix: str = "") -> None:
+    def __init__(self, path: Path, reason: str, remedy: str, fix: str = "") -> None:
         self.path, self.reason, self.remedy, self.fix = path, reason, remedy, fix
         super().__init__(f"cannot write {path}: {reason}; " + (fix or remedy))
 
     def with_fix(self, fix: str) -> "ResultsWriteError":
         return ResultsWriteError(self.path, self.reason, self.remedy, fix)
+
+    def __reduce__(self):  # picklable, as an error sent between processes must be
+        return ResultsWriteError, (self.path, self.reason, self.remedy, self.fix)
 
 
 def first_line(error: BaseException) -> str:

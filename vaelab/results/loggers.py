@@ -80,12 +80,12 @@ def _drop_partial_row(path: Path) -> None:
     """Cut ``path`` after its last whole line (a row ends with a newline); remove it if none is left."""
     try:
         with open(path, "rb+") as file:
-            size = file.seek(0, os.SEEK_END)
-            tail = 1 << 16  # a partial row is shorter than one row
-            file.seek(max(0, size - tail))
+            start = max(0, file.seek(0, os.SEEK_END) - (1 << 16))  # a row is far shorter than this
+            file.seek(start)
             end = file.read().rfind(b"\n")
-            keep = max(0, size - tail) + end + 1 if end >= 0 else (0 if size <= tail else size)
-            file.truncate(keep)
+            if end < 0 and start > 0:
+                return  # not rows of a CSV file: leave it
+            file.truncate(keep := start + end + 1)
         if keep == 0:
             path.unlink()
     except OSError:

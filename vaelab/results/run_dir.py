@@ -67,7 +67,7 @@ def check_writable(folder: Path, files: tuple[str, ...] = (), folders: tuple[str
         if path.is_dir():
             probe_write(path)
         elif os.path.lexists(path):
-            raise write_error(path / LAST_CHECKPOINT, NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)))
+            raise write_error(path, NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)))
 
 
 def check_run_dir(run_dir: Path) -> None:
