@@ -8,6 +8,7 @@ import re
 import sys
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 
 from vaelab.interrupts import Interrupted
 
@@ -38,6 +39,25 @@ class SweepError(VaelabError):
 
 class RunDirInUseError(VaelabError):
     """Another live process is writing into the run directory."""
+
+
+class ResultsWriteError(VaelabError):
+    """The operating system refused a write into a run directory or another output folder:
+    no space, a read-only file system, no permission, or a file of the wrong kind in the way.
+
+    ``remedy`` says what to do about that path ("free space there"); the command that catches
+    the error adds its own way around it (``fix``: another run.dir, another --out).
+    """
+
+    def __init__(self, path: Path, reason: str, remedy: str, fix: str = "") -> None:
+        self.path, self.reason, self.remedy, self.fix = path, reason, remedy, fix
+        super().__init__(f"cannot write {path}: {reason}; " + (fix or remedy))
+
+    def with_fix(self, fix: str) -> "ResultsWriteError":
+        return ResultsWriteError(self.path, self.reason, self.remedy, fix)
+
+    def __reduce__(self):  # picklable, as an error sent between processes must be
+        return ResultsWriteError, (self.path, self.reason, self.remedy, self.fix)
 
 
 def first_line(error: BaseException) -> str:

@@ -51,14 +51,14 @@ from vaelab.config.compose import compose_saved, parse_command_line, to_object
 from vaelab.config.help import _key_lines
 from vaelab.config.schema import AcceleratorKind, Binarize, DecoderKind, EvalConfig, FitConfig, LoggerKind
 from vaelab.data import build_datamodule
-from vaelab.errors import CheckpointError, ConfigError, VaelabError, first_line, run_command, warn
+from vaelab.errors import CheckpointError, ConfigError, ResultsWriteError, VaelabError, first_line, run_command, warn
 from vaelab.models.module import VAEModule
 from vaelab.models.vae import VAE
 from vaelab.results.loggers import wandb_mode, wandb_run_id
 from vaelab.results.pictures import image_grids, interpolation_grids, latent_scatter, manifold_grid, manifold_problem, save_grids
 from vaelab.results.atomic import write_atomically
 from vaelab.results.checkpoints import checkpoint_problem
-from vaelab.results.run_dir import find_checkpoint, load_saved_config
+from vaelab.results.run_dir import check_writable, find_checkpoint, load_saved_config
 from vaelab.results.scores import active_units, bits_per_dim, mean, score, std_error
 
 PROG = "vaelab.evaluate"
@@ -150,6 +150,7 @@ def _load_problem(error: BaseException) -> str:
 def evaluate(cfg: FitConfig, run_dir: Path, checkpoint: Path, why: str = "as given") -> dict:
     """Score ``checkpoint`` on the test set, write pictures and ``eval.json``; return eval.json's contents."""
     started = time.perf_counter()
+    check_writable(run_dir, (EVAL_FILE,))  # an unwritable run directory fails now, not after the scoring
     device = choose_device(cfg)
     vae, model_dim = load_vae(checkpoint, device)
     data = build_datamodule(cfg.data, cfg.seed, cfg.eval.batch_size)
@@ -299,7 +300,10 @@ def run(words: list[str]) -> int:
         raise ConfigError("say which run to evaluate: ckpt=<run dir> or ckpt=<file.ckpt>; see --help")
     run_dir, checkpoint, why = find_checkpoint(targets[-1], key="ckpt", prefer_best=True)
     cfg = load_config(run_dir, overrides)
-    results = evaluate(cfg, run_dir, checkpoint, why)
+    try:
+        results = evaluate(cfg, run_dir, checkpoint, why)
+    except ResultsWriteError as error:
+        raise error.with_fix(f"{error.remedy}, or copy the run directory elsewhere and pass ckpt=<the copy>") from error
     for line in table_lines(results):
         print(line)
     return 0

@@ -5,6 +5,7 @@ See ``--help``. Every user error is one line on stderr and exit status 2.
 
 from __future__ import annotations
 
+import signal
 import sys
 import warnings
 from dataclasses import dataclass, fields
@@ -17,6 +18,7 @@ from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
 from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.utilities.warnings import PossibleUserWarning
@@ -27,7 +29,7 @@ from vaelab.config.plain import to_plain
 from vaelab.config.schema import Binarize, DecoderKind, FitConfig, KLMode, TrainerConfig
 from vaelab.cluster import SlurmRequeue
 from vaelab.data import VAEDataModule, build_datamodule
-from vaelab.errors import ConfigError, run_command
+from vaelab.errors import ConfigError, ResultsWriteError, run_command
 from vaelab.interrupts import SignalStop
 from vaelab.models.module import VAEModule
 from vaelab.results.checkpoints import AtomicCheckpointIO
@@ -40,9 +42,11 @@ from vaelab.results.run_dir import (
     CHECKPOINT_DIR,
     LAST_CHECKPOINT,
     ConfigWriter,
+    check_run_dir,
     choose_run_dir,
     exported_run_dir,
     find_resume_point,
+    unwritable_run_dir_fix,
 )
 from vaelab.results.run_lock import one_writer
 from vaelab.results.summary import summary_lines, write_summary
@@ -174,9 +178,25 @@ def fit(cfg_node: DictConfig, resume_checkpoint: Path | None = None) -> dict:
 
 
 def fit_run(run: Run, resume_checkpoint: Path | None = None) -> dict:
-    """:func:`fit` for a run already built (tests and benchmarks add callbacks to it)."""
-    with one_writer(run.run_dir, run.trainer.is_global_zero):  # before any rank starts
-        return _fit(run, resume_checkpoint)
+    """:func:`fit` for a run already built (tests and benchmarks add callbacks to it).
+
+    An OS fault writing the run directory, found before the data are read or met later, is
+    one :class:`ResultsWriteError` that says what to do and which checkpoint is kept."""
+    try:
+        with one_writer(run.run_dir, run.trainer.is_global_zero):  # before any rank starts
+            if run.trainer.is_global_zero:
+                check_run_dir(run.run_dir)  # a bad run.dir fails in a second, not after an epoch
+            return _fit(run, resume_checkpoint)
+    except ResultsWriteError as error:
+        _stop_other_ranks(run.trainer)
+        raise error.with_fix(unwritable_run_dir_fix(error, run.run_dir, resume_checkpoint is not None)) from error
+
+
+def _stop_other_ranks(trainer: pl.Trainer) -> None:
+    """Kill the DDP processes this one started (as Lightning does on Ctrl+C): they would
+    wait for it in a collective until the process group's timeout."""
+    if isinstance(trainer.strategy.launcher, _SubprocessScriptLauncher):
+        trainer.strategy.launcher.kill(signal.SIGKILL)
 
 
 def _fit(run: Run, resume_checkpoint: Path | None) -> dict:
@@ -204,10 +224,12 @@ def _fit(run: Run, resume_checkpoint: Path | None) -> dict:
         "data": cfg.data.name.value,
         "seed": cfg.seed,
     }
-    _write_results(run, summary)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        trainer.strategy.barrier("vaelab-results")
-        torch.distributed.destroy_process_group()  # a clean exit for every rank (gloo aborts otherwise)
+    try:
+        _write_results(run, summary)
+    finally:  # rank 0 reaches the barrier too if it fails writing, so no rank waits for it
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            trainer.strategy.barrier("vaelab-results")
+            torch.distributed.destroy_process_group()  # a clean exit for every rank (gloo aborts otherwise)
     return summary
 
 

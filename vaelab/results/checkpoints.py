@@ -13,6 +13,7 @@ not a whole one (cut short: no central directory; corrupt: a member fails its CR
 
 from __future__ import annotations
 
+import io
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from vaelab.results.atomic import replace_atomically
+from vaelab.results.write_faults import writing
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -29,7 +31,20 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options")
-        replace_atomically(Path(path), lambda tmp: torch.save(checkpoint, tmp))
+        replace_atomically(Path(path), lambda tmp: _save(checkpoint, tmp))
+
+    def remove_checkpoint(self, path: Any) -> None:
+        with writing(Path(path)):
+            super().remove_checkpoint(path)
+
+
+def _save(checkpoint: dict[str, Any], path: Path) -> None:
+    # Serialized in memory first (as Lightning's own writer does), then written by Python, whose
+    # write raises the OSError of a full disk: torch's file writer turns it into a RuntimeError.
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    with open(path, "wb") as file:
+        file.write(buffer.getbuffer())
 
 
 def checkpoint_problem(path: Path) -> str | None:

@@ -7,16 +7,20 @@ import hashlib
 import os
 from pathlib import Path
 
+from pytorch_lightning.core.saving import save_hparams_to_yaml
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
 from vaelab.config.schema import LoggerConfig, LoggerKind, WandbMode
+from vaelab.errors import ResultsWriteError
 from vaelab.results.atomic import replace_atomically
+from vaelab.results.write_faults import writing
 
 
 class _AppendingWriter(ExperimentWriter):
-    """Lightning's CSV writer, but an existing metrics.csv is continued, not deleted, and
-    the whole file is only ever replaced atomically (when a new column appears)."""
+    """Lightning's CSV writer, but an existing metrics.csv is continued, not deleted, the whole
+    file is only ever replaced atomically (when a new column appears), an append that fails
+    (a full disk) leaves no half row, and hparams.yaml is written atomically."""
 
     def __init__(self, log_dir: str) -> None:
         super().__init__(log_dir)
@@ -26,6 +30,20 @@ class _AppendingWriter(ExperimentWriter):
 
     def _check_log_dir_exists(self) -> None:
         pass
+
+    def log_hparams(self, params: dict) -> None:
+        self.hparams.update(params)
+        path = Path(self.log_dir) / self.NAME_HPARAMS_FILE
+        replace_atomically(path, lambda tmp: save_hparams_to_yaml(tmp, self.hparams))
+
+    def save(self) -> None:
+        path = Path(self.metrics_file_path)
+        with writing(path):
+            try:
+                super().save()
+            except OSError:
+                _drop_partial_row(path)
+                raise
 
     def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
         self._rewrite(fieldnames, self._rows())
@@ -58,6 +76,22 @@ class _AppendingWriter(ExperimentWriter):
             self._rewrite(self.metrics_keys, rows[:count])
 
 
+def _drop_partial_row(path: Path) -> None:
+    """Cut ``path`` after its last whole line (a row ends with a newline); remove it if none is left."""
+    try:
+        with open(path, "rb+") as file:
+            start = max(0, file.seek(0, os.SEEK_END) - (1 << 16))  # a row is far shorter than this
+            file.seek(start)
+            end = file.read().rfind(b"\n")
+            if end < 0 and start > 0:
+                return  # not rows of a CSV file: leave it
+            file.truncate(keep := start + end + 1)
+        if keep == 0:
+            path.unlink()
+    except OSError:
+        pass  # a file that cannot be opened again was not written either
+
+
 class AppendingCSVLogger(CSVLogger):
     """Writes ``<run dir>/metrics.csv``; a resumed run appends to the same file.
 
@@ -72,9 +106,19 @@ class AppendingCSVLogger(CSVLogger):
     @property
     def experiment(self) -> _AppendingWriter:
         if self._experiment is None:
-            self._fs.makedirs(self.root_dir, exist_ok=True)
+            with writing(Path(self.root_dir)):
+                self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _AppendingWriter(log_dir=self.log_dir)
         return self._experiment
+
+    def finalize(self, status: str) -> None:
+        try:
+            super().finalize(status)
+        except ResultsWriteError:
+            if status != "failed":
+                raise
+            # The run stops for another error, which is reported; rows not written are those
+            # after its last checkpoint, which a resumed run writes again.
 
     def flushed_rows(self) -> int:
         return self.experiment.flushed_rows()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,9 +14,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from vaelab.config.compose import load_yaml
 from vaelab.config.schema import FitConfig
-from vaelab.errors import CheckpointError, warn
-from vaelab.results.atomic import write_atomically
+from vaelab.errors import CheckpointError, ResultsWriteError, warn
+from vaelab.results.atomic import probe_write, write_atomically
 from vaelab.results.checkpoints import checkpoint_problem
+from vaelab.results.write_faults import write_error
 
 CONFIG_FILE = "config.yaml"
 # The launching process exports its run directory here, so that the DDP worker processes
@@ -23,6 +25,8 @@ CONFIG_FILE = "config.yaml"
 RUN_DIR_ENV = "VAELAB_RUN_DIR"
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
+# The files a fit writes at the top of its run directory (the table in docs/resume.md).
+RESULT_FILES = (CONFIG_FILE, "hparams.yaml", "metrics.csv", "summary.json", "samples.png", "reconstructions.png")
 
 
 def choose_run_dir(cfg: FitConfig) -> Path:
@@ -48,6 +52,46 @@ def exported_run_dir(run_dir: Path) -> Iterator[None]:
             del os.environ[RUN_DIR_ENV]
         else:
             os.environ[RUN_DIR_ENV] = previous
+
+
+def check_writable(folder: Path, files: tuple[str, ...] = (), folders: tuple[str, ...] = ()) -> None:
+    """Raise the :class:`ResultsWriteError` that writing ``folder`` would meet, before any work:
+    ``folder`` (and each of ``folders`` in it that exists) cannot be written (read-only, not
+    yours, a full disk), one of ``files`` is a directory, or one of ``folders`` is a file."""
+    probe_write(folder)
+    for name in files:
+        if (folder / name).is_dir():
+            raise write_error(folder / name, IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR)))
+    for name in folders:
+        path = folder / name
+        if path.is_dir():
+            probe_write(path)
+        elif os.path.lexists(path):
+            raise write_error(path, NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)))
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """:func:`check_writable` for a fit's run directory: its files and ``checkpoints/``."""
+    check_writable(run_dir, RESULT_FILES, (CHECKPOINT_DIR,))
+
+
+def unwritable_run_dir_fix(error: ResultsWriteError, run_dir: Path, resumed: bool) -> str:
+    """What to do when a fit cannot write into ``run_dir``, and which checkpoint is kept."""
+    elsewhere = "copy the run directory elsewhere and resume the copy" if resumed else "pass run.dir=<a folder elsewhere>"
+    fix = f"{error.remedy}, or {elsewhere}"
+    kept = newest_whole_checkpoint(run_dir / CHECKPOINT_DIR)
+    if kept is not None:
+        fix += f" (the last whole checkpoint, {kept}, is kept: continue with run.resume={run_dir})"
+    return fix
+
+
+def newest_whole_checkpoint(folder: Path, besides: Path | None = None) -> Path | None:
+    """The newest whole ``*.ckpt`` in ``folder`` other than ``besides``; None if there is none."""
+    try:
+        found = sorted((p for p in folder.glob("*.ckpt") if p != besides), key=lambda p: p.stat().st_mtime)
+    except OSError:
+        return None
+    return next((p for p in reversed(found) if checkpoint_problem(p) is None), None)
 
 
 def save_config(run_dir: Path, cfg: DictConfig) -> None:
@@ -113,11 +157,10 @@ def find_resume_point(target: str) -> tuple[Path, DictConfig]:
 
 def _previous_whole_checkpoint(broken: Path, problem: str) -> Path:
     """The newest whole checkpoint beside ``broken``, announced in one warning line."""
-    others = sorted((p for p in broken.parent.glob("*.ckpt") if p != broken), key=lambda p: p.stat().st_mtime)
-    for other in reversed(others):
-        if checkpoint_problem(other) is None:
-            warn(f"{broken} is {problem}: resuming from {other}, the newest whole checkpoint of the run")
-            return other
+    other = newest_whole_checkpoint(broken.parent, besides=broken)
+    if other is not None:
+        warn(f"{broken} is {problem}: resuming from {other}, the newest whole checkpoint of the run")
+        return other
     raise CheckpointError(
         f"cannot resume: {broken} is {problem} and {broken.parent} holds no other whole checkpoint; "
         "start the run again without run.resume"

@@ -12,11 +12,12 @@ import os
 import socket
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from vaelab.errors import RunDirInUseError
 from vaelab.results.atomic import remove_leftovers
+from vaelab.results.write_faults import writing
 
 LOCK_FILE = ".lock"
 
@@ -28,19 +29,30 @@ def one_writer(run_dir: Path, is_writer: bool = True) -> Iterator[None]:
 
     Once it holds the lock, it removes the temporary files that writers killed mid-write left
     behind. A run directory this call had to create, and in which nothing but the lock was
-    written (the fit stopped early), is removed again.
+    written (the fit stopped early), is removed again. One that cannot be made or locked
+    (read-only, a file in its way) raises its :class:`~vaelab.errors.ResultsWriteError` at once.
     """
     if not is_writer:
         yield
         return
     created = not run_dir.exists()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with writing(run_dir):
+        run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / LOCK_FILE
-    fd = _lock(path)
     try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
-        remove_leftovers(run_dir)  # half-written files of an earlier writer that was killed
+        with writing(path):
+            fd = _lock(path)
+    except BaseException:
+        if created:
+            with suppress(OSError):
+                run_dir.rmdir()
+        raise
+    try:
+        with writing(path):
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        with writing(run_dir):
+            remove_leftovers(run_dir)  # half-written files of an earlier writer that was killed
         yield
     finally:
         if created and [p.name for p in run_dir.iterdir()] == [LOCK_FILE]:

@@ -6,7 +6,7 @@ import argparse
 from datetime import datetime
 from pathlib import Path
 
-from vaelab.errors import SweepError, run_command
+from vaelab.errors import ResultsWriteError, SweepError, run_command
 from vaelab.interrupts import SignalStop
 from vaelab.sweep.command import check_extra_words
 from vaelab.sweep.engine import load_sweep
@@ -61,13 +61,16 @@ def run(argv: list[str]) -> int:
         return 0
     method = sweep["method"] + (f" with {sweep['early_terminate']['type']}" if "early_terminate" in sweep else "")
     metric = f"{sweep['metric']['name']} ({sweep['metric']['goal']})" if "metric" in sweep else "none"
-    earlier = runner.open()
-    continuing = f"; continuing after {earlier} earlier runs" if earlier is not None else ""
-    runner.log(f"sweep {path}: {method}, metric {metric}; results in {out}{continuing}")
-    # Between runs a signal stops the sweep at once; during a run, the run gets it (process.py).
-    with SignalStop("between runs", f"the table so far is in {out / RESULTS_CSV}; "
-                                    f"continue the sweep with: {runner.continue_command()}"):
-        return runner.run(args.count)
+    try:
+        earlier = runner.open()
+        continuing = f"; continuing after {earlier} earlier runs" if earlier is not None else ""
+        runner.log(f"sweep {path}: {method}, metric {metric}; results in {out}{continuing}")
+        # Between runs a signal stops the sweep at once; during a run, the run gets it (process.py).
+        with SignalStop("between runs", f"the table so far is in {out / RESULTS_CSV}; "
+                                        f"continue the sweep with: {runner.continue_command()}"):
+            return runner.run(args.count)
+    except ResultsWriteError as error:  # the folder is found unwritable at once, or a later table write fails
+        raise error.with_fix(f"{error.remedy}, or pass --out <a folder elsewhere>") from error
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vaelab.results.write_faults import writing
+
 # Environment variables through which wandb agent puts its runs into a W&B sweep: the runs
 # of the offline runner belong to no W&B sweep, so they are not passed on.
 AGENT_ENVIRONMENT = ("WANDB_SWEEP_ID", "WANDB_RUN_ID", "WANDB_SWEEP_PARAM_PATH")
@@ -118,7 +120,9 @@ def supervise(
     ``should_stop()`` gives a reason."""
     env = {k: v for k, v in os.environ.items() if k not in AGENT_ENVIRONMENT}
     started = time.monotonic()
-    with open(output, "a" if append else "w") as log:
+    with writing(output):
+        log = open(output, "a" if append else "w")
+    with log:
         process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
             preexec_fn=_dies_with_the_runner if sys.platform.startswith("linux") else None,

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from vaelab.interrupts import Interrupted, signal_name
+from vaelab.results.write_faults import writing
 from vaelab.sweep.command import build_command, check_vaelab_command, param_values, vaelab_words, write_args_json_file
 from vaelab.sweep.engine import Engine
 from vaelab.results.run_lock import wait_for_writer
@@ -90,8 +91,9 @@ class Runner:
                            predicted_metric=self.engine.predicted(proposal))
         self.folder.records.append(record)
         self.folder.save()
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_args_json_file(self.sweep, values, run_dir)
+        with writing(run_dir):
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_args_json_file(self.sweep, values, run_dir)
         self.log(f"{self.describe(record, with_metric=False)}  (output: {run_dir / OUTPUT_LOG})")
         return self._supervise(record, command)
 
@@ -109,8 +111,9 @@ class Runner:
             append = True
         else:
             shutil.rmtree(run_dir, ignore_errors=True)
-            run_dir.mkdir(parents=True)
-            write_args_json_file(self.sweep, record.params, run_dir)
+            with writing(run_dir):
+                run_dir.mkdir(parents=True)
+                write_args_json_file(self.sweep, record.params, run_dir)
             command, append = record.command, False
             self.log(f"{record.name}  {was} with no checkpoint: restarting it from scratch in {run_dir}")
         record.status, record.note = "running", None

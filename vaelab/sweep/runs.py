@@ -23,6 +23,7 @@ import yaml
 from vaelab.errors import SweepError
 from vaelab.results.atomic import write_atomically
 from vaelab.results.summary import SUMMARY_FILE
+from vaelab.results.write_faults import writing
 
 SWEEP_COPY = "sweep.yaml"
 RESULTS_CSV = "results.csv"
@@ -198,7 +199,8 @@ class SweepFolder:
             document = json.loads((self.out / RESULTS_JSON).read_text())
             self.records = [RunRecord(**r) for r in document.get("runs", [])]
             return True
-        self.out.mkdir(parents=True, exist_ok=True)
+        with writing(self.out):
+            self.out.mkdir(parents=True, exist_ok=True)
         write_atomically(saved, yaml.safe_dump(plain_sweep, sort_keys=False))
         return False
 
