@@ -104,6 +104,19 @@ def test_the_parts_summary_counts_every_parameter_of_the_vae_once(piped):
     assert any(line.startswith("training step: ") and "GFLOP" in line for line in out)
 
 
+def test_a_resumed_run_prints_its_own_epochs_and_only_that_it_restored(piped, tmp_path):
+    """Last of the tests of ``piped``: it adds an epoch to that run."""
+    _, run_dir = piped
+    command = [sys.executable, "-m", "vaelab.fit", f"run.resume={run_dir}", f"trainer.max_epochs={EPOCHS + 1}"]
+    env = {**os.environ, "PYTHONPATH": str(PROJECT)}
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    epochs = [line.split("  ")[:2] for line in result.stdout.splitlines() if line.startswith("epoch ")]
+    assert epochs == [[f"epoch {EPOCHS + 1}/{EPOCHS + 1}", f"step {(EPOCHS + 1) * STEPS_PER_EPOCH}"]]
+    # no warning that the run's own checkpoints/ is not empty; one line on what it continues from
+    assert result.stderr.splitlines() == [f"Restored all states from the checkpoint at {run_dir / 'checkpoints' / 'last.ckpt'}"]
+
+
 def test_a_terminal_gets_a_bar_of_the_epochs_optimizer_steps(tmp_path):
     command, env = fit_command(tmp_path)
     leader, follower = pty.openpty()

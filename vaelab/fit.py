@@ -56,7 +56,7 @@ MEMORY_SETTINGS = "model.k or data.batch_size (training), eval.chunk_size or eva
 
 def _trainer(cfg: FitConfig, run_dir: Path, callbacks: list[pl.Callback], loggers: list) -> pl.Trainer:
     t = cfg.trainer
-    silence_lightning(one_process=t.devices == 1 and t.num_nodes == 1)
+    silence_lightning(one_process=t.devices == 1 and t.num_nodes == 1, resuming=bool(cfg.run.resume))
     try:
         return _lightning_trainer(t, run_dir, callbacks, loggers)
     except (MisconfigurationException, ValueError) as error:

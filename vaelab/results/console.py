@@ -52,9 +52,10 @@ class _DropMessages(logging.Filter):
         return not record.getMessage().startswith(self.starts)
 
 
-def silence_lightning(one_process: bool) -> None:
-    """Drop :data:`NOISE_RECORDS` and two warnings: the deprecation warning of Lightning's own
-    pytree helper, and (for one process, where srun has nothing to launch) the hint to use srun."""
+def silence_lightning(one_process: bool, resuming: bool) -> None:
+    """Drop :data:`NOISE_RECORDS` and three warnings: the deprecation warning of Lightning's own
+    pytree helper, for one process (where srun has nothing to launch) the hint to use srun, and
+    for a resumed run (which goes on writing into its own checkpoints/) that the folder is not empty."""
     for name, starts in NOISE_RECORDS.items():
         for logger_name in RANK_ZERO_LOGGERS if name == "rank_zero" else (name,):
             logger = logging.getLogger(logger_name)
@@ -66,6 +67,8 @@ def silence_lightning(one_process: bool) -> None:
     )
     if one_process:
         warnings.filterwarnings("ignore", "The `srun` command is available on your system but is not used", PossibleUserWarning)
+    if resuming:
+        warnings.filterwarnings("ignore", r"Checkpoint directory .* exists and is not empty\.", UserWarning)
 
 
 def say(line: str) -> None:
