@@ -9,6 +9,7 @@ the lines, without a carriage return. Only rank zero prints.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import warnings
@@ -40,6 +41,11 @@ NOISE_RECORDS = {
     "pytorch_lightning.accelerators.cuda": ("LOCAL_RANK: ",),  # every rank's CUDA_VISIBLE_DEVICES
     "torch.utils.cpp_extension": ("No CUDA runtime is found",),  # torch.compile on a CPU-only machine
 }
+# torch's deprecation warnings about calls in Lightning's own code: (message start, module).
+LIGHTNING_DEPRECATIONS = (
+    ("`isinstance(treespec, LeafSpec)` is deprecated", r"pytorch_lightning\.utilities\._pytree"),
+    ("torch.distributed.nn.functional.all_gather is deprecated", r"lightning_fabric\.utilities\.distributed"),  # DDP
+)
 RANK_ZERO_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero")
 
 
@@ -53,19 +59,18 @@ class _DropMessages(logging.Filter):
 
 
 def silence_lightning(one_process: bool, resuming: bool) -> None:
-    """Drop :data:`NOISE_RECORDS` and three warnings: the deprecation warning of Lightning's own
-    pytree helper, for one process (where srun has nothing to launch) the hint to use srun, and
-    for a resumed run (which goes on writing into its own checkpoints/) that the folder is not empty."""
+    """Drop :data:`NOISE_RECORDS`, :data:`LIGHTNING_DEPRECATIONS` and two warnings: the hint to
+    use srun where it has nothing to launch (one process, or outside a SLURM allocation, where
+    Lightning starts the processes itself), and for a resumed run (which goes on writing into its
+    own checkpoints/) that the folder is not empty."""
     for name, starts in NOISE_RECORDS.items():
         for logger_name in RANK_ZERO_LOGGERS if name == "rank_zero" else (name,):
             logger = logging.getLogger(logger_name)
             if not any(isinstance(f, _DropMessages) for f in logger.filters):
                 logger.addFilter(_DropMessages(starts))
-    warnings.filterwarnings(
-        "ignore", re.escape("`isinstance(treespec, LeafSpec)` is deprecated"), FutureWarning,
-        r"pytorch_lightning\.utilities\._pytree",
-    )
-    if one_process:
+    for message, module in LIGHTNING_DEPRECATIONS:
+        warnings.filterwarnings("ignore", re.escape(message), FutureWarning, module)
+    if one_process or "SLURM_JOB_ID" not in os.environ:
         warnings.filterwarnings("ignore", "The `srun` command is available on your system but is not used", PossibleUserWarning)
     if resuming:
         warnings.filterwarnings("ignore", r"Checkpoint directory .* exists and is not empty\.", UserWarning)
