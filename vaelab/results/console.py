@@ -194,7 +194,7 @@ def epoch_line(trainer: pl.Trainer, epoch: int, step: int, seconds: float) -> st
 
 class TrainingReport(pl.Callback):
     """Prints (rank zero) the device and the model's parts once training starts, then one line
-    per epoch (:func:`epoch_line`).
+    per epoch (:func:`epoch_line`), and one line on what the test computes.
 
     An epoch's line is printed once the module has logged its mean bound, which it does after
     the callbacks' ``on_train_epoch_end``: at the next epoch's start, or when training ends.
@@ -219,6 +219,13 @@ class TrainingReport(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._print_epoch_line(trainer)
+
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # the default test takes minutes on a CPU: say so where there is no bar
+        if trainer.is_global_zero:
+            batches, e = sum(trainer.num_test_batches), pl_module.eval_cfg
+            each = " each process" if trainer.world_size > 1 else ""
+            say(f"test: {batches} batches of up to {e.batch_size} images{each}, {e.ll_samples} importance samples per image")
 
     def _print_epoch_line(self, trainer: pl.Trainer) -> None:
         ended, self._epoch_ended = self._epoch_ended, None
