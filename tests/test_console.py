@@ -32,12 +32,13 @@ WORDS = [
     "experiment=smoke", "data.val_size=5", "data.batch_size=5", "trainer.steps_per_call=3",
     f"trainer.max_epochs={EPOCHS}", "trainer.log_every_n_steps=2", "eval.ll_samples=5", "eval.batch_size=3",
     "trainer.compile=false", "eval.compile=false", "eval.num_images=4",
+    "trainer.checkpoint_every_n_steps=3",  # last.ckpt within each epoch too
 ]
 # What Lightning prints that a user can do nothing about (and its model summary of metrics).
 NOISE = [
     "💡", "litlogger", "GPU available", "TPU available", "`Trainer.fit` stopped", "Restoring states",
     "Loaded model weights", "LeafSpec", "srun", "MeanMetric", "Total Flops", "Sanity Checking", "Validation",
-    "LOCAL_RANK", "Tensor Cores", "No CUDA runtime",
+    "LOCAL_RANK", "Tensor Cores", "No CUDA runtime", "weights_only",
 ]
 EPOCH_LINE = re.compile(
     rf"epoch (\d+)/{EPOCHS}  step (\d+)  train ELBO (-?\d+\.\d\d)  val ELBO (-?\d+\.\d\d) nats  time (\d+\.\d) s"

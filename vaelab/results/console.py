@@ -225,7 +225,7 @@ class TrainingReport(pl.Callback):
         if trainer.is_global_zero:
             batches, e = sum(trainer.num_test_batches), pl_module.eval_cfg
             each = " each process" if trainer.world_size > 1 else ""
-            say(f"test: {batches} batches of up to {e.batch_size} images{each}, {e.ll_samples} importance samples per image")
+            say(f"test: {batches} batch{'es' if batches != 1 else ''} of up to {e.batch_size} images{each}, {e.ll_samples} importance samples per image")
 
     def _print_epoch_line(self, trainer: pl.Trainer) -> None:
         ended, self._epoch_ended = self._epoch_ended, None
