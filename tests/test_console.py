@@ -4,8 +4,9 @@ A real fit of tiny MNIST files, in a new Python process: 35 training images in m
 are 7 optimizer steps an epoch, taken 3 per Lightning call (3, 3 and a partial last call of 1),
 so a count of calls (3 an epoch) differs from the count of steps. In a pipe: one plain line per
 epoch with its step and the bounds metrics.csv holds, the parts of the model summed to the
-VAE's parameters, no carriage return and none of Lightning's noise. Under a pseudo-terminal: a
-bar of the epoch's 7 steps.
+VAE's parameters, no carriage return and none of Lightning's noise; resumed for an epoch more,
+only that epoch's line and one line on what it continues from. Under a pseudo-terminal: a bar
+of the epoch's 7 steps.
 """
 
 from __future__ import annotations
