@@ -73,6 +73,8 @@ def test_two_process_ddp_agrees_with_one_process_of_the_same_global_batch(tmp_pa
     checkpoints = sorted(p.name for p in (ddp_dir / "checkpoints").iterdir())
     assert checkpoints == ["best-epoch0.ckpt", "last.ckpt"]
     assert ddp.stdout.count("run directory:") == 1  # rank 0 alone prints the results
+    assert ddp.stdout.count("model parameters:") == 1 and ddp.stdout.count("epoch 1/1  step 100  ") == 1
+    assert "\r" not in ddp.stdout and "2 processes" in ddp.stdout
 
     one = json.loads((tmp_path / "single" / "summary.json").read_text())
     two = json.loads((ddp_dir / "summary.json").read_text())

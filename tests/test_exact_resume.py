@@ -186,7 +186,7 @@ class FakeTrainer(SimpleNamespace):
         super().__init__(global_step=0, num_training_batches=batches, saved=[])
         self.strategy = SimpleNamespace(broadcast=lambda value: value)
 
-    def save_checkpoint(self, path: Path) -> None:
+    def save_checkpoint(self, path: Path, weights_only: bool | None = None) -> None:
         self.saved.append(self.global_step)
 
 

@@ -359,6 +359,8 @@ def check_resumed(run_dir: Path, before: dict, first_rows: list[dict[str, str]],
     summary = read_summary(run_dir)
     assert Path(summary["run_dir"]) == run_dir
     assert out.strip().splitlines()[-3] == f"run directory: {run_dir}"
+    epoch_lines = [line.split("  ")[:2] for line in out.splitlines() if line.startswith("epoch ")]
+    assert epoch_lines == [["epoch 2/2", "step 6"]], out  # this session's one epoch, at the run's step
     assert summary["epochs"] == 2
     assert summary["steps"] == 6  # 3 batches per epoch, the first epoch's not repeated
     assert summary["train_seconds"] >= before["train_seconds"]

@@ -74,7 +74,7 @@ class SlurmRequeue(pl.Callback):
             return
         path = trainer.strategy.broadcast(next_hpc_checkpoint(Path(trainer.default_root_dir)))
         rank_zero_info(f"SIGUSR1: saving {path} and requeueing the job")
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)  # the whole state (said, so Lightning logs nothing)
         trainer.strategy.barrier("vaelab-requeue")
         # Leave the process group before the requeue: SLURM then sends SIGTERM to every rank, and
         # Lightning's SIGTERM handler broadcasts to the other ranks while there is a group, which

@@ -34,6 +34,7 @@ from vaelab.interrupts import SignalStop
 from vaelab.models.module import VAEModule
 from vaelab.results.checkpoints import AtomicCheckpointIO
 from vaelab.results.clock import TrainingClock
+from vaelab.results.console import StepProgressBar, console_callbacks, silence_lightning
 from vaelab.results.pictures import image_grids, save_grids
 from vaelab.results.rank_noise import seed_test_samples
 from vaelab.results.resume import ExactResume, IntervalCheckpoint, SignalCheckpoint
@@ -61,6 +62,7 @@ MEMORY_SETTINGS = "model.k or data.batch_size (training), eval.chunk_size or eva
 
 def _trainer(cfg: FitConfig, run_dir: Path, callbacks: list[pl.Callback], loggers: list) -> pl.Trainer:
     t = cfg.trainer
+    silence_lightning(one_process=t.devices == 1 and t.num_nodes == 1, resuming=bool(cfg.run.resume))
     try:
         return _lightning_trainer(t, run_dir, callbacks, loggers)
     except (MisconfigurationException, ValueError) as error:
@@ -74,6 +76,7 @@ def _lightning_trainer(t: TrainerConfig, run_dir: Path, callbacks: list[pl.Callb
         plugins.append(SLURMEnvironment(auto_requeue=False))
         # check for the signal about every 10 optimizer steps, or every call if calls are longer
         callbacks = [*callbacks, SlurmRequeue(every_n_steps=max(1, 10 // t.steps_per_call))]
+    console = console_callbacks(t.progress_bar)  # the model's parts, epoch lines, a bar on a terminal
     return pl.Trainer(
         **lightning_arguments(t),
         plugins=plugins,
@@ -81,8 +84,9 @@ def _lightning_trainer(t: TrainerConfig, run_dir: Path, callbacks: list[pl.Callb
         # Lightning counts training_step calls, each of steps_per_call optimizer steps;
         # VAEModule logs the training bound itself every trainer.log_every_n_steps steps.
         log_every_n_steps=max(1, t.log_every_n_steps // t.steps_per_call),
-        enable_progress_bar=t.progress_bar,
-        callbacks=callbacks,
+        enable_progress_bar=any(isinstance(c, StepProgressBar) for c in console),
+        enable_model_summary=False,  # the console's summary counts the VAE's parts instead
+        callbacks=[*callbacks, *console],
         logger=loggers,
     )
 

@@ -296,7 +296,10 @@ class TrainerConfig:
     gradient_clip_val: Optional[float] = _help("clip gradient norm to this value (null: off)", None)
     limit_train_batches: Optional[int] = _help("train on at most this many minibatches per epoch (null: all)", None)
     log_every_n_steps: int = _help("log the training bound every n optimizer steps", 50)
-    progress_bar: bool = _help("show a progress bar", True)
+    progress_bar: bool = _help(
+        "true: a bar of the epoch's optimizer steps when stdout is a terminal; either way one line "
+        "per epoch (and only those, without carriage returns, in files and pipes); false: the lines only", True,
+    )
     steps_per_call: int = _help(
         "optimizer steps per Lightning training_step call: Lightning's per-call work is shared by them; "
         "the numbers do not depend on it", 50,

@@ -92,6 +92,7 @@ class VAEModule(pl.LightningModule):
         self._examples = 0  # ... over this many examples
         self._check_due = False  # a step was logged since the last NaN check
         self._restored_sums: dict | None = None  # those three, from a checkpoint taken mid-epoch
+        self.step_flops: int | None = None  # a training step's FLOP, counted when training starts
 
     def configure_optimizers(self):
         optimizer = build_optimizer(self.optim_cfg, self.parameters())
@@ -103,7 +104,7 @@ class VAEModule(pl.LightningModule):
     def on_train_start(self) -> None:
         loader = self.trainer.train_dataloader
         steps_ahead = (self.trainer.max_epochs - self.current_epoch) * loader.minibatches
-        step_flops = training_step_flops(self.vae, loader.batch_size)
+        self.step_flops = step_flops = training_step_flops(self.vae, loader.batch_size)
         if should_compile(self.hparams.compile, self.device, steps_ahead, step_flops):
             self._step_loss = CompiledForBatchSize(self._loss_and_bound_sum, loader.batch_size, self.device)
         plugin = self.trainer.precision_plugin

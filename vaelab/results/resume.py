@@ -186,7 +186,7 @@ class IntervalCheckpoint(pl.Callback):
             late = time.monotonic() - self._since_time >= self.every_seconds
             due = trainer.strategy.broadcast(due or late)
         if due:
-            trainer.save_checkpoint(self.path)
+            trainer.save_checkpoint(self.path, weights_only=False)  # the whole state (said, so Lightning logs nothing)
             self._restart_interval(trainer)
 
 
