@@ -137,11 +137,14 @@ def load(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
-def the_line(stderr: str) -> str:
-    """vaelab's one line about the interrupt (Lightning's own log lines aside), and no traceback."""
+def the_line(stderr: str, alone: bool = True) -> str:
+    """vaelab's one line about the interrupt, and no traceback; ``alone``: nothing else on stderr
+    (a DDP run's start-up banner aside)."""
     assert "Traceback" not in stderr, stderr[-3000:]
     lines = [line for line in stderr.splitlines() if line.startswith("vaelab.fit:")]
     assert len(lines) == 1, stderr[-3000:]
+    if alone:
+        assert stderr.splitlines() == lines, stderr[-3000:]
     return lines[0]
 
 
@@ -246,7 +249,7 @@ def test_ctrl_c_on_both_ddp_ranks_stops_both_at_one_checkpoint(tmp_path, tiny_mn
     os.killpg(process.pid, signal.SIGINT)
     done = finish(process, timeout=120)
     assert done.returncode == 130, done.stderr[-3000:]
-    assert the_line(done.stderr).startswith(f"vaelab.fit: interrupted by SIGINT at step {step} (checkpoint saved)")
+    assert the_line(done.stderr, alone=False).startswith(f"vaelab.fit: interrupted by SIGINT at step {step} (checkpoint saved)")
     deadline = time.monotonic() + 30
     while subprocess.run(["pgrep", "-g", str(process.pid)], capture_output=True).returncode == 0:
         assert time.monotonic() < deadline, "rank 1 is still running"

@@ -347,7 +347,7 @@ def check_continued_from_hpc_checkpoint(job: FitJob) -> tuple[str, dict]:
     assert f"job {job.id} (restart 0)" in log and f"job {job.id} (restart 1)" in log, tail(log)
     hpc_path = job.run_dir / "hpc_ckpt_1.ckpt"
     assert hpc_path.is_file(), f"no {hpc_path}: {sorted(p.name for p in job.run_dir.iterdir())}\n{tail(log)}"
-    restored = re.findall(r"Restoring states from the checkpoint path at (\S+)", log)
+    restored = re.findall(r"Restored all states from the checkpoint at (\S+)", log)
     assert [Path(p).name for p in restored if "hpc_ckpt" in p] == ["hpc_ckpt_1.ckpt"], restored
     assert "continued from" not in log  # Lightning's own resume, not the last.ckpt fallback
     assert "Traceback" not in log, tail(log)
@@ -408,7 +408,7 @@ def test_job_requeued_by_slurm_continues_from_last_checkpoint(fit_jobs):
     assert job.when_held == {"summary.json": False, "last.ckpt": True}, job.when_held
     copied = f"continued from runs/slurm-{job.id}/checkpoints/last.ckpt (copied to runs/slurm-{job.id}/hpc_ckpt_1.ckpt)"
     assert copied in log, tail(log)
-    restored = re.findall(r"Restoring states from the checkpoint path at (\S+)", log)
+    restored = re.findall(r"Restored all states from the checkpoint at (\S+)", log)
     assert [Path(p).name for p in restored if "hpc_ckpt" in p] == ["hpc_ckpt_1.ckpt"], restored
     assert sorted(p.name for p in job.run_dir.glob("hpc_ckpt_*")) == ["hpc_ckpt_1.ckpt"]
     assert load(job.run_dir / "hpc_ckpt_1.ckpt")["global_step"] == job.hold_at  # saved on SIGTERM

@@ -7,6 +7,7 @@ message as one line and exits non-zero. The message says what is wrong and how t
 import re
 import sys
 import traceback
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -121,6 +122,8 @@ def run_command(
     ``memory_settings``: the settings to lower when memory runs out outside a fit's steps."""
     global _command
     _command = prog
+    shown = warnings.showwarning
+    warnings.showwarning = _one_line_warning  # not Python's two lines of file, line and source
     try:
         return run(sys.argv[1:] if argv is None else argv)
     except VaelabError as error:
@@ -137,3 +140,10 @@ def run_command(
             raise
         print(f"{prog}: error: {message}", file=sys.stderr)
         return 2
+    finally:
+        warnings.showwarning = shown
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning a command shows: ``<command>: warning: <message>``, one line (see :func:`warn`)."""
+    print(f"{_command}: warning: {' '.join(str(message).split())}", file=sys.stderr if file is None else file)

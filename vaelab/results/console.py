@@ -35,10 +35,13 @@ NOISE_RECORDS = {
         "`Trainer.fit` stopped: `max_epochs=",  # the run ends as configured
         "Restoring states from the checkpoint path at ",  # the test of the best checkpoint
         "Loaded model weights from the checkpoint at ",
+        "`Trainer(limit_",  # a limit the user set, echoed; the test's line says how many batches
         # vaelab keeps float32 matrix products exact, so that nats agree across devices
         "You are using a CUDA device (",
     ),
     "pytorch_lightning.accelerators.cuda": ("LOCAL_RANK: ",),  # every rank's CUDA_VISIBLE_DEVICES
+    # a SIGTERM during the test, which vaelab reports in its own line (vaelab/interrupts.py)
+    "pytorch_lightning.trainer.connectors.signal_connector": ("[rank: ",),
     "torch.utils.cpp_extension": ("No CUDA runtime is found",),  # torch.compile on a CPU-only machine
 }
 # torch's deprecation warnings about calls in Lightning's own code: (message start, module).

@@ -246,7 +246,7 @@ class SignalCheckpoint(pl.Callback):
         if not signum:
             return
         if save:
-            trainer.save_checkpoint(self.path)
+            trainer.save_checkpoint(self.path, weights_only=False)  # the whole state (said, so Lightning logs nothing)
         stop.exiting = True
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             trainer.strategy.barrier("vaelab-interrupt")
