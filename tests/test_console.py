@@ -147,3 +147,16 @@ def test_a_terminal_gets_a_bar_of_the_epochs_optimizer_steps(tmp_path):
     assert len(re.findall(r"^epoch \d/\d  step", screen.replace("\r", "\n"), flags=re.MULTILINE)) == EPOCHS
     for text in NOISE:
         assert text not in screen, text
+
+
+def test_a_warning_is_one_line_with_the_command_s_name(tmp_path):
+    """Python shows a warning as two lines (file:line: category: message, then the source line
+    that warned); a command shows ``vaelab.fit: warning: <message>`` alone."""
+    command, env = fit_command(tmp_path)
+    command = [*command, "trainer.max_epochs=1", "trainer.limit_test_batches=1", "data.binarize=none"]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.splitlines() == [
+        "vaelab.fit: warning: model=bernoulli on continuous data: the Bernoulli log-likelihood of grey levels "
+        "is not a normalised density, so its nats are not comparable with published ones"
+    ], result.stderr  # and Lightning's echo of limit_test_batches=1 is gone too

@@ -122,8 +122,8 @@ def run_command(
     ``memory_settings``: the settings to lower when memory runs out outside a fit's steps."""
     global _command
     _command = prog
-    shown = warnings.showwarning
-    warnings.showwarning = _one_line_warning  # not Python's two lines of file, line and source
+    formatted = warnings.formatwarning
+    warnings.formatwarning = _one_line_warning  # not Python's two lines of file, line and source
     try:
         return run(sys.argv[1:] if argv is None else argv)
     except VaelabError as error:
@@ -141,9 +141,9 @@ def run_command(
         print(f"{prog}: error: {message}", file=sys.stderr)
         return 2
     finally:
-        warnings.showwarning = shown
+        warnings.formatwarning = formatted
 
 
-def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """A warning a command shows: ``<command>: warning: <message>``, one line (see :func:`warn`)."""
-    print(f"{_command}: warning: {' '.join(str(message).split())}", file=sys.stderr if file is None else file)
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """How a command shows a warning: ``<command>: warning: <message>``, one line (as :func:`warn`)."""
+    return f"{_command}: warning: {' '.join(str(message).split())}\n"
