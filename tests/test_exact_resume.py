@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import PROJECT, Command, assert_same_training_state, metrics_rows, run_forked, write_mnist
+from tests.helpers import PROJECT, Command, assert_same_training_state, exact_fit_words, metrics_rows, run_forked, write_mnist
 from vaelab.data.batches import InMemoryBatches
 from vaelab.results.rank_noise import seed_rank_generators, seed_test_samples
 from vaelab.results.resume import ExactResume, IntervalCheckpoint, random_states
@@ -32,12 +32,8 @@ from vaelab.results.resume import ExactResume, IntervalCheckpoint, random_states
 EPOCHS, STEPS_PER_EPOCH, STEPS_PER_CALL = 3, 10, 3  # calls of 3, 3, 3 and 1 steps per epoch
 # data.root is added by the tiny_mnist fixture: 600 training images, 100 of them for validation
 WORDS = [
-    "experiment=smoke", "trainer.progress_bar=false", "data.val_size=100", "eval.ll_samples=10",
-    f"trainer.max_epochs={EPOCHS}", f"trainer.limit_train_batches={STEPS_PER_EPOCH}", "trainer.limit_val_batches=2",
-    "trainer.limit_test_batches=1", f"trainer.steps_per_call={STEPS_PER_CALL}", "trainer.log_every_n_steps=1",
-    # a checkpoint after every call but an epoch's last (3 steps reach 2)
-    "trainer.checkpoint_every_n_steps=2", "trainer.accelerator=cpu", "trainer.deterministic=true",
-    "trainer.compile=false", "model.hidden=[64]", "data.batch_size=50",
+    *exact_fit_words(EPOCHS, STEPS_PER_EPOCH, STEPS_PER_CALL),
+    "trainer.checkpoint_every_n_steps=2",  # a checkpoint after every call but an epoch's last (3 steps reach 2)
 ]
 # Before `python -m vaelab.fit`: the process sends itself SIGKILL right after the training bound
 # of optimizer step $KILL_AT_STEP (numbered from 0) is logged: inside a training_step call.

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import PROJECT, assert_same_training_state, metrics_rows, write_mnist
+from tests.helpers import PROJECT, assert_same_training_state, exact_fit_words, metrics_rows, write_mnist
 from vaelab.results.checkpoints import checkpoint_problem
 
 pytestmark = pytest.mark.slow
@@ -32,11 +32,8 @@ pytestmark = pytest.mark.slow
 EPOCHS, STEPS_PER_EPOCH, STEPS_PER_CALL = 2, 10, 3  # calls of 3, 3, 3 and 1 steps per epoch
 # Only the epochs' own checkpoints and the signal's: a mid-epoch last.ckpt is the signal's.
 WORDS = [
-    "experiment=smoke", "trainer.progress_bar=false", "data.val_size=100", "eval.ll_samples=10",
-    f"trainer.max_epochs={EPOCHS}", f"trainer.limit_train_batches={STEPS_PER_EPOCH}", "trainer.limit_val_batches=2",
-    "trainer.limit_test_batches=1", f"trainer.steps_per_call={STEPS_PER_CALL}", "trainer.log_every_n_steps=1",
-    "trainer.checkpoint_every_n_steps=null", "trainer.checkpoint_every_minutes=null", "trainer.accelerator=cpu",
-    "trainer.deterministic=true", "trainer.compile=false", "model.hidden=[64]", "data.batch_size=50",
+    *exact_fit_words(EPOCHS, STEPS_PER_EPOCH, STEPS_PER_CALL),
+    "trainer.checkpoint_every_n_steps=null", "trainer.checkpoint_every_minutes=null",
 ]
 # The ends of calls, the epochs' last ones included (there the run stops after validation).
 CALL_ENDS = [e * STEPS_PER_EPOCH + s for e in range(EPOCHS) for s in (3, 6, 9, 10)][:-1]

@@ -84,6 +84,19 @@ TINY_FIT = [
     f"data.root={SHARED_DATA}",
 ]
 
+def exact_fit_words(epochs: int, steps_per_epoch: int, steps_per_call: int) -> list[str]:
+    """A small deterministic fit on tiny MNIST (data.root added by the caller): ``epochs`` of
+    ``steps_per_epoch`` minibatches of 50, ``steps_per_call`` per Lightning call, a row of
+    metrics.csv per step; for the tests that interrupt a run and compare it with a whole one."""
+    return [
+        "experiment=smoke", "trainer.progress_bar=false", "data.val_size=100", "eval.ll_samples=10",
+        f"trainer.max_epochs={epochs}", f"trainer.limit_train_batches={steps_per_epoch}", "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=1", f"trainer.steps_per_call={steps_per_call}", "trainer.log_every_n_steps=1",
+        "trainer.accelerator=cpu", "trainer.deterministic=true", "trainer.compile=false", "model.hidden=[64]",
+        "data.batch_size=50",
+    ]
+
+
 # --- a linear-Gaussian VAE: p(z) = N(0, I), p(x|z) = N(Wz + b, s^2 I), so p(x) = N(b, WW^T + s^2 I)
 
 DATA_DIM, LATENT_DIM, SIGMA = 6, 3, 0.5
