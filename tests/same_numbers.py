@@ -2,14 +2,17 @@
 logged numbers are pinned in ``tests/same_numbers.json``, so that a refactor can be checked to
 change no number (``tests/test_same_numbers.py``). Not a test module.
 
-Regenerate the reference from the code of a clean checkout at DIR (e.g. a ``git worktree`` of
-the commit to pin), from the project root::
+Regenerate the reference from the code of the commit C to pin, from the project root::
 
-    PYTHONPATH=DIR OMP_NUM_THREADS=1 python -m tests.same_numbers --write tests/same_numbers.json
+    OMP_NUM_THREADS=1 python -m tests.same_numbers --commit C --write tests/same_numbers.json
 
-The fits, and the command's own ``import vaelab``, then use DIR's vaelab and configs/; the JSON
-records DIR's commit (it refuses uncommitted changes), this command and the library versions.
-Without ``--write`` it prints the JSON.
+The fits then use C's vaelab and configs/ (``git archive``; without ``--commit``, PYTHONPATH's
+vaelab of a clean checkout); the JSON records the commit, this command, the library versions and the
+machine (:func:`machine`: float rounding depends on the CPU's vector instructions and on MKL's
+choice of kernels for its vendor). Without ``--write`` it prints the JSON.
+
+On another machine the pinned floats cannot be expected bit for bit, so the test runs the
+reference commit's code here (:func:`run_reference_commit`) and compares with that instead.
 """
 
 from __future__ import annotations
@@ -74,6 +77,41 @@ LIBRARIES = ("torch", "pytorch_lightning", "numpy")
 
 class CaseFailed(RuntimeError):
     """A process of a case exited with a nonzero status."""
+
+
+def machine() -> dict:
+    """What decides float rounding besides the code: the CPU model and the vector instruction
+    set PyTorch's kernels use, and the library versions."""
+    import torch
+
+    model = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+        None,
+    ) if Path("/proc/cpuinfo").exists() else None
+    from importlib.metadata import version
+
+    return {
+        "cpu": model,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "versions": {name: version(name) for name in LIBRARIES},
+    }
+
+
+def run_reference_commit(commit: str, code_root: Path, root: Path, env: dict[str, str]) -> tuple[dict, set[str]]:
+    """:func:`run_cases` with the code and configs of ``commit`` (``git archive`` of ``code_root``'s
+    repository into ``root/code``), as the reference JSON would have been made on this machine."""
+    code = root / "code"
+    code.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(code_root), "archive", commit], capture_output=True, check=False)
+    if archive.returncode != 0:
+        raise CaseFailed(
+            f"cannot check out the reference commit {commit[:10]} ({archive.stderr.decode().strip()}); "
+            "clone the repository with its history"
+        )
+    subprocess.run(["tar", "-x", "-C", str(code)], input=archive.stdout, check=True)
+    runs = root / "runs"
+    runs.mkdir()
+    return run_cases(runs, {**env, "PYTHONPATH": str(code)})
 
 
 def fit_words(name: str, run_dir: Path | str, data_root: Path | str = SHARED_DATA) -> list[str]:
@@ -145,25 +183,34 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(prog="python -m tests.same_numbers", description=__doc__.split("\n\n")[0])
     parser.add_argument("--write", type=Path, help="write the reference JSON here (else print it)")
+    parser.add_argument(
+        "--commit", help="run this commit's code (git archive of this repository) instead of PYTHONPATH's vaelab"
+    )
     args = parser.parse_args(argv)
     code_root = Path(vaelab.__file__).resolve().parents[1]
-    if _git(code_root, "status", "--porcelain", "--untracked-files=no"):
-        parser.error(f"{code_root} has uncommitted changes: pin the numbers of a commit")
     with tempfile.TemporaryDirectory(prefix="same-numbers-") as folder:
-        numbers, imported = run_cases(Path(folder), dict(os.environ))
-    if imported != {str(Path(vaelab.__file__))}:
-        parser.error(f"the processes ran vaelab from {sorted(imported)}, not {vaelab.__file__}")
+        if args.commit:
+            commit = _git(code_root, "rev-parse", args.commit)
+            numbers, _ = run_reference_commit(commit, code_root, Path(folder), dict(os.environ))
+        else:
+            if _git(code_root, "status", "--porcelain", "--untracked-files=no"):
+                parser.error(f"{code_root} has uncommitted changes: pin the numbers of a commit")
+            commit = _git(code_root, "rev-parse", "HEAD")
+            numbers, imported = run_cases(Path(folder), dict(os.environ))
+            if imported != {str(Path(vaelab.__file__))}:
+                parser.error(f"the processes ran vaelab from {sorted(imported)}, not {vaelab.__file__}")
     reference = {
-        "commit": _git(code_root, "rev-parse", "HEAD"),
-        "command": "PYTHONPATH=<checkout of commit> OMP_NUM_THREADS=1 python -m tests.same_numbers --write tests/same_numbers.json",
+        "commit": commit,
+        "command": "OMP_NUM_THREADS=1 python -m tests.same_numbers --commit <commit> --write tests/same_numbers.json",
         "versions": {name: version(name) for name in LIBRARIES},
+        "machine": machine(),
         "words": recorded_words(),
         "numbers": numbers,
     }
     text = json.dumps(reference, indent=1) + "\n"
     if args.write:
         args.write.write_text(text)
-        print(f"wrote {args.write}: the numbers of {reference['commit']} ({code_root})", file=sys.stderr)
+        print(f"wrote {args.write}: the numbers of {reference['commit']} on this machine", file=sys.stderr)
     else:
         sys.stdout.write(text)
 
