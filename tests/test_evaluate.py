@@ -279,9 +279,14 @@ def test_evaluate_a_run_directory(name, fitted, capsys, monkeypatch):
     assert result["checkpoint"] == str(best) and result["checkpoint_choice"] == "best by validation ELBO"
     assert f"checkpoint: {best} (best by validation ELBO)" in out
     assert result["ll_samples"] == 20 and result["test_images"] == 200  # smoke: 2 test batches of 100
-    for key in ("test_ll", "test_elbo", "test_ll_std_error"):
+    for key in ("test_ll", "test_elbo", "test_ll_se"):
         assert math.isfinite(result[key]), (key, result[key])
     assert f"{result['test_ll']:.2f}" in out and f"{result['test_elbo']:.2f}" in out
+    # the diagnostics of the same 20 weights per image
+    assert 1.0 <= result["ess_min"] <= result["ess_mean"] <= 20.0
+    assert result["pareto_k_mean"] <= result["pareto_k_max"]
+    assert result["pareto_k_above_0.7"] == 0 or result["pareto_k_max"] > 0.7
+    assert "Pareto k-hat of its weights" in out and f"(max {result['pareto_k_max']:.2f})" in out
     # per image L_S >= the mean log-weight of the same samples, so also on average
     assert result["test_ll"] >= result["test_elbo"] - 1e-4
     # 1 | 5 | 50: ordered per image (one stream of 50 samples), so on average
@@ -351,6 +356,9 @@ def test_fit_test_ll_and_evaluate_test_ll_agree_on_the_same_samples(fitted, tmp_
     assert evaluated["test_images"] == 200 and evaluated["ll_samples"] == 10
     for key in ("test_ll", "test_elbo"):
         assert evaluated[key] == pytest.approx(fitted_numbers[key], abs=1e-3, rel=0), key
+    # and the standard error and importance-sampling diagnostics of the same weights
+    for key in ("test_ll_se", "ess_mean", "ess_min", "pareto_k_mean", "pareto_k_max", "pareto_k_above_0.7"):
+        assert evaluated[key] == pytest.approx(fitted_numbers[key], rel=1e-4), key
     assert main([f"ckpt={run_dir}", "eval.iwae_k=[1,5]", "seed=1"]) == 0
     reseeded = read_eval(run_dir)
     for key in ("test_ll", "test_elbo"):

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from vaelab.probability.bounds import ImportanceEstimates
 from vaelab.probability.importance_diagnostics import effective_sample_size, pareto_k, tail_length
 
 
@@ -52,3 +53,34 @@ def test_pareto_k_separates_light_from_heavy_tails_at_5000_samples():
 def test_pareto_k_refuses_too_few_weights():
     with pytest.raises(ValueError, match="at least 10"):
         pareto_k(torch.zeros(9, 1))
+
+
+def test_streamed_estimates_give_the_diagnostics_of_all_their_weights():
+    # chunks of any size, and samples past S (for the L_k) that the diagnostics must not see
+    generator = torch.Generator().manual_seed(3)
+    log_w = 2.0 * torch.randn(530, 5, generator=generator, dtype=torch.float64)
+    estimates = ImportanceEstimates(500, iwae_k=[530])
+    for chunk in log_w.split(37):
+        estimates.add(chunk)
+    torch.testing.assert_close(estimates.ess, effective_sample_size(log_w[:500]), rtol=1e-12, atol=0)
+    torch.testing.assert_close(estimates.pareto_k, pareto_k(log_w[:500]), rtol=1e-12, atol=0)
+    assert not torch.allclose(estimates.pareto_k, pareto_k(log_w))
+
+
+def test_too_few_samples_for_a_pareto_fit_give_none():
+    estimates = ImportanceEstimates(5)
+    estimates.add(torch.zeros(5, 2))
+    assert estimates.pareto_k is None
+    assert estimates.ess.tolist() == pytest.approx([5.0, 5.0])
+
+
+def test_the_warning_names_the_heavy_tailed_images_and_the_remedy():
+    from vaelab.results.scores import importance_diagnostics, unreliable_estimate_warning
+
+    k = torch.tensor([0.2, 0.75, 0.9, 0.5], dtype=torch.float64)
+    diagnostics = importance_diagnostics(torch.tensor([3.0, 1.0, 4.0, 2.0]), k)
+    assert diagnostics["ess_min"] == 1.0 and diagnostics["ess_mean"] == 2.5
+    assert diagnostics["pareto_k_max"] == 0.9 and diagnostics["pareto_k_above_0.7"] == 2
+    line = unreliable_estimate_warning(diagnostics, 5000, 4)
+    assert "on 2 of 4 images" in line and "up to 0.90" in line and "eval.ll_samples" in line and "\\n" not in line
+    assert unreliable_estimate_warning(importance_diagnostics(torch.ones(4), k.clamp(max=0.7)), 5000, 4) is None

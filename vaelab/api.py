@@ -209,7 +209,7 @@ class Model:
         with torch.random.fork_rng(devices=devices, enabled=seed is not None):
             if seed is not None:
                 torch.manual_seed(seed)  # as vaelab.evaluate seeds before scoring
-            ll, elbo, _ = importance_scores(self.vae, x, samples, (), e.chunk_size, e.batch_size, e.compile)
+            ll, elbo, *_ = importance_scores(self.vae, x, samples, (), e.chunk_size, e.batch_size, e.compile)
         return ll, elbo
 
     def _images(self, flat: Tensor) -> Tensor:

@@ -59,7 +59,9 @@ from vaelab.results.pictures import image_grids, interpolation_grids, latent_sca
 from vaelab.results.atomic import write_atomically
 from vaelab.results.checkpoints import checkpoint_problem
 from vaelab.results.run_dir import check_writable, find_checkpoint, load_saved_config
-from vaelab.results.scores import active_units, bits_per_dim, mean, score, std_error
+from vaelab.results.scores import (
+    active_units, bits_per_dim, importance_diagnostics, mean, score, std_error, unreliable_estimate_warning,
+)
 
 PROG = "vaelab.evaluate"
 EVAL_FILE = "eval.json"
@@ -171,6 +173,9 @@ def evaluate(cfg: FitConfig, run_dir: Path, checkpoint: Path, why: str = "as giv
     torch.manual_seed(cfg.seed)
     scores = score(vae, test, e.ll_samples, e.iwae_k, e.chunk_size, e.batch_size, e.posterior_mean_samples, e.compile)
     counts, variances = active_units(scores.posterior_means, e.active_threshold)
+    unreliable = unreliable_estimate_warning(importance_diagnostics(scores.ess, scores.pareto_k), e.ll_samples, count)
+    if unreliable:
+        warn(unreliable)
     # a density of grey levels; the Bernoulli "likelihood" of grey levels is not normalised
     continuous = cfg.data.binarize is Binarize.none and vae.cfg.decoder is not DecoderKind.bernoulli
     test_ll = mean(scores.ll)
@@ -207,7 +212,8 @@ def evaluate(cfg: FitConfig, run_dir: Path, checkpoint: Path, why: str = "as giv
         "ll_samples": e.ll_samples,
         "seed": cfg.seed,
         "test_ll": test_ll,
-        "test_ll_std_error": std_error(scores.ll),
+        "test_ll_se": std_error(scores.ll),
+        **importance_diagnostics(scores.ess, scores.pareto_k),
         "test_elbo": mean(scores.elbo),
         "test_iwae": {str(k): mean(v) for k, v in scores.iwae.items()},
         "test_bits_per_dim": bits_per_dim(test_ll, data_dim) if continuous else None,
@@ -268,8 +274,13 @@ def table_lines(results: dict) -> list[str]:
         "",
         f"{'':<30}{'nats per image':>16}",
     ]
-    se = results["test_ll_std_error"]
+    se = results["test_ll_se"]
     lines.append(f"{f'log-likelihood L_{s}':<30}{results['test_ll']:>16.2f}" + (f"   (s.e. {se:.2f})" if se else ""))
+    if results["pareto_k_max"] is not None:
+        lines.append(
+            f"{'  its effective sample size':<30}{results['ess_mean']:>16.1f}   (min {results['ess_min']:.1f} of {s})"
+        )
+        lines.append(f"{'  Pareto k-hat of its weights':<30}{results['pareto_k_mean']:>16.2f}   (max {results['pareto_k_max']:.2f})")
     lines.append(f"{f'ELBO ({s} samples)':<30}{results['test_elbo']:>16.2f}")
     for k, value in results["test_iwae"].items():
         lines.append(f"{f'IWAE bound L_{k}':<30}{value:>16.2f}")

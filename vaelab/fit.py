@@ -29,7 +29,7 @@ from vaelab.config.plain import to_plain
 from vaelab.config.schema import Binarize, DecoderKind, FitConfig, KLMode, TrainerConfig
 from vaelab.cluster import SlurmRequeue
 from vaelab.data import VAEDataModule, build_datamodule
-from vaelab.errors import ConfigError, ResultsWriteError, run_command
+from vaelab.errors import ConfigError, ResultsWriteError, run_command, warn
 from vaelab.interrupts import SignalStop
 from vaelab.models.module import VAEModule
 from vaelab.results.checkpoints import AtomicCheckpointIO
@@ -50,6 +50,7 @@ from vaelab.results.run_dir import (
     unwritable_run_dir_fix,
 )
 from vaelab.results.run_lock import one_writer
+from vaelab.results.scores import importance_diagnostics, std_error, unreliable_estimate_warning
 from vaelab.results.summary import summary_lines, write_summary
 
 RESUME_KEY = "run.resume="
@@ -215,6 +216,7 @@ def _fit(run: Run, resume_checkpoint: Path | None) -> dict:
         "test_elbo": tested["test/elbo"],
         "test_ll": tested["test/ll"],
         "ll_samples": cfg.eval.ll_samples,
+        **_test_diagnostics(run.module.test_per_image, cfg.eval.ll_samples),
         "epochs": trainer.current_epoch,
         "train_seconds": run.clock.seconds,
         "best_checkpoint": best,
@@ -235,6 +237,18 @@ def _fit(run: Run, resume_checkpoint: Path | None) -> dict:
             trainer.strategy.barrier("vaelab-results")
             torch.distributed.destroy_process_group()  # a clean exit for every rank (gloo aborts otherwise)
     return summary
+
+
+def _test_diagnostics(per_image: dict, samples: int) -> dict:
+    """summary.json's standard error of test_ll over the images and the importance-sampling
+    diagnostics of its weights (vaelab.results.scores), with one warning if they say it is unreliable."""
+    if per_image.get("ll") is None:
+        return {}
+    diagnostics = {"test_ll_se": std_error(per_image["ll"]), **importance_diagnostics(per_image["ess"], per_image["pareto_k"])}
+    unreliable = unreliable_estimate_warning(diagnostics, samples, len(per_image["ll"]))
+    if unreliable:
+        warn(unreliable)
+    return diagnostics
 
 
 @rank_zero_only

@@ -93,6 +93,8 @@ class VAEModule(pl.LightningModule):
         self._check_due = False  # a step was logged since the last NaN check
         self._restored_sums: dict | None = None  # those three, from a checkpoint taken mid-epoch
         self.step_flops: int | None = None  # a training step's FLOP, counted when training starts
+        self.test_per_image: dict[str, Tensor | None] = {}  # L_S, ESS, Pareto k-hat of every test image
+        self._test_chunks: list[tuple[Tensor, Tensor, Tensor | None]] = []
 
     def configure_optimizers(self):
         optimizer = build_optimizer(self.optim_cfg, self.parameters())
@@ -279,6 +281,26 @@ class VAEModule(pl.LightningModule):
         self.test_elbo.update(estimates.elbo)
         self.log("test/ll", self.test_ll)
         self.log("test/elbo", self.test_elbo)
+        self._test_chunks.append((estimates.log_likelihood.cpu(), estimates.ess.cpu(), estimates.pareto_k))
+
+    def on_test_epoch_start(self) -> None:
+        self._test_chunks = []
+
+    def on_test_epoch_end(self) -> None:
+        """Every rank's per-image L_S, effective sample size and Pareto k-hat, gathered into
+        ``test_per_image`` (for the standard error and the diagnostics of summary.json)."""
+        chunks = self._test_chunks
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered: list = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, chunks)
+            chunks = [chunk for rank_chunks in gathered for chunk in rank_chunks]
+        lls, esses, ks = zip(*chunks) if chunks else ((), (), ())
+        has_k = bool(ks) and all(k is not None for k in ks)
+        self.test_per_image = {
+            "ll": torch.cat(lls) if lls else None,
+            "ess": torch.cat(esses) if esses else None,
+            "pareto_k": torch.cat(ks) if has_k else None,
+        }
 
     def _bound_name(self) -> str:
         cfg = self.model_cfg

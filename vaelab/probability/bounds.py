@@ -8,6 +8,8 @@ from typing import Callable, Iterable
 import torch
 from torch import Tensor
 
+from vaelab.probability.importance_diagnostics import pareto_k_of_largest, tail_length
+
 
 def iwae_bound(log_weights: Tensor) -> Tensor:
     """Importance-weighted bound L_k = log (1/k) sum_i w_i over dim 0 (Burda et al. eq. 8).
@@ -47,7 +49,10 @@ class ImportanceEstimates:
     their section 5.1 estimates log p(x) with S = 5000), and ``elbo``, the mean log-weight
     (Kingma & Welling eq. 7). For each k of ``iwae_k``: ``iwae[k]``, the mean of L_k over the
     floor(P/k) consecutive groups of k of all P = max(S, max k) log-weights (``needed``),
-    unbiased for E[L_k]; where k divides k', L_k <= L_k' per example.
+    unbiased for E[L_k]; where k divides k', L_k <= L_k' per example. How far L_S can be
+    trusted (:mod:`~vaelab.probability.importance_diagnostics`), from the same S log-weights:
+    ``ess``, their effective sample size, and ``pareto_k``, the Pareto shape of the largest
+    (kept as the stream goes: M + 1 per example, M = ``tail_length(S)``).
     """
 
     def __init__(self, samples: int, iwae_k: Iterable[int] = ()):
@@ -57,6 +62,9 @@ class ImportanceEstimates:
         self.seen = 0
         self._log_sum: Tensor | None = None  # log sum_s w_s over the first S samples
         self._sum: Tensor | None = None  # sum_s log w_s over the first S samples
+        self._log_sum_of_squares: Tensor | None = None  # log sum_s w_s^2 over the first S samples
+        self._largest: Tensor | None = None  # the M + 1 largest of the first S log-weights
+        self._keep = tail_length(samples) + 1 if samples >= 10 else 0
 
     def add(self, log_w: Tensor) -> None:
         """Take the next chunk of log-weights, [n, batch]."""
@@ -67,6 +75,14 @@ class ImportanceEstimates:
             log_sum, total = torch.logsumexp(first, dim=0), first.sum(0)
             self._log_sum = log_sum if self._log_sum is None else torch.logaddexp(self._log_sum, log_sum)
             self._sum = total if self._sum is None else self._sum + total
+            log_sum_of_squares = torch.logsumexp(2 * first, dim=0)
+            self._log_sum_of_squares = (
+                log_sum_of_squares if self._log_sum_of_squares is None
+                else torch.logaddexp(self._log_sum_of_squares, log_sum_of_squares)
+            )
+            if self._keep:
+                pool = first if self._largest is None else torch.cat([self._largest, first])
+                self._largest = torch.topk(pool, min(self._keep, len(pool)), dim=0).values
         self.seen += len(log_w)
 
     @property
@@ -91,6 +107,19 @@ class ImportanceEstimates:
         """k -> the mean L_k over the groups of k, [batch] each."""
         self._require_all()
         return {k: bound.total / bound.groups for k, bound in self._grouped.items()}
+
+    @property
+    def ess(self) -> Tensor:
+        """The effective sample size (sum w)^2 / sum w^2 of the first S weights, [batch]."""
+        self._require_all()
+        return torch.exp(2 * self._log_sum - self._log_sum_of_squares)
+
+    @property
+    def pareto_k(self) -> Tensor | None:
+        """The Pareto shape k-hat of the largest of the first S weights, [batch] on the CPU in
+        float64 (which not every accelerator has); None for S < 10."""
+        self._require_all()
+        return pareto_k_of_largest(self._largest.cpu()) if self._keep else None
 
     def _require_all(self) -> None:
         if self.missing:

@@ -42,9 +42,13 @@ def pareto_k(log_weights: Tensor) -> Tensor:
     samples = log_weights.shape[0]
     if samples < 10:
         raise ValueError(f"pareto_k needs at least 10 log-weights per image, got {samples}")
-    m = tail_length(samples)
-    log_w = log_weights.double().transpose(0, 1)  # [batch, S]
-    largest = torch.topk(log_w, m + 1, dim=1).values.flip(1)  # ascending: the cutoff, then the tail
+    return pareto_k_of_largest(torch.topk(log_weights, tail_length(samples) + 1, dim=0).values)
+
+
+def pareto_k_of_largest(largest: Tensor) -> Tensor:
+    """:func:`pareto_k` from the M + 1 largest log-weights of each image alone, [M + 1, batch]
+    in any order, as a stream of samples keeps them."""
+    largest = largest.double().transpose(0, 1).sort(dim=1).values  # ascending: the cutoff, then the tail
     # scaled by the largest weight, so that exp cannot overflow; k is scale-free
     scaled = torch.exp(largest - largest[:, -1:])
     exceedances = scaled[:, 1:] - scaled[:, :1]  # [batch, M], ascending

@@ -5,6 +5,9 @@
   (:class:`~vaelab.probability.bounds.ImportanceEstimates`, the estimator of ``vaelab.fit``'s
   ``test/ll`` too), and the posterior expectations E_q[z_l|x] of every stochastic layer
   (:meth:`~vaelab.models.vae.VAE.posterior_means`).
+* with every L_S, how far it can be trusted: the effective sample size and Pareto k-hat of
+  each image's S weights (:mod:`~vaelab.probability.importance_diagnostics`), summarised by
+  ``importance_diagnostics``, with ``unreliable_estimate_warning`` where k-hat > 0.7.
 * ``active_units``: Burda et al.'s count of the latent units that the data use (section 5.2).
 * ``bits_per_dim``: nats per image on the 8-bit scale of the density-estimation literature.
 * ``mean`` and ``std_error``: over the images, in float64.
@@ -16,22 +19,37 @@ import math
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from vaelab.models.compiled import importance_estimates, should_compile_estimates
 from vaelab.models.vae import VAE
+from vaelab.probability.importance_diagnostics import UNRELIABLE_K
 
 
-@dataclass
-class Scores:
-    """Per-image results on the CPU: ``ll``, ``elbo`` [N]; ``iwae`` k -> [N];
-    ``posterior_means``: E_q[z_l|x] per layer, [N, latent_l]."""
+class ImportanceScores(NamedTuple):
+    """Per image, on the CPU: L_S, the ELBO estimate, k -> L_k, and the effective sample size
+    and Pareto k-hat (None for S < 10) of the S weights behind L_S, [N] each."""
 
     ll: Tensor
     elbo: Tensor
     iwae: dict[int, Tensor]
+    ess: Tensor
+    pareto_k: Tensor | None
+
+
+@dataclass
+class Scores:
+    """Per-image results on the CPU: those of :class:`ImportanceScores`, and ``posterior_means``:
+    E_q[z_l|x] per layer, [N, latent_l]."""
+
+    ll: Tensor
+    elbo: Tensor
+    iwae: dict[int, Tensor]
+    ess: Tensor
+    pareto_k: Tensor | None
     posterior_means: list[Tensor]
 
 
@@ -47,11 +65,11 @@ def score(
 ) -> Scores:
     """Score every row of ``data`` [N, D] in batches, on the device and in the dtype of ``vae``:
     :func:`importance_scores`, then the posterior expectations (their draws come after)."""
-    ll, elbo, iwae = importance_scores(vae, data, ll_samples, iwae_k, chunk_size, batch_size, compile)
+    importance = importance_scores(vae, data, ll_samples, iwae_k, chunk_size, batch_size, compile)
     batches = _batches(vae, data, batch_size)
     with _evaluating(vae), torch.inference_mode():
         means = [vae.posterior_means(x, posterior_mean_samples) for x in batches]
-    return Scores(ll, elbo, iwae, posterior_means=[torch.cat([m.cpu() for m in layer]) for layer in zip(*means)])
+    return Scores(*importance, posterior_means=[torch.cat([m.cpu() for m in layer]) for layer in zip(*means)])
 
 
 def importance_scores(
@@ -62,9 +80,9 @@ def importance_scores(
     chunk_size: int = 50,
     batch_size: int = 100,
     compile: bool | None = None,
-) -> tuple[Tensor, Tensor, dict[int, Tensor]]:
-    """Per row of ``data`` [N, D], on the CPU: L_S, the ELBO estimate and k -> L_k, all from one
-    stream of samples per image (:func:`~vaelab.models.compiled.importance_estimates`).
+) -> ImportanceScores:
+    """Per row of ``data`` [N, D], on the CPU: L_S, the ELBO estimate, k -> L_k and the
+    diagnostics of L_S, all from one stream of samples per image (:func:`~vaelab.models.compiled.importance_estimates`).
 
     The samples of all batches are drawn in the order ``vaelab.fit``'s test draws them, so with
     the same seed, ``batch_size``, ``chunk_size`` and max(iwae_k) <= S, L_S and the ELBO are those
@@ -75,10 +93,38 @@ def importance_scores(
     compiled = should_compile_estimates(compile, next(vae.parameters()).device, len(batches) * batch_size * ll_samples)
     with _evaluating(vae), torch.inference_mode():
         estimates = [importance_estimates(vae, x, ll_samples, chunk_size, iwae_k, compiled) for x in batches]
-    return (
+    return ImportanceScores(
         torch.cat([e.log_likelihood.cpu() for e in estimates]),
         torch.cat([e.elbo.cpu() for e in estimates]),
         {k: torch.cat([e.iwae[k].cpu() for e in estimates]) for k in sorted(set(iwae_k))},
+        torch.cat([e.ess.cpu() for e in estimates]),
+        torch.cat([e.pareto_k for e in estimates]) if ll_samples >= 10 else None,
+    )
+
+
+def importance_diagnostics(ess: Tensor, pareto_k: Tensor | None) -> dict[str, float | int | None]:
+    """The summary of per-image diagnostics that summary.json and eval.json report: the mean and
+    smallest effective sample size, the mean and largest Pareto k-hat, and how many images have
+    k-hat above 0.7."""
+    has_k = pareto_k is not None
+    return {
+        "ess_mean": mean(ess),
+        "ess_min": ess.double().min().item(),
+        "pareto_k_mean": mean(pareto_k) if has_k else None,
+        "pareto_k_max": pareto_k.max().item() if has_k else None,
+        "pareto_k_above_0.7": int((pareto_k > UNRELIABLE_K).sum()) if has_k else None,
+    }
+
+
+def unreliable_estimate_warning(diagnostics: dict, samples: int, images: int) -> str | None:
+    """One line when some image's Pareto k-hat exceeds 0.7 (Vehtari et al.'s threshold), else None."""
+    worst = diagnostics["pareto_k_max"]
+    if worst is None or worst <= UNRELIABLE_K:
+        return None
+    return (
+        f"the importance weights behind log p(x) are heavy-tailed on {diagnostics['pareto_k_above_0.7']} of "
+        f"{images} images (Pareto k-hat up to {worst:.2f} > {UNRELIABLE_K}), so L_{samples} is unreliable there; "
+        "raise eval.ll_samples, or train a posterior closer to the true one (longer, or model.objective=iwae)"
     )
 
 

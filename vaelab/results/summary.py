@@ -21,7 +21,8 @@ def summary_lines(summary: dict) -> list[str]:
     return [
         f"run directory: {summary['run_dir']}",
         f"test ELBO: {summary['test_elbo']:.2f} nats   "
-        f"test log-likelihood ({summary['ll_samples']} importance samples): {summary['test_ll']:.2f} nats",
+        f"test log-likelihood ({summary['ll_samples']} importance samples): {summary['test_ll']:.2f} nats"
+        + (f" (s.e. {summary['test_ll_se']:.2f})" if summary.get("test_ll_se") else ""),
         f"epochs: {summary['epochs']}   training time: {summary['train_seconds']:.1f} s   "
         f"best checkpoint: {summary['best_checkpoint']}",
     ]
