@@ -351,6 +351,11 @@ class TrainerConfig:
         "a kill loses at most this much work", 10.0,
     )
 
+    early_stopping_epochs: Optional[int] = _help(
+        "stop when val/elbo has not improved for this many epochs (Lightning's EarlyStopping; null: off; "
+        "needs data.val_size > 0)", None,
+    )
+
     def __post_init__(self) -> None:
         _require(self.max_epochs >= 1, "trainer.max_epochs", self.max_epochs, "an integer >= 1")
         _require(self.devices >= 1 or self.devices == -1, "trainer.devices", self.devices, "an integer >= 1, or -1")
@@ -360,7 +365,7 @@ class TrainerConfig:
         every_n, minutes = self.checkpoint_every_n_steps, self.checkpoint_every_minutes
         _require(every_n is None or every_n >= 1, "trainer.checkpoint_every_n_steps", every_n, "null or an integer >= 1")
         _require(minutes is None or minutes > 0, "trainer.checkpoint_every_minutes", minutes, "null or a number > 0")
-        for key in ("limit_train_batches", "limit_test_batches"):
+        for key in ("limit_train_batches", "limit_test_batches", "early_stopping_epochs"):
             value = getattr(self, key)
             _require(value is None or value >= 1, f"trainer.{key}", value, "null or an integer >= 1")
         val = self.limit_val_batches
