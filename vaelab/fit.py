@@ -172,14 +172,14 @@ def build_run(cfg_node: DictConfig) -> Run:
     )
     clock = TrainingClock()
     callbacks = [ConfigWriter(run_dir, cfg_node), checkpoint, within_epoch, on_signal, ExactResume(cfg.seed), clock]
-    if t.early_stopping_epochs is not None:
+    if t.early_stop_patience is not None:
         if not validates:
             raise ConfigError(
-                "trainer.early_stopping_epochs needs a validation split to watch: set data.val_size > 0 "
-                "(and trainer.limit_val_batches != 0), or trainer.early_stopping_epochs=null"
+                "trainer.early_stop_patience needs a validation split to watch: set data.val_size > 0 "
+                "(and trainer.limit_val_batches != 0), or trainer.early_stop_patience=null"
             )
         # after each validation, on the same bound the best checkpoint is picked by
-        callbacks.append(EarlyStopping("val/elbo", patience=t.early_stopping_epochs, mode="max", check_on_train_epoch_end=False))
+        callbacks.append(EarlyStopping("val/elbo", patience=t.early_stop_patience, mode="max", check_on_train_epoch_end=False))
     loggers = build_loggers(cfg.logger, run_dir, f"{run_dir.parent.name}/{run_dir.name}", to_plain(cfg_node))
     trainer = _trainer(cfg, run_dir, callbacks, loggers)
     return Run(cfg, run_dir, datamodule, module, trainer, checkpoint, clock)

@@ -351,7 +351,7 @@ class TrainerConfig:
         "a kill loses at most this much work", 10.0,
     )
 
-    early_stopping_epochs: Optional[int] = _help(
+    early_stop_patience: Optional[int] = _help(
         "stop when val/elbo has not improved for this many epochs (Lightning's EarlyStopping; null: off; "
         "needs data.val_size > 0)", None,
     )
@@ -365,7 +365,7 @@ class TrainerConfig:
         every_n, minutes = self.checkpoint_every_n_steps, self.checkpoint_every_minutes
         _require(every_n is None or every_n >= 1, "trainer.checkpoint_every_n_steps", every_n, "null or an integer >= 1")
         _require(minutes is None or minutes > 0, "trainer.checkpoint_every_minutes", minutes, "null or a number > 0")
-        for key in ("limit_train_batches", "limit_test_batches", "early_stopping_epochs"):
+        for key in ("limit_train_batches", "limit_test_batches", "early_stop_patience"):
             value = getattr(self, key)
             _require(value is None or value >= 1, f"trainer.{key}", value, "null or an integer >= 1")
         val = self.limit_val_batches
