@@ -14,7 +14,7 @@ from tests.helpers.binary_datasets import (
     AMAT_ROWS,
     CALTECH_ROWS,
     OMNIGLOT_COLUMNS,
-    tiny_counts,  # noqa: F401 (a fixture)
+    expect_tiny_counts,
     write_binarized_mnist,
     write_caltech,
     write_omniglot,
@@ -25,7 +25,11 @@ from vaelab.data.registry import DATASETS
 from vaelab.errors import ConfigError, DataError
 from vaelab.fit import main as fit_main
 
-pytestmark = pytest.mark.usefixtures("tiny_counts")
+
+
+@pytest.fixture(autouse=True)
+def tiny_counts(monkeypatch):
+    expect_tiny_counts(monkeypatch)
 
 
 def loaded(root, name: str, **overrides):

@@ -17,8 +17,7 @@ OMNIGLOT_COLUMNS = {"data": 30, "testdata": 9}
 CALTECH_ROWS = {"train_data": 12, "val_data": 5, "test_data": 6}
 
 
-@pytest.fixture
-def tiny_counts(monkeypatch):
+def expect_tiny_counts(monkeypatch: pytest.MonkeyPatch) -> None:
     """The readers expect the tiny files' row counts instead of the real ones."""
     monkeypatch.setattr(binarized_mnist, "ROWS", dict(AMAT_ROWS))
     monkeypatch.setattr(omniglot, "COLUMNS", dict(OMNIGLOT_COLUMNS))
