@@ -22,7 +22,7 @@ ROWS = {"train": 50000, "valid": 10000, "test": 10000}  # the publisher gives no
 WHAT = "binarized MNIST"
 
 _ZERO, _ONE, _NEWLINE = ord("0"), ord("1"), ord("\n")
-_SPACES = np.array([ord(c) for c in " \t\r"], dtype=np.uint8)
+_SPACES = tuple(ord(c) for c in " \t\r")
 
 
 def amat_name(split: str) -> str:
@@ -39,15 +39,17 @@ def read_amat(path: Path, rows: int) -> Tensor:
     text = np.frombuffer(path.read_bytes().rstrip(), dtype=np.uint8)
     digit = (text == _ZERO) | (text == _ONE)
     newline = text == _NEWLINE
-    stray = ~(digit | newline | np.isin(text, _SPACES))
+    stray = ~(digit | newline | (text == _SPACES[0]) | (text == _SPACES[1]) | (text == _SPACES[2]))
     if stray.any():
         line = int(newline[: int(np.argmax(stray))].sum()) + 1
         raise DataError(f"{WHAT} file {path} is corrupt: line {line} holds a character other than 0, 1 and spaces; {REFETCH}")
     if (digit[1:] & digit[:-1]).any():
         line = int(newline[: int(np.argmax(digit[1:] & digit[:-1]))].sum()) + 1
         raise DataError(f"{WHAT} file {path} is corrupt: line {line} holds a number other than 0 and 1; {REFETCH}")
-    lines = int(newline.sum()) + (len(text) > 0)
-    per_line = np.bincount(np.cumsum(newline)[digit], minlength=lines)
+    lines = int(newline.sum()) + 1 if len(text) else 0
+    # values per line: differences of the running count of digits at each line's end
+    ends = np.concatenate((np.flatnonzero(newline), [len(text) - 1]))[:lines]
+    per_line = np.diff(np.cumsum(digit, dtype=np.int32)[ends], prepend=0)
     if lines < rows or (lines == rows and per_line[-1] < PIXELS):
         raise DataError(f"{WHAT} file {path} is truncated: {lines} lines (the last of {per_line[-1] if lines else 0} values), "
                         f"expected {rows} of {PIXELS}; {REFETCH}")
