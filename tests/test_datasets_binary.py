@@ -13,6 +13,7 @@ from tests.helpers import TINY_FIT, metrics_rows
 from tests.helpers.binary_datasets import (
     AMAT_ROWS,
     CALTECH_ROWS,
+    REAL_FILES,
     OMNIGLOT_COLUMNS,
     expect_tiny_counts,
     write_binarized_mnist,
@@ -20,7 +21,7 @@ from tests.helpers.binary_datasets import (
     write_omniglot,
 )
 from vaelab.config.schema import Binarize, DataConfig, DatasetKind
-from vaelab.data import build_datamodule
+from vaelab.data import build_datamodule, files, omniglot
 from vaelab.data.registry import DATASETS
 from vaelab.errors import ConfigError, DataError
 from vaelab.fit import main as fit_main
@@ -28,8 +29,9 @@ from vaelab.fit import main as fit_main
 
 
 @pytest.fixture(autouse=True)
-def tiny_counts(monkeypatch):
-    expect_tiny_counts(monkeypatch)
+def tiny_counts(request, monkeypatch):
+    if not request.node.name.startswith("test_real_"):
+        expect_tiny_counts(monkeypatch)
 
 
 def loaded(root, name: str, **overrides):
@@ -232,3 +234,34 @@ def test_early_stopping_ends_a_run_whose_validation_bound_stops_improving(tmp_pa
     assert 2 <= len(epochs) < 8  # an epoch without a better val/elbo ends it, long before max_epochs
     assert fit_main([*words, "data.val_size=0", f"run.dir={tmp_path / 'none'}"]) == 2
     assert "trainer.early_stop_patience needs a validation split" in capsys.readouterr().err
+
+
+def test_failed_download_names_the_url_and_folder(tmp_path, monkeypatch):
+    def no_network(url, root, filename):
+        raise RuntimeError("<urlopen error [Errno -2]\nName or service not known>")
+
+    monkeypatch.setattr(files, "download_url", no_network)
+    config = DataConfig(name=DatasetKind.omniglot, root=str(tmp_path), download=True, val_size=8)
+    message = one_line(DataError, build_datamodule(config, seed=0).prepare_data)
+    assert message.startswith(f"could not download {omniglot.URL} to {tmp_path / 'Omniglot' / 'chardata.mat'} (")
+    assert "Name or service not known" in message and f"fetch it by hand into {tmp_path / 'Omniglot'}" in message
+
+
+
+@pytest.mark.parametrize(
+    "name, val_size, shapes",
+    [
+        ("binarized_mnist", 10000, (50000, 10000, 10000)),
+        ("omniglot", 1345, (23000, 1345, 8070)),
+        ("caltech_silhouettes", 2264, (4100, 2264, 2307)),
+    ],
+)
+def test_real_files_where_a_user_has_them(name, val_size, shapes):
+    if not all(path.is_file() for path in REAL_FILES[name]):
+        pytest.skip(f"real {name} not found: expected {', '.join(str(p) for p in REAL_FILES[name])}")
+    dm = loaded(REAL_FILES[name][0].parents[1], name, val_size=val_size, binarize=Binarize.none)
+    assert (len(dm.train_data), len(dm.val_data), len(dm.test_data)) == shapes and dm.image_shape == (28, 28)
+    for data in (dm.train_data, dm.val_data, dm.test_data):
+        assert data.shape[1] == 784 and float(data.min()) >= 0 and float(data.max()) <= 1
+        if name != "omniglot":
+            assert set(data.unique().tolist()) == {0.0, 1.0}

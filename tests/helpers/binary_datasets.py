@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 import scipy.io
 
+from tests.helpers import SHARED_DATA
 from vaelab.data import binarized_mnist, caltech_silhouettes, omniglot
+
+# the real files, where a user has them beside the project (../shared/data)
+REAL_FILES = {
+    "binarized_mnist": [SHARED_DATA / binarized_mnist.amat_name(split) for split in binarized_mnist.ROWS],
+    "omniglot": [SHARED_DATA / omniglot.FILE],
+    "caltech_silhouettes": [SHARED_DATA / caltech_silhouettes.FILE],
+}
 
 AMAT_ROWS = {"train": 12, "valid": 5, "test": 7}
 OMNIGLOT_COLUMNS = {"data": 30, "testdata": 9}
