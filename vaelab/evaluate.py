@@ -20,7 +20,7 @@ was in training, with every constant of every density included):
   ``eval.active_threshold`` (0.01: Burda et al. section 5.2), the variance over the evaluated
   test images. For z_1, E_q[z_1|x] is the encoder's mean; for a higher layer it is averaged over
   ``eval.posterior_mean_samples`` draws of the layers below (``vaelab.results.scores``).
-* ``test_bits_per_dim``: continuous data only (``data.binarize=none``, Gaussian decoders): see
+* ``test_bits_per_dim``: continuous data only (grey levels, not binarized; Gaussian decoders): see
   ``vaelab.results.scores.bits_per_dim``.
 
 Pictures, PNG files in the run directory named ``eval_<name>.png`` (the fit's own
@@ -49,7 +49,7 @@ import torch
 
 from vaelab.config.compose import compose_saved, parse_command_line, to_object
 from vaelab.config.help import _key_lines
-from vaelab.config.schema import AcceleratorKind, Binarize, DecoderKind, EvalConfig, FitConfig, LoggerKind
+from vaelab.config.schema import AcceleratorKind, DecoderKind, EvalConfig, FitConfig, LoggerKind
 from vaelab.data import build_datamodule
 from vaelab.errors import CheckpointError, ConfigError, ResultsWriteError, VaelabError, first_line, run_command, warn
 from vaelab.models.module import VAEModule
@@ -177,7 +177,7 @@ def evaluate(cfg: FitConfig, run_dir: Path, checkpoint: Path, why: str = "as giv
     if unreliable:
         warn(unreliable)
     # a density of grey levels; the Bernoulli "likelihood" of grey levels is not normalised
-    continuous = cfg.data.binarize is Binarize.none and vae.cfg.decoder is not DecoderKind.bernoulli
+    continuous = not cfg.data.binary and vae.cfg.decoder is not DecoderKind.bernoulli
     test_ll = mean(scores.ll)
 
     with torch.inference_mode():

@@ -1,4 +1,4 @@
-"""The Lightning data module: MNIST or Frey faces as [N, D] tensors in [0, 1]."""
+"""The Lightning data module: any dataset of the registry as [N, D] tensors in [0, 1]."""
 
 from __future__ import annotations
 
@@ -6,21 +6,18 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from vaelab.config.schema import Binarize, DataConfig, DatasetKind
+from vaelab.config.schema import Binarize, DataConfig
 from vaelab.data.batches import InMemoryBatches
-from vaelab.data.frey import IMAGE_SIZE as FREY_SIZE
-from vaelab.data.frey import ensure_frey, load_frey
-from vaelab.data.mnist import IMAGE_SIZE as MNIST_SIZE
-from vaelab.data.mnist import ensure_mnist, load_mnist
-from vaelab.errors import DataError
+from vaelab.data.registry import dataset_source
 
 
 class VAEDataModule(pl.LightningDataModule):
     """Holds the train / validation / test splits in memory and cuts their minibatches.
 
-    MNIST: validation is ``val_size`` images carved from the 60000 training images by a
-    permutation seeded with ``split_seed``; test is the official 10000. Frey: the faces are
-    permuted with ``split_seed`` into test (``test_size``), validation (``val_size``) and train.
+    The dataset module of ``cfg.name`` (vaelab.data.registry) makes the splits, any seeded
+    ones by a permutation seeded with ``split_seed``: MNIST carves ``val_size`` validation
+    images from its 60000 training images, Frey permutes its faces into test (``test_size``),
+    validation (``val_size``) and train.
 
     Binarization: ``static`` draws every split once; ``dynamic`` draws validation and test once
     (the same draws as ``static``, so evaluation is deterministic) and leaves the training
@@ -49,18 +46,16 @@ class VAEDataModule(pl.LightningDataModule):
         # The sets scored after every training epoch, in the order of val_dataloader's loaders:
         # the validation split, and the test set too for test-set learning curves.
         self.validation_sets = (["val"] if cfg.val_size > 0 else []) + (["test"] if track_test else [])
-        self.image_shape = MNIST_SIZE if cfg.name is DatasetKind.mnist else FREY_SIZE
-        self.binary = cfg.binarize is not Binarize.none
+        self.source = dataset_source(cfg.name)
+        self.image_shape = self.source.image_shape[1:]  # H x W
+        self.binary = cfg.binary
         self.train_data: Tensor | None = None
         self.val_data: Tensor | None = None
         self.test_data: Tensor | None = None
         self.test_labels: Tensor | None = None
 
     def prepare_data(self) -> None:
-        if self.cfg.name is DatasetKind.mnist:
-            ensure_mnist(self.cfg.root, self.cfg.download)
-        else:
-            ensure_frey(self.cfg.root, self.cfg.download)
+        self.source.ensure(self.cfg.root, self.cfg.download)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_data is None:
@@ -84,22 +79,10 @@ class VAEDataModule(pl.LightningDataModule):
 
     def _load(self) -> None:
         cfg = self.cfg
-        generator = torch.Generator().manual_seed(cfg.split_seed)
-        if cfg.name is DatasetKind.mnist:
-            mnist = load_mnist(cfg.root)
-            pool, test = _flatten(mnist.train_images), _flatten(mnist.test_images)
-            self.test_labels = mnist.test_labels.long()
-            order = _split_order(len(pool), cfg.val_size, "data.val_size", generator)
-            val, train = pool[order[: cfg.val_size]], pool[order[cfg.val_size :]]
-        else:
-            pool = _flatten(load_frey(cfg.root))
-            held_out = cfg.test_size + cfg.val_size
-            order = _split_order(len(pool), held_out, "data.val_size + data.test_size", generator)
-            test, val, train = (
-                pool[order[: cfg.test_size]],
-                pool[order[cfg.test_size : held_out]],
-                pool[order[held_out:]],
-            )
+        generator = torch.Generator().manual_seed(cfg.split_seed)  # the split first, then the draws
+        splits = self.source.load(cfg, generator)
+        train, val, test = splits.train, splits.val, splits.test
+        self.test_labels = splits.test_labels
         if cfg.binarize is not Binarize.none:
             val, test = torch.bernoulli(val, generator=generator), torch.bernoulli(test, generator=generator)
         if cfg.binarize is Binarize.static:
@@ -121,17 +104,3 @@ class VAEDataModule(pl.LightningDataModule):
         rank, world_size = (0, 1) if self.trainer is None else (self.trainer.global_rank, self.trainer.world_size)
         return InMemoryBatches(data, batch_size, shuffle, self.seed, rank, world_size, pad)
 
-
-def _flatten(images: Tensor) -> Tensor:
-    """uint8 images [N, H, W] -> float32 rows [N, H*W] in [0, 1]."""
-    return images.reshape(len(images), -1).to(torch.float32).div_(255)
-
-
-def _split_order(num_examples: int, held_out: int, key: str, generator: torch.Generator) -> Tensor:
-    """A seeded permutation of the examples; the first ``held_out`` leave the training set."""
-    if held_out >= num_examples:
-        raise DataError(
-            f"{key} = {held_out} leaves no training data out of {num_examples} images; "
-            f"make it smaller than {num_examples}"
-        )
-    return torch.randperm(num_examples, generator=generator)

@@ -10,6 +10,8 @@ import torch
 from torch import Tensor
 from torchvision.datasets.utils import download_url
 
+from vaelab.config.schema import DataConfig
+from vaelab.data.splits import DatasetSource, Splits, flatten, split_order
 from vaelab.errors import DataError
 
 URL = "https://cs.nyu.edu/~roweis/data/frey_rawface.mat"
@@ -66,3 +68,16 @@ def load_frey(root: str | Path, download: bool = False) -> Tensor:
             f"with one 28x20 face per column; {_REFETCH}"
         )
     return torch.from_numpy(np.ascontiguousarray(faces.T)).reshape(-1, *IMAGE_SIZE)
+
+
+def frey_splits(cfg: DataConfig, generator: torch.Generator) -> Splits:
+    """The faces permuted with the seeded ``generator`` into test, validation and train."""
+    pool = flatten(load_frey(cfg.root))
+    held_out = cfg.test_size + cfg.val_size
+    order = split_order(len(pool), held_out, "data.val_size + data.test_size", generator)
+    return Splits(
+        train=pool[order[held_out:]], val=pool[order[cfg.test_size : held_out]], test=pool[order[: cfg.test_size]]
+    )
+
+
+SOURCE = DatasetSource(image_shape=(1, *IMAGE_SIZE), binary=False, ensure=ensure_frey, load=frey_splits)

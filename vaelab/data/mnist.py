@@ -14,6 +14,8 @@ import torch
 from torch import Tensor
 from torchvision.datasets import MNIST
 
+from vaelab.config.schema import DataConfig
+from vaelab.data.splits import DatasetSource, Splits, carve_validation, flatten
 from vaelab.errors import DataError
 
 IMAGE_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
@@ -162,3 +164,13 @@ def _read_bytes(path: Path) -> bytes:
         raise DataError(f"MNIST file {path} is truncated: its gzip stream ends early; {_REFETCH}") from err
     except (OSError, zlib.error) as err:
         raise DataError(f"MNIST file {path} is not a valid gzip file ({err}); {_REFETCH}") from err
+
+
+def mnist_splits(cfg: DataConfig, generator: torch.Generator) -> Splits:
+    """The official 10000 test images; ``data.val_size`` of the 60000 training images validate."""
+    mnist = load_mnist(cfg.root)
+    pool, test = flatten(mnist.train_images), flatten(mnist.test_images)
+    return carve_validation(pool, test, cfg.val_size, generator, test_labels=mnist.test_labels.long())
+
+
+SOURCE = DatasetSource(image_shape=(1, *IMAGE_SIZE), binary=False, ensure=ensure_mnist, load=mnist_splits)

@@ -1,0 +1,19 @@
+"""The datasets ``data.name`` can pick: each module's :class:`DatasetSource`."""
+
+from __future__ import annotations
+
+from vaelab.config.schema import DatasetKind
+from vaelab.data import binarized_mnist, caltech_silhouettes, frey, mnist, omniglot
+from vaelab.data.splits import DatasetSource
+
+DATASETS: dict[DatasetKind, DatasetSource] = {
+    DatasetKind.mnist: mnist.SOURCE,
+    DatasetKind.frey: frey.SOURCE,
+    DatasetKind.binarized_mnist: binarized_mnist.SOURCE,
+    DatasetKind.omniglot: omniglot.SOURCE,
+    DatasetKind.caltech_silhouettes: caltech_silhouettes.SOURCE,
+}
+
+
+def dataset_source(name: DatasetKind) -> DatasetSource:
+    return DATASETS[name]
