@@ -82,3 +82,5 @@ def test_two_process_ddp_agrees_with_one_process_of_the_same_global_batch(tmp_pa
     assert one["prior"] == two["prior"] and one["net"] == two["net"]
     for key in ("test_elbo", "test_ll"):
         assert abs(one[key] - two[key]) < TOLERANCE, (key, one[key], two[key])
+    # the standard error over the images is of both ranks' images: one rank's half would give ~sqrt(2) times it
+    assert 0.9 < two["test_ll_se"] / one["test_ll_se"] < 1.1, (one["test_ll_se"], two["test_ll_se"])
