@@ -75,6 +75,8 @@ class LRSchedule(str, Enum):
 class DatasetKind(str, Enum):
     mnist = "mnist"
     frey = "frey"
+    fashion_mnist = "fashion_mnist"
+    cifar10 = "cifar10"
 
 
 class Binarize(str, Enum):
@@ -252,8 +254,14 @@ class OptimConfig:
 
 @dataclass
 class DataConfig:
-    name: DatasetKind = _help("dataset", DatasetKind.mnist)
-    root: str = _help("folder holding MNIST/raw/ and FreyFaces/ (env VAELAB_DATA_DIR)", "data")
+    name: DatasetKind = _help(
+        "dataset; fashion_mnist: Xiao et al. 2017, 60000 train / 10000 test 1x28x28 grey; cifar10: Krizhevsky 2009, "
+        "50000 train / 10000 test 3x32x32 colour (binarize=none); validation carved from train (data.val_size)",
+        DatasetKind.mnist,
+    )
+    root: str = _help(
+        "folder holding MNIST/raw/, FreyFaces/, FashionMNIST/raw/, cifar-10-batches-py/ (env VAELAB_DATA_DIR)", "data"
+    )
     download: bool = _help("download missing files when a network is reachable", True)
     batch_size: int = _help("training minibatch size per device", 100)
     val_size: int = _help("examples carved from the training set for validation", 5000)
@@ -274,7 +282,15 @@ class DataConfig:
                 "an integer >= 1 for frey",
             )
         else:
-            _require(self.test_size is None, "data.test_size", self.test_size, "null for mnist (fixed 10000-image test set)")
+            _require(
+                self.test_size is None, "data.test_size", self.test_size,
+                f"null for {self.name.value} (fixed 10000-image test set)",
+            )
+        if self.name is DatasetKind.cifar10:
+            _require(
+                self.binarize is Binarize.none, "data.binarize", self.binarize.value,
+                "none for cifar10 (colour grey levels; binarizing colour images is not done)",
+            )
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The Lightning data module: MNIST or Frey faces as [N, D] tensors in [0, 1]."""
+"""The Lightning data module: MNIST, Fashion-MNIST, CIFAR-10 or Frey faces as [N, C*H*W] tensors in [0, 1]."""
 
 from __future__ import annotations
 
@@ -8,18 +8,29 @@ from torch import Tensor
 
 from vaelab.config.schema import Binarize, DataConfig, DatasetKind
 from vaelab.data.batches import InMemoryBatches
+from vaelab.data.cifar10 import IMAGE_SHAPE as CIFAR10_SHAPE
+from vaelab.data.cifar10 import ensure_cifar10, load_cifar10
+from vaelab.data.fashion_mnist import ensure_fashion_mnist, load_fashion_mnist
 from vaelab.data.frey import IMAGE_SIZE as FREY_SIZE
 from vaelab.data.frey import ensure_frey, load_frey
 from vaelab.data.mnist import IMAGE_SIZE as MNIST_SIZE
 from vaelab.data.mnist import ensure_mnist, load_mnist
 from vaelab.errors import DataError
 
+# The datasets with an official train / test split: C x H x W, and their (ensure, load).
+OFFICIAL_SPLITS = {
+    DatasetKind.mnist: ((1, *MNIST_SIZE), ensure_mnist, load_mnist),
+    DatasetKind.fashion_mnist: ((1, *MNIST_SIZE), ensure_fashion_mnist, load_fashion_mnist),
+    DatasetKind.cifar10: (CIFAR10_SHAPE, ensure_cifar10, load_cifar10),
+}
+
 
 class VAEDataModule(pl.LightningDataModule):
     """Holds the train / validation / test splits in memory and cuts their minibatches.
 
-    MNIST: validation is ``val_size`` images carved from the 60000 training images by a
-    permutation seeded with ``split_seed``; test is the official 10000. Frey: the faces are
+    MNIST, Fashion-MNIST, CIFAR-10: validation is ``val_size`` images carved from the official
+    training images (60000, 60000, 50000) by a permutation seeded with ``split_seed``; test is
+    the official 10000. ``image_shape`` is C x H x W; rows hold an image's C*H*W values in that order. Frey: the faces are
     permuted with ``split_seed`` into test (``test_size``), validation (``val_size``) and train.
 
     Binarization: ``static`` draws every split once; ``dynamic`` draws validation and test once
@@ -49,7 +60,7 @@ class VAEDataModule(pl.LightningDataModule):
         # The sets scored after every training epoch, in the order of val_dataloader's loaders:
         # the validation split, and the test set too for test-set learning curves.
         self.validation_sets = (["val"] if cfg.val_size > 0 else []) + (["test"] if track_test else [])
-        self.image_shape = MNIST_SIZE if cfg.name is DatasetKind.mnist else FREY_SIZE
+        self.image_shape = OFFICIAL_SPLITS[cfg.name][0] if cfg.name in OFFICIAL_SPLITS else (1, *FREY_SIZE)
         self.binary = cfg.binarize is not Binarize.none
         self.train_data: Tensor | None = None
         self.val_data: Tensor | None = None
@@ -57,8 +68,8 @@ class VAEDataModule(pl.LightningDataModule):
         self.test_labels: Tensor | None = None
 
     def prepare_data(self) -> None:
-        if self.cfg.name is DatasetKind.mnist:
-            ensure_mnist(self.cfg.root, self.cfg.download)
+        if self.cfg.name in OFFICIAL_SPLITS:
+            OFFICIAL_SPLITS[self.cfg.name][1](self.cfg.root, self.cfg.download)
         else:
             ensure_frey(self.cfg.root, self.cfg.download)
 
@@ -85,8 +96,8 @@ class VAEDataModule(pl.LightningDataModule):
     def _load(self) -> None:
         cfg = self.cfg
         generator = torch.Generator().manual_seed(cfg.split_seed)
-        if cfg.name is DatasetKind.mnist:
-            mnist = load_mnist(cfg.root)
+        if cfg.name in OFFICIAL_SPLITS:
+            mnist = OFFICIAL_SPLITS[cfg.name][2](cfg.root)
             pool, test = _flatten(mnist.train_images), _flatten(mnist.test_images)
             self.test_labels = mnist.test_labels.long()
             order = _split_order(len(pool), cfg.val_size, "data.val_size", generator)
@@ -123,7 +134,7 @@ class VAEDataModule(pl.LightningDataModule):
 
 
 def _flatten(images: Tensor) -> Tensor:
-    """uint8 images [N, H, W] -> float32 rows [N, H*W] in [0, 1]."""
+    """uint8 images [N, H, W] or [N, C, H, W] -> float32 rows [N, C*H*W] in [0, 1]."""
     return images.reshape(len(images), -1).to(torch.float32).div_(255)
 
 
