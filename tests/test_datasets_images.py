@@ -9,6 +9,7 @@ import hashlib
 import json
 import math
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ import torch
 from PIL import Image
 from torchvision.datasets import CIFAR10, FashionMNIST
 
-from tests.helpers import idx_bytes
+from tests.helpers import SHARED_DATA, idx_bytes
 from tests.helpers.tiny_datasets import cifar_batch, write_cifar10, write_fashion_mnist
 from vaelab.config.schema import Binarize, DataConfig, DatasetKind, DecoderKind, ModelConfig, NetConfig, NetKind
 from vaelab.data import build_datamodule, cifar10, fashion_mnist
@@ -27,6 +28,16 @@ from vaelab.errors import ConfigError, DataError
 from vaelab.fit import main
 from vaelab.models.vae import VAE
 from vaelab.results.pictures import PAD, image_grids, interpolation_grids
+
+
+needs_fashion_mnist = pytest.mark.skipif(
+    not all((SHARED_DATA / "FashionMNIST" / "raw" / f"{name}.gz").is_file() for name in fashion_mnist.MD5),
+    reason=f"real Fashion-MNIST not found in {SHARED_DATA / 'FashionMNIST' / 'raw'}",
+)
+needs_cifar10 = pytest.mark.skipif(
+    not all((SHARED_DATA / "cifar-10-batches-py" / name).is_file() for name in cifar10.MD5),
+    reason=f"real CIFAR-10 not found in {SHARED_DATA / 'cifar-10-batches-py'}",
+)
 
 
 def one_line_error(call, *args, error=DataError, **kwargs) -> str:
@@ -126,6 +137,16 @@ def test_fashion_mnist_md5_check(tmp_path, monkeypatch):
     assert f"Fashion-MNIST file {path} has md5" in message and f"expected {table['t10k-labels-idx1-ubyte']}" in message
 
 
+def test_failed_fashion_mnist_download_is_one_line(tmp_path, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried http://..., got:\nno route")
+
+    monkeypatch.setattr(fashion_mnist, "FashionMNIST", no_network)
+    message = one_line_error(load_fashion_mnist, tmp_path, download=True)
+    assert f"could not download Fashion-MNIST into {tmp_path / 'FashionMNIST' / 'raw'}" in message
+    assert "no route" in message and "train-images-idx3-ubyte.gz" in message
+
+
 # ---------------------------------------------------------------- CIFAR-10
 
 
@@ -212,6 +233,26 @@ def test_cifar10_md5_check(tmp_path, monkeypatch):
     assert f"CIFAR-10 file {path} has md5" in message and f"expected {expected}" in message
 
 
+def test_cifar10_download_is_md5_checked(tmp_path, monkeypatch):
+    calls = []
+
+    def unpack_tiny_files(url, download_root, filename, md5):  # stands in for the download and its tgz md5 check
+        calls.append((url, filename, md5))
+        write_cifar10(Path(download_root))
+
+    monkeypatch.setattr(cifar10, "download_and_extract_archive", unpack_tiny_files)
+    message = one_line_error(load_cifar10, tmp_path, download=True)
+    assert calls == [(CIFAR10.url, CIFAR10.filename, CIFAR10.tgz_md5)]
+    assert f"CIFAR-10 file {tmp_path / 'cifar-10-batches-py' / 'data_batch_1'} has md5" in message  # tiny files are not the real ones
+
+    def no_network(*args, **kwargs):
+        raise RuntimeError("<urlopen error [Errno -3] Temporary failure in name resolution>")
+
+    monkeypatch.setattr(cifar10, "download_and_extract_archive", no_network)
+    message = one_line_error(load_cifar10, tmp_path / "empty", download=True)
+    assert f"could not download {CIFAR10.url}" in message and "name resolution" in message
+
+
 # ---------------------------------------------------------------- C x H x W networks and colour pictures
 
 
@@ -284,3 +325,42 @@ def test_fit_and_test_on_tiny_files(tmp_path, capsys, data, writer, words, heigh
     first_input = pixels[PAD : PAD + height, PAD : PAD + width]
     coloured = bool((first_input[..., 0] != first_input[..., 2]).any())
     assert coloured == (data == "cifar10")  # the tiny CIFAR images are red > green > blue
+
+
+@pytest.mark.parametrize(
+    "words, expected",
+    [
+        (["data=cifar10", "model=gaussian_learned", "data.download=false"], "CIFAR-10 file(s) not found: {root}/cifar-10-batches-py/data_batch_1"),
+        (["data=fashion_mnist", "data.download=false"], "Fashion-MNIST file(s) not found: {root}/FashionMNIST/raw/train-images"),
+        (["data=cifar10", "data.binarize=dynamic"], "data.binarize=dynamic is invalid: expected none for cifar10"),
+    ],
+    ids=["missing cifar10", "missing fashion_mnist", "binarized cifar10"],
+)
+def test_the_command_exits_2_with_one_line(tmp_path, capsys, words, expected):
+    assert main([*TINY_WORDS, f"data.root={tmp_path}", f"run.dir={tmp_path / 'run'}", *words]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert lines[-1].startswith("vaelab.fit: error:") and expected.format(root=tmp_path) in lines[-1], lines
+    assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------- the real files, where a user has them
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_real_fashion_mnist():
+    verify_fashion_mnist_md5(SHARED_DATA)
+    dm = datamodule(SHARED_DATA, "fashion_mnist", val_size=5000)
+    assert (len(dm.train_data), len(dm.val_data), len(dm.test_data)) == (55000, 5000, 10000)
+    assert dm.image_shape == (1, 28, 28) and set(dm.test_labels.unique().tolist()) == set(range(10))
+
+
+@pytest.mark.slow
+@needs_cifar10
+def test_real_cifar10():
+    verify_cifar10_md5(SHARED_DATA)
+    dm = datamodule(SHARED_DATA, "cifar10", val_size=5000, binarize=Binarize.none)
+    assert (len(dm.train_data), len(dm.val_data), len(dm.test_data)) == (45000, 5000, 10000)
+    assert dm.image_shape == (3, 32, 32) and dm.train_data.shape[1] == 3072
+    assert float(dm.test_data.min()) == 0.0 and float(dm.test_data.max()) == 1.0
+    assert set(dm.test_labels.unique().tolist()) == set(range(10))

@@ -33,9 +33,10 @@ MD5 = {name: md5 for name, md5 in CIFAR10.train_list + CIFAR10.test_list}
 
 _ELSEWHERE = f"point data.root=... (env VAELAB_DATA_DIR) at a folder that holds {FOLDER}/"
 # The only globals a batch's pickle needs: numpy's array reconstruction (numpy 1 and 2 names).
+_reconstruct = (np._core if hasattr(np, "_core") else np.core).multiarray._reconstruct
 _ALLOWED = {
-    ("numpy.core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
 }
