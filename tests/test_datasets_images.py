@@ -150,8 +150,9 @@ def test_failed_fashion_mnist_download_is_one_line(tmp_path, monkeypatch):
 # ---------------------------------------------------------------- CIFAR-10
 
 
-def test_cifar10_reads_the_pickled_batches_channels_first(tmp_path):
-    arrays = write_cifar10(tmp_path)
+@pytest.mark.parametrize("python2", [False, True], ids=["python3 pickles", "python2 pickles"])
+def test_cifar10_reads_the_pickled_batches_channels_first(tmp_path, python2):
+    arrays = write_cifar10(tmp_path, python2=python2)
     loaded = load_cifar10(tmp_path)
     assert loaded.train_images.shape == (20, 3, 32, 32) and loaded.test_images.shape == (6, 3, 32, 32)
     assert loaded.train_images.dtype == torch.uint8 and loaded.train_labels.dtype == torch.int64
