@@ -264,7 +264,7 @@ class DataConfig:
     )
     download: bool = _help("download missing files when a network is reachable", True)
     batch_size: int = _help("training minibatch size per device", 100)
-    val_size: int = _help("examples carved from the training set for validation (the presets: 5000, frey 200)", 5000)
+    val_size: int = _help("examples carved from the training set for validation (configs/data/: 5000; frey 200)", 5000)
     test_size: Optional[int] = _help("frey only: examples held out for test (mnist has its own test set)", None)
     binarize: Binarize = _help("dynamic: a fresh draw each batch; static: one seeded draw", Binarize.dynamic)
     split_seed: int = _help("seed of the validation/test split and of static binarization", 0)
@@ -289,7 +289,7 @@ class DataConfig:
         if self.name is DatasetKind.cifar10:
             _require(
                 self.binarize is Binarize.none, "data.binarize", self.binarize.value,
-                "none for cifar10 (colour grey levels; binarizing colour images is not done)",
+                "none for cifar10 (continuous colour levels)",
             )
 
 

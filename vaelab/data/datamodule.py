@@ -30,8 +30,9 @@ class VAEDataModule(pl.LightningDataModule):
 
     MNIST, Fashion-MNIST, CIFAR-10: validation is ``val_size`` images carved from the official
     training images (60000, 60000, 50000) by a permutation seeded with ``split_seed``; test is
-    the official 10000. ``image_shape`` is C x H x W; rows hold an image's C*H*W values in that order. Frey: the faces are
-    permuted with ``split_seed`` into test (``test_size``), validation (``val_size``) and train.
+    the official 10000. Frey: the faces are permuted with ``split_seed`` into test
+    (``test_size``), validation (``val_size``) and train. ``image_shape`` is C x H x W, the
+    order of the C*H*W values of a row.
 
     Binarization: ``static`` draws every split once; ``dynamic`` draws validation and test once
     (the same draws as ``static``, so evaluation is deterministic) and leaves the training
@@ -97,9 +98,9 @@ class VAEDataModule(pl.LightningDataModule):
         cfg = self.cfg
         generator = torch.Generator().manual_seed(cfg.split_seed)
         if cfg.name in OFFICIAL_SPLITS:
-            mnist = OFFICIAL_SPLITS[cfg.name][2](cfg.root)
-            pool, test = _flatten(mnist.train_images), _flatten(mnist.test_images)
-            self.test_labels = mnist.test_labels.long()
+            arrays = OFFICIAL_SPLITS[cfg.name][2](cfg.root)
+            pool, test = _flatten(arrays.train_images), _flatten(arrays.test_images)
+            self.test_labels = arrays.test_labels.long()
             order = _split_order(len(pool), cfg.val_size, "data.val_size", generator)
             val, train = pool[order[: cfg.val_size]], pool[order[cfg.val_size :]]
         else:
