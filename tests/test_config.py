@@ -56,7 +56,7 @@ def test_data_root_follows_environment_variable(monkeypatch, tmp_path):
     "words, expected",
     [
         (["model=foo"], "unknown model 'foo': choose one of bernoulli, gaussian, gaussian_learned"),
-        (["data=cifar"], "unknown data 'cifar': choose one of binarized_mnist, caltech_silhouettes, frey, mnist, omniglot"),
+        (["data=cifar"], "unknown data 'cifar': choose one of binarized_mnist, caltech_silhouettes, cifar10, fashion_mnist, frey, mnist, omniglot"),
         (["model.latnt_dim=3"], "unknown key 'model.latnt_dim'"),
         (["model.latnt_dim=3"], "did you mean model.latent_dim?"),
         (["trainer.foo=1"], "unknown key 'trainer.foo'"),

@@ -186,7 +186,7 @@ def test_frey_split_is_disjoint_and_complete(tmp_path):
     dm.prepare_data()
     dm.setup("fit")
     assert (len(dm.train_data), len(dm.val_data), len(dm.test_data)) == (50, 20, 30)
-    assert dm.train_data.shape[1] == 560 and dm.image_shape == (28, 20) and not dm.binary
+    assert dm.train_data.shape[1] == 560 and dm.image_shape == (1, 28, 20) and not dm.binary
     ids = torch.cat([dm.train_data, dm.val_data, dm.test_data])[:, 0] * 255
     assert sorted(ids.round().long().tolist()) == list(range(100))
     assert dm.test_labels is None
@@ -517,7 +517,7 @@ def test_real_mnist_splits():
     dm.setup("fit")
     assert (len(dm.train_data), len(dm.val_data), len(dm.test_data)) == (50000, 10000, 10000)
     assert dm.train_data.shape[1] == 784 and dm.train_data.dtype == torch.float32
-    assert dm.test_labels.shape == (10000,) and dm.image_shape == (28, 28)
+    assert dm.test_labels.shape == (10000,) and dm.image_shape == (1, 28, 28)
     for split in (dm.train_data, dm.val_data, dm.test_data):
         assert float(split.min()) == 0.0 and float(split.max()) == 1.0
     assert len(dm.train_dataloader()) == 500 and len(dm.test_dataloader()) == 100

@@ -58,7 +58,7 @@ def test_binarized_mnist_is_the_three_official_files(tmp_path):
     dm = loaded(tmp_path, "binarized_mnist", val_size=AMAT_ROWS["valid"])
     for data, split in ((dm.train_data, "train"), (dm.val_data, "valid"), (dm.test_data, "test")):
         assert data.dtype == torch.float32 and torch.equal(data, torch.from_numpy(arrays[split]).float())
-    assert dm.image_shape == (28, 28) and dm.binary and DATASETS[DatasetKind.binarized_mnist].image_shape == (1, 28, 28)
+    assert dm.image_shape == (1, 28, 28) and dm.binary and DATASETS[DatasetKind.binarized_mnist].image_shape == (1, 28, 28)
     assert loaded(tmp_path, "binarized_mnist", val_size=0).val_data.shape == (0, 784)
 
 
@@ -260,7 +260,7 @@ def test_real_files_where_a_user_has_them(name, val_size, shapes):
     if not all(path.is_file() for path in REAL_FILES[name]):
         pytest.skip(f"real {name} not found: expected {', '.join(str(p) for p in REAL_FILES[name])}")
     dm = loaded(REAL_FILES[name][0].parents[1], name, val_size=val_size, binarize=Binarize.none)
-    assert (len(dm.train_data), len(dm.val_data), len(dm.test_data)) == shapes and dm.image_shape == (28, 28)
+    assert (len(dm.train_data), len(dm.val_data), len(dm.test_data)) == shapes and dm.image_shape == (1, 28, 28)
     for data in (dm.train_data, dm.val_data, dm.test_data):
         assert data.shape[1] == 784 and float(data.min()) >= 0 and float(data.max()) <= 1
         if name != "omniglot":

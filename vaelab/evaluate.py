@@ -40,6 +40,7 @@ else ``checkpoints/last.ckpt``); the keys after it are dotted overrides of the r
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 import warnings
@@ -158,7 +159,7 @@ def evaluate(cfg: FitConfig, run_dir: Path, checkpoint: Path, why: str = "as giv
     data = build_datamodule(cfg.data, cfg.seed, cfg.eval.batch_size)
     data.prepare_data()
     data.setup("test")
-    data_dim = data.image_shape[0] * data.image_shape[1]
+    data_dim = math.prod(data.image_shape)
     if model_dim != data_dim:
         raise ConfigError(
             f"the checkpoint's model takes {model_dim}-dimensional data but data.name={cfg.data.name.value} "

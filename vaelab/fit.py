@@ -5,6 +5,7 @@ See ``--help``. Every user error is one line on stderr and exit status 2.
 
 from __future__ import annotations
 
+import math
 import signal
 import sys
 import warnings
@@ -142,8 +143,8 @@ def build_run(cfg_node: DictConfig) -> Run:
         model=to_plain(cfg_node.model),
         optim=to_plain(cfg_node.optim),
         eval=to_plain(cfg_node.eval),
-        data_dim=datamodule.image_shape[0] * datamodule.image_shape[1],
-        image_shape=(1, *datamodule.image_shape),
+        data_dim=math.prod(datamodule.image_shape),
+        image_shape=datamodule.image_shape,
         dynamic_binarization=cfg.data.binarize is Binarize.dynamic,
         compile=t.compile,
         gradient_clip_val=t.gradient_clip_val,

@@ -78,10 +78,14 @@ class DatasetKind(str, Enum):
     binarized_mnist = "binarized_mnist"
     omniglot = "omniglot"
     caltech_silhouettes = "caltech_silhouettes"
+    fashion_mnist = "fashion_mnist"
+    cifar10 = "cifar10"
 
 
 # Datasets whose files hold 0/1 already: nothing to binarize.
 BINARY_DATASETS = (DatasetKind.binarized_mnist, DatasetKind.caltech_silhouettes)
+# Datasets of continuous colour levels: nothing to binarize either.
+COLOUR_DATASETS = (DatasetKind.cifar10,)
 
 
 class Binarize(str, Enum):
@@ -263,20 +267,24 @@ class DataConfig:
         "dataset: mnist (60000/10000, LeCun et al.); frey (1965 faces, seeded split); binarized_mnist "
         "(Larochelle & Murray 2011's fixed binarization, 50000/10000/10000); omniglot (Burda et al. 2016's "
         "28x28, 24345/8070, validation carved from train); caltech_silhouettes (Marlin et al. 2010, split 1, "
-        "4100/2264/2307). Splits and sources: docs/data.md",
+        "4100/2264/2307); fashion_mnist (Xiao et al. 2017, 60000/10000 1x28x28 grey); cifar10 (Krizhevsky "
+        "2009, 50000/10000 3x32x32 colour, binarize=none). Splits and sources: docs/data.md",
         DatasetKind.mnist,
     )
-    root: str = _help("folder holding the datasets' folders, e.g. MNIST/raw/ (env VAELAB_DATA_DIR)", "data")
+    root: str = _help(
+        "folder holding the datasets' folders: MNIST/raw/, FreyFaces/, BinarizedMNIST/, Omniglot/, "
+        "CaltechSilhouettes/, FashionMNIST/raw/, cifar-10-batches-py/ (env VAELAB_DATA_DIR)", "data",
+    )
     download: bool = _help("download missing files when a network is reachable", True)
     batch_size: int = _help("training minibatch size per device", 100)
     val_size: int = _help(
-        "examples carved from the training set for validation; binarized_mnist and caltech_silhouettes "
-        "validate on their official split: its size, or 0 for none", 5000,
+        "examples carved from the training set for validation (configs/data/: 5000; frey 200; omniglot 1345); "
+        "binarized_mnist and caltech_silhouettes validate on their official split: its size, or 0 for none", 5000,
     )
     test_size: Optional[int] = _help("frey only: examples held out for test (the others have their own test set)", None)
     binarize: Binarize = _help(
         "dynamic: a fresh draw each batch; static: one seeded draw, NOT the standard fixed binarization of "
-        "the literature (that is data=binarized_mnist); none for binary datasets", Binarize.dynamic,
+        "the literature (that is data=binarized_mnist); none for binary datasets and cifar10", Binarize.dynamic,
     )
     split_seed: int = _help("seed of the validation/test split and of static binarization", 0)
 
@@ -301,6 +309,11 @@ class DataConfig:
             _require(
                 self.binarize is Binarize.none, "data.binarize", self.binarize.value,
                 f"none for {self.name.value} (its files are binary already)",
+            )
+        if self.name in COLOUR_DATASETS:
+            _require(
+                self.binarize is Binarize.none, "data.binarize", self.binarize.value,
+                f"none for {self.name.value} (continuous colour levels)",
             )
 
     @property

@@ -1,4 +1,4 @@
-"""The Lightning data module: any dataset of the registry as [N, D] tensors in [0, 1]."""
+"""The Lightning data module: any dataset of the registry as [N, C*H*W] tensors in [0, 1]."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ class VAEDataModule(pl.LightningDataModule):
         # the validation split, and the test set too for test-set learning curves.
         self.validation_sets = (["val"] if cfg.val_size > 0 else []) + (["test"] if track_test else [])
         self.source = dataset_source(cfg.name)
-        self.image_shape = self.source.image_shape[1:]  # H x W
+        self.image_shape = self.source.image_shape  # C x H x W, the order of the C*H*W values of a row
         self.binary = cfg.binary
         self.train_data: Tensor | None = None
         self.val_data: Tensor | None = None

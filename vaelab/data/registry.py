@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from vaelab.config.schema import DatasetKind
-from vaelab.data import binarized_mnist, caltech_silhouettes, frey, mnist, omniglot
+from vaelab.data import binarized_mnist, caltech_silhouettes, cifar10, fashion_mnist, frey, mnist, omniglot
 from vaelab.data.splits import DatasetSource
 
 DATASETS: dict[DatasetKind, DatasetSource] = {
@@ -12,6 +12,8 @@ DATASETS: dict[DatasetKind, DatasetSource] = {
     DatasetKind.binarized_mnist: binarized_mnist.SOURCE,
     DatasetKind.omniglot: omniglot.SOURCE,
     DatasetKind.caltech_silhouettes: caltech_silhouettes.SOURCE,
+    DatasetKind.fashion_mnist: fashion_mnist.SOURCE,
+    DatasetKind.cifar10: cifar10.SOURCE,
 }
 
 

@@ -36,7 +36,7 @@ class DatasetSource:
 
 
 def flatten(images: Tensor) -> Tensor:
-    """uint8 images [N, H, W] -> float32 rows [N, H*W] in [0, 1]."""
+    """uint8 images [N, H, W] or [N, C, H, W] -> float32 rows [N, C*H*W] in [0, 1]."""
     return images.reshape(len(images), -1).to(torch.float32).div_(255)
 
 

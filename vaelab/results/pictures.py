@@ -27,8 +27,9 @@ from vaelab.results.atomic import replace_atomically
 PAD = 2  # pixels between the images of a grid, in white
 
 
-def _as_images(x: Tensor, image_shape: tuple[int, int]) -> Tensor:
-    return x.reshape(-1, 1, *image_shape).clamp(0, 1).float().cpu()
+def _as_images(x: Tensor, image_shape: tuple[int, int, int]) -> Tensor:
+    """Flat data [..., C*H*W] -> images [N, C, H, W] in [0, 1]: make_grid shows one channel as grey, three as RGB."""
+    return x.reshape(-1, *image_shape).clamp(0, 1).float().cpu()
 
 
 def _device(vae: VAE) -> torch.device:
@@ -40,7 +41,7 @@ def _dtype(vae: VAE) -> torch.dtype:
 
 
 @torch.no_grad()
-def image_grids(vae: VAE, test_images: Tensor, image_shape: tuple[int, int], count: int, seed: int) -> dict[str, Tensor]:
+def image_grids(vae: VAE, test_images: Tensor, image_shape: tuple[int, int, int], count: int, seed: int) -> dict[str, Tensor]:
     """``samples``: decoder means E[x|z] for z from the prior; ``reconstructions``: rows of
     inputs above their reconstructions E[x | z = mu(x)]."""
     device = _device(vae)
@@ -105,7 +106,7 @@ def slerp(z0: Tensor, z1: Tensor, t: Tensor, eps: float = 1e-7) -> Tensor:
 
 @torch.no_grad()
 def interpolation_grids(
-    vae: VAE, inputs: Tensor, top_means: Tensor, image_shape: tuple[int, int], steps: int
+    vae: VAE, inputs: Tensor, top_means: Tensor, image_shape: tuple[int, int, int], steps: int
 ) -> dict[str, Tensor]:
     """One row per pair (inputs[2i], inputs[2i+1]): the first input, the decoder means
     E[x | z_L] (``VAE.decode``) at ``steps`` points from the first image's top-layer
@@ -125,9 +126,9 @@ def interpolation_grids(
     for name, path in (("interpolation_linear", lerp), ("interpolation_slerp", slerp)):
         points = path(z0, z1, t).transpose(0, 1)  # [pairs, steps, d]
         decoded = _as_images(vae.decode(points.reshape(pairs * steps, -1)), image_shape)
-        decoded = decoded.reshape(pairs, steps, 1, *image_shape)
-        ends = _as_images(inputs[: 2 * pairs], image_shape).reshape(pairs, 2, 1, *image_shape)
-        rows = torch.cat([ends[:, :1], decoded, ends[:, 1:]], dim=1)  # [pairs, steps + 2, 1, H, W]
+        decoded = decoded.reshape(pairs, steps, *image_shape)
+        ends = _as_images(inputs[: 2 * pairs], image_shape).reshape(pairs, 2, *image_shape)
+        rows = torch.cat([ends[:, :1], decoded, ends[:, 1:]], dim=1)  # [pairs, steps + 2, C, H, W]
         grids[name] = make_grid(rows.flatten(0, 1), nrow=steps + 2, padding=PAD, pad_value=1.0)
     return grids
 
@@ -160,7 +161,7 @@ def manifold_problem(vae: VAE) -> str | None:
 
 
 @torch.no_grad()
-def manifold_grid(vae: VAE, image_shape: tuple[int, int], size: int) -> Tensor:
+def manifold_grid(vae: VAE, image_shape: tuple[int, int, int], size: int) -> Tensor:
     """Decoder means E[x | z_L] over ``manifold_points(size)`` of the prior's quantiles, tiled without gaps."""
     problem = manifold_problem(vae)
     if problem is not None:
