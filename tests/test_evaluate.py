@@ -359,6 +359,10 @@ def test_fit_test_ll_and_evaluate_test_ll_agree_on_the_same_samples(fitted, tmp_
     # and the standard error and importance-sampling diagnostics of the same weights
     for key in ("test_ll_se", "ess_mean", "ess_min", "pareto_k_mean", "pareto_k_max", "pareto_k_above_0.7"):
         assert evaluated[key] == pytest.approx(fitted_numbers[key], rel=1e-4), key
+    # under one protocol: the same data, splits, images scored, samples and checkpoint rule
+    assert evaluated["protocol"] == fitted_numbers["protocol"]
+    assert evaluated["protocol"]["checkpoint_chosen_by"] == "best validation ELBO"
+    assert evaluated["protocol"]["test_images_scored"] == 200
     assert main([f"ckpt={run_dir}", "eval.iwae_k=[1,5]", "seed=1"]) == 0
     reseeded = read_eval(run_dir)
     for key in ("test_ll", "test_elbo"):

@@ -59,6 +59,7 @@ from vaelab.results.loggers import wandb_mode, wandb_run_id
 from vaelab.results.pictures import image_grids, interpolation_grids, latent_scatter, manifold_grid, manifold_problem, save_grids
 from vaelab.results.atomic import write_atomically
 from vaelab.results.checkpoints import checkpoint_problem
+from vaelab.results.protocol import BY_VALIDATION, LAST_CHECKPOINT, protocol
 from vaelab.results.run_dir import check_writable, find_checkpoint, load_saved_config
 from vaelab.results.scores import (
     active_units, bits_per_dim, importance_diagnostics, mean, score, std_error, unreliable_estimate_warning,
@@ -215,6 +216,7 @@ def evaluate(cfg: FitConfig, run_dir: Path, checkpoint: Path, why: str = "as giv
         "test_ll": test_ll,
         "test_ll_se": std_error(scores.ll),
         **importance_diagnostics(scores.ess, scores.pareto_k),
+        "protocol": protocol(cfg, data, _checkpoint_rule(checkpoint), count, data.source.binary),
         "test_elbo": mean(scores.elbo),
         "test_iwae": {str(k): mean(v) for k, v in scores.iwae.items()},
         "test_bits_per_dim": bits_per_dim(test_ll, data_dim) if continuous else None,
@@ -229,6 +231,13 @@ def evaluate(cfg: FitConfig, run_dir: Path, checkpoint: Path, why: str = "as giv
     if cfg.logger.name is LoggerKind.wandb:
         _log_to_wandb(cfg, run_dir, results, pictures)
     return results
+
+
+def _checkpoint_rule(checkpoint: Path) -> str:
+    """What chose the checkpoint: the fit's validation ELBO for best-*.ckpt; else no selection."""
+    if checkpoint.name.startswith("best-"):
+        return BY_VALIDATION
+    return LAST_CHECKPOINT if checkpoint.name == "last.ckpt" else f"as given ({checkpoint.name})"
 
 
 def _wandb_id(run_dir: Path) -> str:

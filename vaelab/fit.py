@@ -51,6 +51,7 @@ from vaelab.results.run_dir import (
     unwritable_run_dir_fix,
 )
 from vaelab.results.run_lock import one_writer
+from vaelab.results.protocol import BY_VALIDATION, LAST_EPOCH, protocol
 from vaelab.results.scores import importance_diagnostics, std_error, unreliable_estimate_warning
 from vaelab.results.summary import summary_lines, write_summary
 
@@ -231,6 +232,10 @@ def _fit(run: Run, resume_checkpoint: Path | None) -> dict:
         "test_ll": tested["test/ll"],
         "ll_samples": cfg.eval.ll_samples,
         **_test_diagnostics(run.module.test_per_image, cfg.eval.ll_samples),
+        "protocol": protocol(
+            cfg, run.datamodule, BY_VALIDATION if checkpoint.best_model_path else LAST_EPOCH,
+            _scored_images(run.module.test_per_image), run.datamodule.source.binary,
+        ),
         "epochs": trainer.current_epoch,
         "train_seconds": run.clock.seconds,
         "best_checkpoint": best,
@@ -251,6 +256,10 @@ def _fit(run: Run, resume_checkpoint: Path | None) -> dict:
             trainer.strategy.barrier("vaelab-results")
             torch.distributed.destroy_process_group()  # a clean exit for every rank (gloo aborts otherwise)
     return summary
+
+
+def _scored_images(per_image: dict) -> int:
+    return 0 if per_image.get("ll") is None else len(per_image["ll"])
 
 
 def _test_diagnostics(per_image: dict, samples: int) -> dict:

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 UNRELIABLE_K = 0.7  # Vehtari et al.'s threshold above which an importance-sampling estimate is unreliable
+JUDGED_FROM = 100  # samples from which the tail fit has M >= 20 points: fewer say too little to warn on
 
 
 def effective_sample_size(log_weights: Tensor) -> Tensor:

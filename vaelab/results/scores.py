@@ -26,7 +26,7 @@ from torch import Tensor
 
 from vaelab.models.compiled import importance_estimates, should_compile_estimates
 from vaelab.models.vae import VAE
-from vaelab.probability.importance_diagnostics import UNRELIABLE_K
+from vaelab.probability.importance_diagnostics import JUDGED_FROM, UNRELIABLE_K
 
 
 class ImportanceScores(NamedTuple):
@@ -117,9 +117,10 @@ def importance_diagnostics(ess: Tensor, pareto_k: Tensor | None) -> dict[str, fl
 
 
 def unreliable_estimate_warning(diagnostics: dict, samples: int, images: int) -> str | None:
-    """One line when some image's Pareto k-hat exceeds 0.7 (Vehtari et al.'s threshold), else None."""
+    """One line when some image's Pareto k-hat exceeds 0.7 (Vehtari et al.'s threshold), else None;
+    None too below 100 samples, where the fit of the largest weights has under 20 points."""
     worst = diagnostics["pareto_k_max"]
-    if worst is None or worst <= UNRELIABLE_K:
+    if worst is None or worst <= UNRELIABLE_K or samples < JUDGED_FROM:
         return None
     return (
         f"the importance weights behind log p(x) are heavy-tailed on {diagnostics['pareto_k_above_0.7']} of "
