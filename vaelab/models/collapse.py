@@ -39,7 +39,8 @@ class BatchDiagnostics:
 def batch_diagnostics(vae: VAE, x: Tensor, generator: torch.Generator, mean_samples: int = 100) -> BatchDiagnostics:
     """The diagnostics' terms of the batch ``x``, every draw from ``generator`` (z_1..z_L in the
     order :meth:`VAE.sample_latents` draws them, then those of :meth:`VAE.posterior_means`)."""
-    first = GaussianLayer.distribution(vae.encode(x))
+    params = vae.encode(x)
+    first = GaussianLayer.distribution(params)
     z = first.rsample(1, generator)[0][0]  # [batch, latent_1]
     posteriors, zs = [first], [z]
     for encoder in vae.encoders[1:]:
@@ -57,7 +58,7 @@ def batch_diagnostics(vae: VAE, x: Tensor, generator: torch.Generator, mean_samp
         reconstruction=vae.decoder.log_prob(x, zs[0]),
         kl=kl,
         mutual_information=mutual_information(first.mean, first.log_var, zs[0]),
-        posterior_means=vae.posterior_means(x, mean_samples, generator),
+        posterior_means=vae.posterior_means(x, mean_samples, generator, first=params),
     )
 
 

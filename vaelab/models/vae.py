@@ -125,14 +125,17 @@ class VAE(nn.Module):
             params = encoder(params[0])
         return GaussianLayer.distribution(params)
 
-    def posterior_means(self, x: Tensor, samples: int = 100, generator: torch.Generator | None = None) -> list[Tensor]:
+    def posterior_means(
+        self, x: Tensor, samples: int = 100, generator: torch.Generator | None = None, first: GaussianParams | None = None
+    ) -> list[Tensor]:
         """E_q[z_l | x] for each stochastic layer l: [batch, latent_l] each.
 
         z_1: the encoder's mean, exactly. Above: E_{q(z_{l-1}|x)}[mu_l(z_{l-1})], averaged over
         ``samples`` joint draws of the layers below (following the means upwards instead,
-        mu_l(mu_{l-1}(...)), is exact only for linear encoders). ``generator``: those draws are its own.
+        mu_l(mu_{l-1}(...)), is exact only for linear encoders). ``generator``: those draws are its own;
+        ``first``: q(z_1|x)'s parameters, if computed already.
         """
-        q = GaussianLayer.distribution(self.encoders[0](x))
+        q = GaussianLayer.distribution(self.encoders[0](x) if first is None else first)
         expectations = [q.mean]
         if len(self.encoders) > 1:
             z = q.rsample(samples, generator)[0]
