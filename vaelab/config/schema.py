@@ -162,9 +162,9 @@ class ModelConfig:
         1.0,
     )
     free_bits: float = _help(
-        "free bits lambda, nats per latent dimension of the top layer (Kingma et al. 2016, appendix C): the training "
-        "loss takes sum_j max(lambda, KL_j), KL_j the batch mean of dimension j's analytic KL; reported bounds are "
-        "the true ELBO; elbo objective, kl=analytic and a prior whose KL splits by dimension (standard); 0: off",
+        "free bits lambda, nats (Kingma et al. 2016, appendix C): the training loss takes sum_j max(lambda, KL_j), "
+        "KL_j the batch-mean analytic KL of top-layer dimension j; bounds stay the true ELBO; needs objective=elbo, "
+        "kl=analytic, prior=standard; 0: off",
         0.0,
     )
     sigma: float = _help("gaussian decoder: fixed standard deviation of p(x|z)", 0.1)
