@@ -50,6 +50,7 @@ from vaelab.results.run_dir import (
     unwritable_run_dir_fix,
 )
 from vaelab.results.run_lock import one_writer
+from vaelab.results.scores import discrete_bits_per_dim
 from vaelab.results.summary import summary_lines, write_summary
 
 RESUME_KEY = "run.resume="
@@ -214,6 +215,7 @@ def _fit(run: Run, resume_checkpoint: Path | None) -> dict:
         "run_dir": str(run.run_dir),
         "test_elbo": tested["test/elbo"],
         "test_ll": tested["test/ll"],
+        "bits_per_dim": discrete_bits_per_dim(tested["test/ll"], run.module.vae.data_dim, cfg.model.decoder, cfg.data.binarize),
         "ll_samples": cfg.eval.ll_samples,
         "epochs": trainer.current_epoch,
         "train_seconds": run.clock.seconds,

@@ -6,7 +6,10 @@
   ``test/ll`` too), and the posterior expectations E_q[z_l|x] of every stochastic layer
   (:meth:`~vaelab.models.vae.VAE.posterior_means`).
 * ``active_units``: Burda et al.'s count of the latent units that the data use (section 5.2).
-* ``bits_per_dim``: nats per image on the 8-bit scale of the density-estimation literature.
+* ``discrete_bits_per_dim``: -log P(x) / (D log 2) where the likelihood is a probability of the
+  stored values (``likelihood_is_discrete``), else None.
+* ``bits_per_dim``: nats per image of a density on [0, 1] put on the 8-bit scale of the
+  density-estimation literature (a convention, not a bound here: see its docstring).
 * ``mean`` and ``std_error``: over the images, in float64.
 """
 
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from vaelab.config.schema import Binarize, DecoderKind
 from vaelab.models.compiled import importance_estimates, should_compile_estimates
 from vaelab.models.vae import VAE
 
@@ -104,6 +108,21 @@ def active_units(posterior_means: list[Tensor], threshold: float = 0.01) -> tupl
     code; in float64)."""
     variances = [means.double().var(dim=0, unbiased=False) for means in posterior_means]
     return [int((v > threshold).sum()) for v in variances], variances
+
+
+def likelihood_is_discrete(decoder: DecoderKind, binarize: Binarize) -> bool:
+    """Whether log p(x|z) is the log-probability of the data as stored: the discretized logistic on
+    the 256 levels, or the Bernoulli on binarized data. The other likelihoods are densities."""
+    return decoder is DecoderKind.logistic or (decoder is DecoderKind.bernoulli and binarize is not Binarize.none)
+
+
+def discrete_bits_per_dim(ll_nats: float, data_dim: int, decoder: DecoderKind, binarize: Binarize) -> float | None:
+    """bpd = -ll / (D log 2), the bits per dimension of a code built from p(x) (the number of
+    PixelCNN++ and of the 8-bit literature), for a discrete likelihood; None for a density, whose
+    nats are not a probability of the stored values."""
+    if not likelihood_is_discrete(decoder, binarize):
+        return None
+    return -ll_nats / (data_dim * math.log(2))
 
 
 def bits_per_dim(ll_nats: float, data_dim: int) -> float:
