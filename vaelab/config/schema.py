@@ -131,8 +131,8 @@ class StochasticLayerConfig:
 @dataclass
 class ModelConfig:
     decoder: DecoderKind = _help(
-        "likelihood p(x|z): bernoulli (binary data), gaussian, gaussian_learned, continuous_bernoulli (a density "
-        "on [0, 1]), logistic (a discretized logistic mixture on the 256 levels j/255)", DecoderKind.bernoulli,
+        "likelihood p(x|z); continuous_bernoulli: a density on [0, 1]; logistic: a probability of the 256 levels j/255",
+        DecoderKind.bernoulli,
     )
     latent_dim: int = _help("dimension of z (of z_1, the layer next to x, in a hierarchy)", 20)
     hidden: list[int] = _help("hidden layer sizes of the encoder MLP; the decoder mirrors them", [500, 500])
