@@ -4,10 +4,10 @@
 # (20 latent dimensions, [500, 500] softplus, Adam 1e-3, batch 100) for the same epochs with
 # seed 0, and vaelab.evaluate estimates log p(x) with 1000 importance samples per image on the
 # first TEST_IMAGES test images. What the numbers mean: docs/evaluate.md#bits-per-dimension.
-#   bash docs/same_budget_likelihoods.sh [OUT] [EPOCHS] [TEST_IMAGES]   (defaults: runs/likelihoods 1 200)
+#   bash docs/same_budget_likelihoods.sh [OUT] [EPOCHS] [TEST_IMAGES]   (defaults: runs/likelihoods 3 200)
 set -euo pipefail
 OUT="${1:-runs/likelihoods}"
-EPOCHS="${2:-1}"
+EPOCHS="${2:-3}"
 BATCHES=$(( ${3:-200} / 100 ))
 PY="${VAELAB_PYTHON:-uv run python}"
 for run in "bernoulli bernoulli" "continuous_bernoulli cb" "logistic logistic1 model.mixtures=1" "logistic logistic5 model.mixtures=5"; do
