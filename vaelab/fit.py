@@ -52,7 +52,7 @@ from vaelab.results.run_dir import (
 )
 from vaelab.results.run_lock import one_writer
 from vaelab.results.protocol import BY_VALIDATION, LAST_EPOCH, protocol
-from vaelab.results.scores import importance_diagnostics, std_error, unreliable_estimate_warning
+from vaelab.results.scores import discrete_bits_per_dim, importance_diagnostics, std_error, unreliable_estimate_warning
 from vaelab.results.summary import summary_lines, write_summary
 
 RESUME_KEY = "run.resume="
@@ -230,6 +230,7 @@ def _fit(run: Run, resume_checkpoint: Path | None) -> dict:
         "run_dir": str(run.run_dir),
         "test_elbo": tested["test/elbo"],
         "test_ll": tested["test/ll"],
+        "bits_per_dim": discrete_bits_per_dim(tested["test/ll"], run.module.vae.data_dim, cfg.model.decoder, cfg.data.binary),
         "ll_samples": cfg.eval.ll_samples,
         **_test_diagnostics(run.module.test_per_image, cfg.eval.ll_samples),
         "protocol": protocol(

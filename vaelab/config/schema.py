@@ -20,6 +20,8 @@ class DecoderKind(str, Enum):
     bernoulli = "bernoulli"
     gaussian = "gaussian"
     gaussian_learned = "gaussian_learned"
+    continuous_bernoulli = "continuous_bernoulli"
+    logistic = "logistic"
 
 
 class PriorKind(str, Enum):
@@ -139,7 +141,10 @@ class StochasticLayerConfig:
 
 @dataclass
 class ModelConfig:
-    decoder: DecoderKind = _help("likelihood p(x|z)", DecoderKind.bernoulli)
+    decoder: DecoderKind = _help(
+        "likelihood p(x|z); continuous_bernoulli: a density on [0, 1]; logistic: a probability of the 256 levels j/255",
+        DecoderKind.bernoulli,
+    )
     latent_dim: int = _help("dimension of z (of z_1, the layer next to x, in a hierarchy)", 20)
     hidden: list[int] = _help("hidden layer sizes of the encoder MLP; the decoder mirrors them", [500, 500])
     upper_layers: list[StochasticLayerConfig] = _help(
@@ -164,6 +169,8 @@ class ModelConfig:
     sigma: float = _help("gaussian decoder: fixed standard deviation of p(x|z)", 0.1)
     var_floor: float = _help("gaussian_learned decoder: lower bound on each pixel's variance", 1e-3)
     sigmoid_mean: bool = _help("gaussian decoders: squash the mean to (0,1) with a sigmoid", False)
+    mixtures: int = _help("logistic decoder: components K of each pixel's discretized logistic mixture (1: one logistic)", 1)
+    log_scale_floor: float = _help("logistic decoder: lower bound (smooth) on each component's log-scale, data in [0, 1]", -7.0)
 
     def __post_init__(self) -> None:
         _require(self.latent_dim >= 1, "model.latent_dim", self.latent_dim, "an integer >= 1")
@@ -173,6 +180,8 @@ class ModelConfig:
         _require(self.var_floor > 0, "model.var_floor", self.var_floor, "a variance > 0")
         _require(self.init_std > 0, "model.init_std", self.init_std, "a standard deviation > 0")
         _require(self.beta >= 0 and math.isfinite(self.beta), "model.beta", self.beta, "a finite weight >= 0")
+        _require(self.mixtures >= 1, "model.mixtures", self.mixtures, "an integer >= 1")
+        _require(math.isfinite(self.log_scale_floor), "model.log_scale_floor", self.log_scale_floor, "a finite number")
         if self.estimator is Estimator.stl and self.objective is Objective.elbo and self.kl is KLMode.analytic:
             raise ConfigError(
                 "model.estimator=stl needs model.kl=mc: it stops the gradient of log q(z|x), which the analytic KL "
@@ -460,3 +469,10 @@ class FitConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self) -> None:
+        if self.model.decoder is DecoderKind.logistic and self.data.binarize is not Binarize.none:
+            raise ConfigError(
+                f"model=logistic is a probability of the 256 grey levels but data.binarize={self.data.binarize.value}; "
+                "add data.binarize=none"
+            )
