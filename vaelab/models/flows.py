@@ -31,21 +31,22 @@ GATE_OFFSET = 2.0
 
 @dataclass
 class PlanarStep:
-    """One planar step with its per-example parameters u_hat, w [batch, d] and b [batch]."""
+    """One planar step with its per-example parameters u_hat, w [batch, d], b and w^T u_hat [batch]."""
 
     u_hat: Tensor
     w: Tensor
     b: Tensor
+    w_u_hat: Tensor
 
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        return planar_step(z, self.u_hat, self.w, self.b)
+        return planar_step(z, self.u_hat, self.w, self.b, self.w_u_hat)
 
     def solve(self, z: Tensor, v: Tensor) -> Tensor:
         """J^{-1} v, J = df/dz at z."""
-        return planar_solve(z, self.u_hat, self.w, self.b, v)
+        return planar_solve(z, self.u_hat, self.w, self.b, self.w_u_hat, v)
 
     def stopped(self) -> PlanarStep:
-        return PlanarStep(self.u_hat.detach(), self.w.detach(), self.b.detach())
+        return PlanarStep(self.u_hat.detach(), self.w.detach(), self.b.detach(), self.w_u_hat.detach())
 
 
 @dataclass
@@ -191,7 +192,11 @@ class PlanarFlow(nn.Module):
 
     def steps(self, params: tuple[Tensor, ...]) -> list[PlanarStep]:
         u, w, b = params
-        return [PlanarStep(planar_u_hat(u[..., k, :], w[..., k, :]), w[..., k, :], b[..., k]) for k in range(self.length)]
+        steps = []
+        for k in range(self.length):
+            u_hat, w_u_hat = planar_u_hat(u[..., k, :], w[..., k, :])
+            steps.append(PlanarStep(u_hat, w[..., k, :], b[..., k], w_u_hat))
+        return steps
 
 
 class InverseAutoregressiveFlow(nn.Module):

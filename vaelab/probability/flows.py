@@ -13,29 +13,30 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def planar_u_hat(u: Tensor, w: Tensor) -> Tensor:
-    """u_hat = u + (m(w^T u) - w^T u) w / ||w||^2 with m(a) = -1 + softplus(a), so that
-    w^T u_hat = m(w^T u) > -1 and the planar step is invertible (Rezende & Mohamed, appendix A.1)."""
+def planar_u_hat(u: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+    """u_hat = u + (m(w^T u) - w^T u) w / ||w||^2 with m(a) = -1 + softplus(a), and w^T u_hat =
+    m(w^T u) >= -1, so that the planar step is invertible (Rezende & Mohamed, appendix A.1).
+    w^T u_hat is returned as m(w^T u) itself: the dot product would round below -1."""
     wu = (w * u).sum(-1, keepdim=True)
-    return u + (F.softplus(wu) - 1.0 - wu) * w / w.pow(2).sum(-1, keepdim=True)
+    m = F.softplus(wu) - 1.0
+    return u + (m - wu) * w / w.pow(2).sum(-1, keepdim=True), m.squeeze(-1)
 
 
-def planar_step(z: Tensor, u_hat: Tensor, w: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+def planar_step(z: Tensor, u_hat: Tensor, w: Tensor, b: Tensor, w_u_hat: Tensor) -> tuple[Tensor, Tensor]:
     """f(z) = z + u_hat tanh(w^T z + b) and log|det df/dz| = log|1 + h'(w^T z + b) w^T u_hat|
-    (Rezende & Mohamed eq. 10-12); ``b`` is [...] (one per example), the rest [..., d]."""
+    (Rezende & Mohamed eq. 10-12); ``b`` and ``w_u_hat`` are [...] (one per example), the rest [..., d]."""
     a = (w * z).sum(-1) + b
     h = torch.tanh(a)
-    slope = 1.0 - h.pow(2)  # h'(a) for h = tanh
-    # 1 + h' w^T u_hat > 0 whenever w^T u_hat > -1 (planar_u_hat), so log1p needs no abs
-    log_det = torch.log1p(slope * (w * u_hat).sum(-1))
-    return z + u_hat * h.unsqueeze(-1), log_det
+    slope = 1.0 - h.pow(2)  # h'(a) for h = tanh, in (0, 1]
+    # 1 + h' w^T u_hat >= 1 - h' >= 0 since w^T u_hat >= -1, so log1p needs no abs
+    return z + u_hat * h.unsqueeze(-1), torch.log1p(slope * w_u_hat)
 
 
-def planar_solve(z: Tensor, u_hat: Tensor, w: Tensor, b: Tensor, v: Tensor) -> Tensor:
+def planar_solve(z: Tensor, u_hat: Tensor, w: Tensor, b: Tensor, w_u_hat: Tensor, v: Tensor) -> Tensor:
     """J^{-1} v for J = df/dz of :func:`planar_step` at z: by Sherman-Morrison, J = I + u_hat psi^T
     with psi = h'(w^T z + b) w gives J^{-1} v = v - u_hat (psi^T v) / (1 + psi^T u_hat)."""
     slope = 1.0 - torch.tanh((w * z).sum(-1) + b).pow(2)
-    coefficient = slope * (w * v).sum(-1) / (1.0 + slope * (w * u_hat).sum(-1))
+    coefficient = slope * (w * v).sum(-1) / (1.0 + slope * w_u_hat)
     return v - u_hat * coefficient.unsqueeze(-1)
 
 
