@@ -12,6 +12,7 @@ applied to the base mean, f_K(...f_1(mu)) (not E_q[z], which has no closed form)
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -70,7 +71,9 @@ class IAFStep:
         d = z.shape[-1]
         context = self.context.expand(*z.shape[:-1], self.context.shape[-1]).reshape(-1, self.context.shape[-1])
         one = lambda zi, ci: self.forward(zi, ci)[0]  # noqa: E731
-        jacobian = torch.func.vmap(torch.func.jacfwd(one))(z.reshape(-1, d), context)
+        with warnings.catch_warnings():  # torch.func's first call scripts a helper with a deprecated API
+            warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+            jacobian = torch.func.vmap(torch.func.jacfwd(one))(z.reshape(-1, d), context)
         return torch.linalg.solve(jacobian, v.reshape(-1, d, 1)).reshape(v.shape)
 
     def stopped(self) -> IAFStep:
