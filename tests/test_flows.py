@@ -20,7 +20,9 @@ import torch
 
 from tests.helpers.gradients import gradient_groups, paired_t
 
-from vaelab.config.schema import DecoderKind, Estimator, KLMode, ModelConfig, Objective, PosteriorConfig, PosteriorKind
+from vaelab.config.schema import (
+    DecoderKind, Estimator, KLMode, ModelConfig, Objective, PosteriorConfig, PosteriorKind, StochasticLayerConfig,
+)
 from vaelab.models.vae import VAE
 from vaelab.probability.densities import gaussian_log_prob
 from vaelab.probability.flows import planar_u_hat
@@ -130,3 +132,25 @@ def test_estimator_has_the_mean_of_reparam_with_a_flow(name, estimator, objectiv
     posterior = [n for n in candidate if n.startswith("encoders.0.") and "trunk" not in n and "mask" not in n]
     same = [n for n in posterior if not (candidate[n] - reference[n]).abs().max() > 1e-4]
     assert not same, f"equal to reparam's draw by draw: {same}"
+
+
+def test_in_a_hierarchy_the_flow_feeds_the_layer_above_and_the_top_kl_stays_closed_form():
+    cfg = ModelConfig(
+        decoder=DecoderKind.gaussian, sigma=0.7, latent_dim=LATENT, hidden=[5], upper_layers=[StochasticLayerConfig(hidden=[4], latent_dim=2)]
+    )
+    vae = VAE(cfg, DATA, posterior=PosteriorConfig(name=PosteriorKind.planar, flow_length=2))
+    assert vae.has_closed_form_kl and not flow_vae("planar").has_closed_form_kl
+    x = torch.randn(BATCH, DATA)
+    torch.manual_seed(1)
+    sample = vae.sample_latents(x, 2)
+    torch.manual_seed(1)
+    q = vae.encoders[0].distribution(vae.encode(x))
+    z1, noise = q.rsample(2)
+    above = vae.encoders[1].distribution(vae.encoders[1](z1))
+    z2, eps2 = above.rsample()
+    assert torch.equal(sample.zs[0], z1) and torch.equal(sample.zs[1], z2)
+    assert torch.allclose(sample.log_q, q.log_prob_of_noise(noise) + above.log_prob_of_noise(eps2), atol=1e-12)
+    # the VampPrior's components follow the mean path: the flow of the base mean, then the layer above
+    expected = vae.encoders[1](q.mean)
+    along = vae.top_posterior_along_means(x)
+    assert torch.equal(along.mean, expected[0]) and torch.equal(along.log_var, expected[1])
