@@ -220,8 +220,9 @@ class PosteriorConfig:
     """q(z_1|x), the posterior of the layer next to x (``posterior=`` picks a preset); layers above stay Gaussian."""
 
     name: PosteriorKind = _help(
-        "gaussian: a diagonal Gaussian (Kingma & Welling eq. 9); planar: planar flow (Rezende & Mohamed 2015), "
-        "u, w, b of every step from the encoder's features; iaf: inverse autoregressive flow (Kingma et al. 2016). "
+        "q(z_1|x) (the layers of model.upper_layers stay Gaussian): gaussian: a diagonal Gaussian (Kingma & Welling "
+        "eq. 9); planar: planar flow (Rezende & Mohamed 2015), u, w, b of every step from the encoder's features; "
+        "iaf: inverse autoregressive flow (Kingma et al. 2016). "
         "A flow's KL is sampled; reconstructions use the flow applied to the base mean; a VampPrior's "
         "components are the flow's base Gaussians q_0(z|u_k)",
         PosteriorKind.gaussian,
