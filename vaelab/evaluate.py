@@ -95,7 +95,7 @@ def load_config(run_dir: Path, overrides: list[str]) -> FitConfig:
     """The run's saved config with the dotted overrides applied, checked against the schema."""
     saved = load_saved_config(run_dir)
     for word in overrides:
-        if word.split("=", 1)[0].startswith(("model.", "prior.", "net.")):
+        if word.split("=", 1)[0].startswith(("model.", "prior.", "net.", "posterior.")):
             raise ConfigError(f"the model comes from the checkpoint: drop the override '{word}'")
     line = parse_command_line(overrides, flags=())
     return to_object(compose_saved(saved, line, keeps="evaluation keeps the run's saved config"))

@@ -152,11 +152,17 @@ def build_run(cfg_node: DictConfig) -> Run:
         log_every_n_steps=t.log_every_n_steps,
         prior=to_plain(cfg_node.prior),
         net=to_plain(cfg_node.net),
+        posterior=to_plain(cfg_node.posterior),
     )
     if cfg.model.kl is KLMode.analytic and not module.vae.prior.has_closed_form_kl:
         rank_zero_warn(
             f"prior={cfg.prior.name.value} has no closed-form KL to the posterior: the ELBO samples "
             "log p(z) - log q(z|x) (as model.kl=mc does), in training and validation"
+        )
+    elif cfg.model.kl is KLMode.analytic and not module.vae.has_closed_form_kl:
+        rank_zero_warn(
+            f"posterior={cfg.posterior.name.value} (a flow) has no closed-form KL to the prior: the ELBO samples "
+            "log p(z) - log q(z|x) with every log-determinant (as model.kl=mc does), in training and validation"
         )
     validates = cfg.data.val_size > 0 and cfg.trainer.limit_val_batches != 0  # else no val/elbo to pick by
     checkpoint = ModelCheckpoint(
@@ -246,7 +252,8 @@ def _fit(run: Run, resume_checkpoint: Path | None) -> dict:
         "model": cfg.model.decoder.value,
         "prior": cfg.prior.name.value,
         "net": cfg.net.name.value,
-        "val_kl": "analytic" if run.module.vae.prior.has_closed_form_kl else "mc",
+        "posterior": cfg.posterior.name.value,
+        "val_kl": "analytic" if run.module.vae.has_closed_form_kl else "mc",
         "data": cfg.data.name.value,
         "seed": cfg.seed,
     }

@@ -31,6 +31,12 @@ class PriorKind(str, Enum):
     custom = "custom"
 
 
+class PosteriorKind(str, Enum):
+    gaussian = "gaussian"
+    planar = "planar"
+    iaf = "iaf"
+
+
 class NetKind(str, Enum):
     mlp = "mlp"
     conv = "conv"
@@ -227,6 +233,32 @@ class PriorConfig:
             _require(bool(self.target), "prior.target", self.target, "path/to/file.py:ClassName with prior.name=custom")
         else:
             _require(self.target is None, "prior.target", self.target, f"null unless prior.name=custom (it is {self.name.value})")
+
+
+@dataclass
+class PosteriorConfig:
+    """q(z_1|x), the posterior of the layer next to x (``posterior=`` picks a preset); layers above stay Gaussian."""
+
+    name: PosteriorKind = _help(
+        "q(z_1|x) (the layers of model.upper_layers stay Gaussian): gaussian: a diagonal Gaussian (Kingma & Welling "
+        "eq. 9); planar: planar flow (Rezende & Mohamed 2015), u, w, b of every step from the encoder's features; "
+        "iaf: inverse autoregressive flow (Kingma et al. 2016). "
+        "A flow's KL is sampled; reconstructions use the flow applied to the base mean; a VampPrior's "
+        "components are the flow's base Gaussians q_0(z|u_k)",
+        PosteriorKind.gaussian,
+    )
+    flow_length: int = _help("planar, iaf: number of flow steps (posterior=planar sets 10, posterior=iaf 2)", 10)
+    iaf_hidden: list[int] = _help("iaf: hidden layer sizes of each step's autoregressive network (MADE)", [320, 320])
+    context: int = _help("iaf: size of the context h that the encoder gives every step's network", 100)
+
+    def __post_init__(self) -> None:
+        _require(self.flow_length >= 1, "posterior.flow_length", self.flow_length, "an integer >= 1")
+        _require(len(self.iaf_hidden) >= 1 and all(h >= 1 for h in self.iaf_hidden), "posterior.iaf_hidden", self.iaf_hidden, "one or more layer sizes >= 1")
+        _require(self.context >= 1, "posterior.context", self.context, "an integer >= 1")
+
+    @property
+    def is_flow(self) -> bool:
+        return self.name is not PosteriorKind.gaussian
 
 
 @dataclass
@@ -461,6 +493,7 @@ class RunConfig:
 class FitConfig:
     seed: int = _help("seed of initialisation, shuffling and sampling", 0)
     model: ModelConfig = field(default_factory=ModelConfig)
+    posterior: PosteriorConfig = field(default_factory=PosteriorConfig)
     prior: PriorConfig = field(default_factory=PriorConfig)
     net: NetConfig = field(default_factory=NetConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

@@ -11,7 +11,7 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 
 from vaelab.config.plain import from_plain
-from vaelab.config.schema import EvalConfig, KLMode, ModelConfig, NetConfig, Objective, OptimConfig, PriorConfig
+from vaelab.config.schema import EvalConfig, KLMode, ModelConfig, NetConfig, Objective, OptimConfig, PosteriorConfig, PriorConfig
 from vaelab.errors import TrainingDivergedError
 from vaelab.models.compiled import (
     CompiledForBatchSize,
@@ -74,6 +74,7 @@ class VAEModule(pl.LightningModule):
         log_every_n_steps: int = 50,
         prior: dict | None = None,
         net: dict | None = None,
+        posterior: dict | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -81,9 +82,9 @@ class VAEModule(pl.LightningModule):
         self.model_cfg = from_plain(ModelConfig, model)
         self.optim_cfg = from_plain(OptimConfig, optim)
         self.eval_cfg = from_plain(EvalConfig, eval)
-        # checkpoints from before the prior and net groups have neither: N(0, I) and MLPs
+        # checkpoints from before the prior, net and posterior groups have none: N(0, I), MLPs, a Gaussian q
         prior_cfg, net_cfg = from_plain(PriorConfig, prior or {}), from_plain(NetConfig, net or {})
-        self.vae = VAE(self.model_cfg, tuple(image_shape), prior_cfg, net_cfg)
+        self.vae = VAE(self.model_cfg, tuple(image_shape), prior_cfg, net_cfg, from_plain(PosteriorConfig, posterior or {}))
         # Means over every evaluated example, reduced exactly across DDP ranks (sums and counts).
         self.val_elbo, self.val_bound, self.curve_test_elbo = MeanMetric(), MeanMetric(), MeanMetric()
         self.test_ll, self.test_elbo = MeanMetric(), MeanMetric()
