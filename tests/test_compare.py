@@ -21,6 +21,7 @@ from vaelab.compare import main as compare_main
 from vaelab.config.compose import compose, parse_command_line
 from vaelab.evaluate import main as evaluate_main
 from vaelab.results.comparison import CURVES_SIZE, UNRECORDED, rank, read_runs
+from vaelab.results.protocol import BY_VALIDATION, LAST_EPOCH
 from vaelab.results.published import published_for
 
 # Two epochs of 3 steps on 300 tiny MNIST images, tested on 50 images with 10 importance samples.
@@ -33,6 +34,7 @@ WORDS = [
 # run-001 and run-003 under one protocol (run-003 also evaluated), run-002 statically binarized
 RUNS = {"run-001": ["model.latent_dim=4"], "run-002": ["model.latent_dim=4", "data.binarize=static"],
         "run-003": ["model.latent_dim=2", "seed=1"]}  # fmt: skip
+NO_VALIDATION = ["model.latent_dim=4", "data.val_size=0"]  # tested at its last epoch: a protocol of its own
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +45,7 @@ def sweep(tmp_path_factory):
     folder = root / "sweep"
     for name, words in RUNS.items():
         vaelab.train(*WORDS, *words, f"data.root={root / 'data'}", f"run.dir={folder / name}")
+    vaelab.train(*WORDS, *NO_VALIDATION, f"data.root={root / 'data'}", f"run.dir={root / 'no-validation'}")
     assert evaluate_main([f"ckpt={folder / 'run-003'}", "eval.iwae_k=[1,5]", "eval.num_images=4"]) == 0
     (folder / "results.csv").write_text("name,status\nrun-001,finished\n")
     return folder
@@ -108,6 +111,17 @@ def test_curves_and_a_run_without_a_protocol(sweep, tmp_path):
     assert curve.label == "val/elbo" and curve.epochs == [1.0, 2.0]
     assert curve.values == [float(r["val/elbo"]) for r in rows]
     assert curve.seconds == [s["train_seconds"] / 2, s["train_seconds"]]
+
+
+@pytest.mark.slow
+def test_a_run_without_validation_is_apart_and_its_curve_is_the_training_bound(sweep):
+    run_dir = sweep.parent / "no-validation"
+    assert summary(run_dir)["protocol"]["checkpoint_chosen_by"] == LAST_EPOCH
+    blocks = rank(read_runs([sweep / "run-001", run_dir]))
+    assert [[row.name for row in block.rows] for block in blocks] == [["run-001"], ["no-validation"]]
+    assert blocks[1].why == f'not ranked with block 1: the protocol differs in checkpoint_chosen_by is "{LAST_EPOCH}" (block 1: "{BY_VALIDATION}")'
+    curve = blocks[1].rows[0].curve
+    assert curve.label == "train/elbo_epoch" and curve.epochs == [1.0, 2.0]
 
 
 @pytest.mark.slow
