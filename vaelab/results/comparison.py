@@ -212,12 +212,13 @@ def read_runs(paths: list[Path]) -> list[RunRow]:
 
 
 def rank(rows: list[RunRow]) -> list[Block]:
-    """Blocks of runs sharing a protocol key (in the order their first run was given), each
-    sorted by test log p(x), best first (runs without one last)."""
+    """Blocks of runs sharing a protocol key, the most runs first (then in the order their first
+    run was given), each sorted by test log p(x), best first (runs without one last)."""
     blocks: dict[tuple, list[RunRow]] = {}
     for row in rows:
         blocks.setdefault(row.key, []).append(row)
     ranked = [Block(key, sorted(members, key=_rank_key)) for key, members in blocks.items()]
+    ranked.sort(key=lambda block: -len(block.rows))  # stable: ties keep the order given
     for block in ranked[1:]:
         block.why = why_apart(ranked[0].key, block.key)
     return ranked
@@ -334,9 +335,8 @@ def draw_curves(blocks: list[Block], path: Path) -> None:
                 continue
             label = row.name + (f" [block {index}]" if len(blocks) > 1 else "")
             label += "" if row.curve.label == "val/elbo" else f" ({row.curve.label})"
-            marker = "o" if len(row.curve.values) == 1 else None
-            by_epoch.plot(row.curve.epochs, row.curve.values, marker=marker, label=label)
-            by_time.plot(row.curve.seconds, row.curve.values, marker=marker, label=label)
+            by_epoch.plot(row.curve.epochs, row.curve.values, marker="o", markersize=3, label=label)
+            by_time.plot(row.curve.seconds, row.curve.values, marker="o", markersize=3, label=label)
     by_epoch.set(xlabel="epoch", ylabel="validation ELBO (nats)", title="against epochs")
     by_epoch.xaxis.set_major_locator(MaxNLocator(integer=True))
     by_time.set(xlabel="training seconds (train_seconds x epoch / epochs)", title="against training time")
