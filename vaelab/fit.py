@@ -240,7 +240,7 @@ def _fit(run: Run, resume_checkpoint: Path | None) -> dict:
         "ll_samples": cfg.eval.ll_samples,
         **_test_diagnostics(run.module.test_per_image, cfg.eval.ll_samples),
         "protocol": protocol(
-            cfg, run.datamodule, BY_VALIDATION if checkpoint.best_model_path else LAST_EPOCH,
+            cfg, run.datamodule, BY_VALIDATION if checkpoint.best_model_score is not None else LAST_EPOCH,
             _scored_images(run.module.test_per_image), run.datamodule.source.binary,
         ),
         "epochs": trainer.current_epoch,
