@@ -17,6 +17,17 @@ over the encoder's parameters. With N draws, a parameter whose true gradient is 
 an SNR of about sqrt(2 / (pi N)) (printed as the noise floor): ratios near it are
 indistinguishable from 0. Also printed: milliseconds per gradient (forward and backward),
 comparable only within a run on an otherwise idle machine.
+
+The regime it measured in, since the literature's scaling (reparam's SNR falling like
+1/sqrt(k), dreg's not) assumes importance weights whose effective sample size grows with k:
+
+* ``ESS``: the effective sample size (sum w)^2 / sum w^2 of the k weights per image, averaged over
+  the minibatch and over fresh draws (k for perfect proposals; 1-3 means one sample carries the bound);
+* the norms of the mean gradient and of its noise, ||E g|| and sqrt(E ||g - E g||^2), and their
+  ratio, the whole-vector SNR, on the fixed minibatch and again over fresh minibatches of
+  ``--batch`` training images (fresh binarization and z each draw), as Tucker et al. (2019)
+  measure it during training;
+* with ``--seeds``, every number for each seed (training, minibatch and draws), then their spread.
 """
 
 from __future__ import annotations
@@ -37,28 +48,31 @@ from vaelab.data import build_datamodule
 from vaelab.models.optim import build_optimizer
 from vaelab.models.vae import VAE
 from vaelab.probability import objectives
+from vaelab.probability.importance_diagnostics import effective_sample_size
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 KS = (1, 5, 50)
 ESTIMATORS = ("reparam", "dreg")
 
 
-def encoder_gradient_moments(vae: VAE, x: torch.Tensor, draws: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+def encoder_gradient_moments(vae: VAE, x, draws: int) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Mean and standard deviation over ``draws`` draws of the loss gradient w.r.t. every encoder
-    parameter (flattened, float64), and the median milliseconds per gradient."""
+    parameter (flattened, float64), and the median milliseconds per gradient. ``x``: one
+    minibatch, or a function of the draw's index giving a fresh one."""
     parameters = [p for name, p in vae.named_parameters() if name.startswith("encoders.")]
     total = sum(p.numel() for p in parameters)
-    sums = torch.zeros(total, dtype=torch.float64, device=x.device)
+    device = parameters[0].device
+    sums = torch.zeros(total, dtype=torch.float64, device=device)
     squares = torch.zeros_like(sums)
-    one = torch.tensor(1.0, device=x.device)
+    one = torch.tensor(1.0, device=device)
     milliseconds = []
     for _ in range(draws):
         start = time.perf_counter()
         vae.zero_grad(set_to_none=False)
-        loss, _ = objectives.training_loss(vae, x, vae.cfg, one)
+        loss, _ = objectives.training_loss(vae, x(_) if callable(x) else x, vae.cfg, one)
         loss.backward()
         gradient = torch.cat([p.grad.flatten() for p in parameters]).double()
-        if x.device.type == "cuda":
+        if device.type == "cuda":
             torch.cuda.synchronize()
         milliseconds.append(1000 * (time.perf_counter() - start))
         sums += gradient
@@ -68,20 +82,21 @@ def encoder_gradient_moments(vae: VAE, x: torch.Tensor, draws: int) -> tuple[tor
     return mean, variance.sqrt(), statistics.median(milliseconds)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--draws", type=int, default=300, help="gradient draws per estimator and k")
-    parser.add_argument("--train-steps", type=int, default=3000, help="steps of the preset's training first")
-    parser.add_argument("--batch", type=int, default=5, help="images in the fixed minibatch the SNR is measured on")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("overrides", nargs="*", help="vaelab key=value overrides of experiment=iwae_1layer")
-    args = parser.parse_args()
-    os.environ.setdefault("VAELAB_DATA_DIR", str(SHARED_DATA))
-    _, cfg = load_config(["experiment=iwae_1layer", *args.overrides])
-    device = torch.device(args.device)
+def mean_ess(vae: VAE, x: torch.Tensor, k: int, draws: int = 20) -> float:
+    """The effective sample size of k importance weights, averaged over the images and ``draws`` draws."""
+    with torch.no_grad():
+        return torch.stack([effective_sample_size(vae.log_weights(x, k)) for _ in range(draws)]).mean().item()
 
-    torch.manual_seed(args.seed)
+
+def vector_snr(mean: torch.Tensor, std: torch.Tensor) -> tuple[float, float, float]:
+    """||E g||, sqrt(E ||g - E g||^2) and their ratio, the SNR of the whole gradient vector."""
+    signal, noise = mean.norm().item(), std.square().sum().sqrt().item()
+    return signal, noise, signal / noise
+
+
+def measure(cfg, args, device: torch.device, seed: int) -> dict:
+    """Trains the preset for ``--train-steps`` from ``seed``, then measures every k and estimator."""
+    torch.manual_seed(seed)
     data = build_datamodule(cfg.data, cfg.seed)
     data.prepare_data()
     data.setup("fit")
@@ -89,7 +104,7 @@ def main() -> None:
     vae = VAE(cfg.model, train.shape[1]).to(device)
     optimizer = build_optimizer(cfg.optim, vae.parameters())
     one = torch.tensor(1.0, device=device)
-    generator = torch.Generator(device="cpu").manual_seed(args.seed)
+    generator = torch.Generator(device="cpu").manual_seed(seed)
     start = time.perf_counter()
     for _ in range(args.train_steps):
         index = torch.randint(len(train), (cfg.data.batch_size,), generator=generator).to(device)
@@ -98,33 +113,81 @@ def main() -> None:
         loss.backward()
         optimizer.step()
     trained_seconds = time.perf_counter() - start
-    batch = torch.bernoulli(train[: args.batch])  # one fixed minibatch
+    batch = torch.bernoulli(train[: args.batch])  # one fixed minibatch: the same images for every seed
 
-    rows = {}
+    def fresh(_: int) -> torch.Tensor:
+        index = torch.randint(len(train), (args.batch,), generator=generator).to(device)
+        return torch.bernoulli(train[index])
+
+    rows = {"trained_seconds": trained_seconds}
     for k in KS:
+        ess = mean_ess(vae, batch, k)
         for estimator in ESTIMATORS:
             vae.cfg = dataclasses.replace(cfg.model, objective=Objective.iwae, k=k, estimator=Estimator(estimator))
             mean, std, ms = encoder_gradient_moments(vae, batch, args.draws)
             kept = std > 0
             snr = mean[kept].abs() / std[kept]
-            rows[k, estimator] = (snr.mean().item(), snr.median().item(), ms)
+            fixed = vector_snr(mean, std)
+            fresh_mean, fresh_std, _ = encoder_gradient_moments(vae, fresh, args.draws)
+            rows[k, estimator] = {
+                "snr_mean": snr.mean().item(), "snr_median": snr.median().item(), "ms": ms, "ess": ess,
+                "signal": fixed[0], "noise": fixed[1], "vector_snr": fixed[2],
+                "fresh_vector_snr": vector_snr(fresh_mean, fresh_std)[2],
+            }
+        vae.cfg = cfg.model
+    return rows
 
+
+def print_seed(rows: dict, seed: int) -> None:
+    print(f"seed {seed} ({rows['trained_seconds']:.0f} s of training)")
+    print("|  k | ESS | estimator | SNR mean | SNR median | ||E g|| | noise norm | vector SNR | vector SNR, fresh minibatches | ms/gradient |")
+    print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    for k in KS:
+        for estimator in ESTIMATORS:
+            r = rows[k, estimator]
+            print(
+                f"| {k:>2} | {r['ess']:.2f} | {estimator} | {r['snr_mean']:.3f} | {r['snr_median']:.3f} | {r['signal']:.3g} | "
+                f"{r['noise']:.3g} | {r['vector_snr']:.3f} | {r['fresh_vector_snr']:.3f} | {r['ms']:.1f} |"
+            )
+    print()
+
+
+def print_spread(all_rows: dict[int, dict]) -> None:
+    """Per estimator, the change of the mean per-parameter SNR from k=1 to the largest k, per seed."""
+    print("change of the mean per-parameter SNR from k=1 to k=%d, per seed:" % KS[-1])
+    for estimator in ESTIMATORS:
+        changes = [100 * (rows[KS[-1], estimator]["snr_mean"] / rows[KS[0], estimator]["snr_mean"] - 1) for rows in all_rows.values()]
+        listed = ", ".join(f"seed {seed}: {c:+.0f}%" for seed, c in zip(all_rows, changes))
+        print(f"  {estimator}: {listed}   (min {min(changes):+.0f}%, max {max(changes):+.0f}%)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--draws", type=int, default=300, help="gradient draws per estimator and k")
+    parser.add_argument("--train-steps", type=int, default=3000, help="steps of the preset's training first")
+    parser.add_argument("--batch", type=int, default=5, help="images in the fixed minibatch the SNR is measured on")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of training, minibatch and draws")
+    parser.add_argument("overrides", nargs="*", help="vaelab key=value overrides of experiment=iwae_1layer")
+    args = parser.parse_args()
+    os.environ.setdefault("VAELAB_DATA_DIR", str(SHARED_DATA))
+    _, cfg = load_config(["experiment=iwae_1layer", *args.overrides])
+    device = torch.device(args.device)
     print(
         f"device: {device}, torch threads: {torch.get_num_threads()}, load average: "
         f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}"
     )
     print(
         f"model: experiment=iwae_1layer {' '.join(args.overrides)} after {args.train_steps} training steps "
-        f"(objective {cfg.model.objective.value}, k={cfg.model.k}, {cfg.model.estimator.value}; {trained_seconds:.0f} s)"
+        f"(objective {cfg.model.objective.value}, k={cfg.model.k}, {cfg.model.estimator.value})"
     )
-    print(f"encoder gradient on one fixed minibatch of {len(batch)} images, {args.draws} draws per cell; "
+    print(f"encoder gradient on one fixed minibatch of {args.batch} images, {args.draws} draws per cell; "
           f"noise floor of the SNR: {math.sqrt(2 / (math.pi * args.draws)):.3f}")
     print()
-    print("|  k | reparam SNR mean | reparam SNR median | dreg SNR mean | dreg SNR median | ms/gradient reparam | ms/gradient dreg |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
-    for k in KS:
-        r, d = rows[k, "reparam"], rows[k, "dreg"]
-        print(f"| {k:>2} | {r[0]:.3f} | {r[1]:.3f} | {d[0]:.3f} | {d[1]:.3f} | {r[2]:.1f} | {d[2]:.1f} |")
+    all_rows = {seed: measure(cfg, args, device, seed) for seed in args.seeds}
+    for seed, rows in all_rows.items():
+        print_seed(rows, seed)
+    print_spread(all_rows)
 
 
 if __name__ == "__main__":

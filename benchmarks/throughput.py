@@ -8,10 +8,12 @@ default model with the VampPrior (``prior=vamp``: K=500 pseudo-inputs through th
 step, log p(z) the logsumexp over their posteriors minus log K, the ELBO sampling
 log p(z) - log q(z|x) with one sample); and the convolutional networks (``net=conv``: 4x4
 stride-2 convolutions with 32 and 64 channels, a 256-unit dense layer, mirrored by transposed
-convolutions; analytic-KL ELBO, batch 100). For each, three loops train the same architecture
+convolutions; analytic-KL ELBO, batch 100); and the default model with a planar-flow posterior
+(``posterior=planar``: 10 steps whose u, w, b come from the encoder's features, the ELBO
+sampling log p(z) - log q(z|x) with the steps' log-determinants). For each, three loops train the same architecture
 on the same MNIST images with dynamic binarization and fused Adam:
   - plain eager: a hand-written loop, the model and the bound written out inline (no vaelab
-    code: ``PlainVAE`` and its VampPrior subclass, MLP or convolutional networks);
+    code: ``PlainVAE`` and its VampPrior and planar-flow subclasses, MLP or convolutional networks);
   - plain compiled: the same loop with its loss ``torch.compile``d (inductor's own RNG);
   - vaelab: ``vaelab.fit``'s trainer, with the settings the full-length run of that scenario
     gets by default (``trainer.compile`` decided as for that run).
@@ -51,6 +53,7 @@ SCENARIOS = {
     "Burda 1-layer, batch 20, k=50": (["experiment=iwae_1layer", "model.k=50"], 3280 * 3000),
     "VampPrior, default model": (["model=bernoulli", "prior=vamp"], 50 * 550),
     "conv, MNIST, batch 100": (["model=bernoulli", "net=conv"], 50 * 550),
+    "planar flow, default model": (["model=bernoulli", "posterior=planar"], 50 * 550),
 }
 
 
@@ -174,7 +177,49 @@ class PlainVampVAE(PlainVAE):
         return torch.logsumexp(log_components, -1) - math.log(len(self.pseudo_inputs))  # [k, B]
 
 
+class PlainPlanarVAE(PlainVAE):
+    """With a planar-flow posterior (Rezende & Mohamed 2015): z_0 = mean + sigma * eps, then K steps
+    z += u_hat tanh(w^T z + b), u, w, b linear maps of the encoder's features, u_hat = u + (m(w^T u)
+    - w^T u) w / ||w||^2, m(a) = softplus(a) - 1; log q(z_K) = log N(z_0) - sum_k log(1 + h'_k m_k).
+    The KL is sampled."""
+
+    closed_form_kl = False
+
+    def __init__(self, cfg: FitConfig) -> None:
+        super().__init__(cfg)
+        width, d, steps = cfg.model.hidden[-1], cfg.model.latent_dim, cfg.posterior.flow_length
+        self.steps, self.latent_dim = steps, d
+        self.u, self.w, self.b = nn.Linear(width, steps * d), nn.Linear(width, steps * d), nn.Linear(width, steps)
+        for layer in (self.u, self.w, self.b):
+            initialise_(layer, cfg)
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.encoder(x)
+        mean, log_var = self.mean(h), self.log_var(h)
+        u = self.u(h).reshape(len(x), self.steps, self.latent_dim)
+        w = self.w(h).reshape(len(x), self.steps, self.latent_dim)
+        b = self.b(h)
+        wu = (w * u).sum(-1, keepdim=True)
+        m = F.softplus(wu) - 1
+        u_hat = u + (m - wu) * w / w.pow(2).sum(-1, keepdim=True)
+        eps = torch.randn(self.k, *mean.shape, device=x.device)
+        z = mean + torch.exp(0.5 * log_var) * eps  # [k, B, Z]
+        log_qz = -0.5 * (LOG_2PI + log_var + eps.pow(2)).sum(-1)
+        for step in range(self.steps):
+            t = torch.tanh((w[:, step] * z).sum(-1) + b[:, step])
+            log_qz = log_qz - torch.log1p((1 - t.pow(2)) * m[:, step, 0])
+            z = z + u_hat[:, step] * t.unsqueeze(-1)
+        logits = self.decoder(z)
+        log_px = -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
+        log_w = log_px + self.log_prior(z) - log_qz  # [k, B]
+        if not self.iwae:
+            return -log_w.mean(0).mean()
+        return -(torch.logsumexp(log_w, 0) - math.log(self.k)).mean()
+
+
 def plain_model(cfg: FitConfig) -> PlainVAE:
+    if cfg.posterior.name.value == "planar":
+        return PlainPlanarVAE(cfg)
     return PlainVampVAE(cfg) if cfg.prior.name.value == "vamp" else PlainVAE(cfg)
 
 

@@ -55,7 +55,7 @@ def test_data_root_follows_environment_variable(monkeypatch, tmp_path):
 @pytest.mark.parametrize(
     "words, expected",
     [
-        (["model=foo"], "unknown model 'foo': choose one of bernoulli, gaussian, gaussian_learned"),
+        (["model=foo"], "unknown model 'foo': choose one of bernoulli, continuous_bernoulli, gaussian, gaussian_learned, logistic"),
         (["data=cifar"], "unknown data 'cifar': choose one of binarized_mnist, caltech_silhouettes, cifar10, fashion_mnist, frey, mnist, omniglot"),
         (["model.latnt_dim=3"], "unknown key 'model.latnt_dim'"),
         (["model.latnt_dim=3"], "did you mean model.latent_dim?"),
@@ -142,6 +142,8 @@ def test_every_group_option_composes():
             words = [f"{group}={option}"]
             if group == "data" and option == "frey":
                 words.append("model=gaussian")
+            if group == "model" and option == "logistic":
+                words.append("data.binarize=none")  # it refuses binarized data
             load_config(words)
 
 

@@ -365,3 +365,19 @@ def test_real_cifar10():
     assert dm.image_shape == (3, 32, 32) and dm.train_data.shape[1] == 3072
     assert float(dm.test_data.min()) == 0.0 and float(dm.test_data.max()) == 1.0
     assert set(dm.test_labels.unique().tolist()) == set(range(10))
+
+
+@pytest.mark.slow
+def test_the_cifar10_preset_reports_bits_per_dimension_of_its_logistic_likelihood(tmp_path, capsys):
+    write_cifar10(tmp_path)
+    run_dir = tmp_path / "run"
+    words = [w for w in TINY_WORDS if not w.startswith(("experiment=", "model.hidden", "net."))]
+    argv = [*words, "experiment=cifar10_logistic", f"data.root={tmp_path}", f"run.dir={run_dir}", "data.val_size=4",
+            "model.mixtures=2", "net.channels=[4,8,8]", "net.dense=16", "trainer.max_epochs=1"]
+    assert main(argv) == 0, capsys.readouterr().err[-2000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["model"] == "logistic" and summary["net"] == "conv" and summary["data"] == "cifar10"
+    # a probability of the 256 levels of each of the 3x32x32 values: bits per dimension of the stored values
+    assert summary["bits_per_dim"] == pytest.approx(-summary["test_ll"] / (3 * 32 * 32 * math.log(2)), rel=1e-12)
+    assert 0 < summary["bits_per_dim"] < 12
+    assert summary["protocol"]["variant"] == "colour levels in [0, 1]"

@@ -295,9 +295,11 @@ def test_evaluate_a_run_directory(name, fitted, capsys, monkeypatch):
     assert iwae["1"] <= iwae["5"] + 1e-4 and iwae["5"] <= iwae["50"] + 1e-4, iwae
     if name.startswith("frey"):
         assert result["test_bits_per_dim"] == pytest.approx(bits_per_dim(result["test_ll"], 560))
-        assert "bits/dim" in out
-    else:
-        assert result["test_bits_per_dim"] is None and "bits/dim" not in out
+        assert "bits/dim (8-bit convention)" in out and result["bits_per_dim"] is None
+    else:  # a Bernoulli of binarized images: a probability of the stored values
+        assert result["test_bits_per_dim"] is None and "8-bit convention" not in out
+        assert result["bits_per_dim"] == pytest.approx(-result["test_ll"] / (784 * math.log(2)))
+        assert "bits/dim (of the stored values)" in out
     assert len(result["active_units"]) == len(result["latent_dims"]) == len(result["unit_variances"]) == layers
     assert result["latent_dims"][-1] == top_dim
     for active, variances, threshold in zip(result["active_units"], result["unit_variances"], [0.01] * layers):

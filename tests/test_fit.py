@@ -291,7 +291,7 @@ def _truncated_mnist(root: Path) -> Path:
 # case -> (extra words, substrings the error line must hold, whether a run directory may exist)
 BAD_INPUT = {
     "latent_dim=0": (["model.latent_dim=0"], ["model.latent_dim=0 is invalid", "integer >= 1"]),
-    "unknown model": (["model=foo"], ["unknown model 'foo'", "bernoulli, gaussian, gaussian_learned"]),
+    "unknown model": (["model=foo"], ["unknown model 'foo'", "bernoulli, continuous_bernoulli, gaussian, gaussian_learned, logistic"]),
     "misspelt key": (["model.latnt_dim=3"], ["unknown key 'model.latnt_dim'", "did you mean model.latent_dim?"]),
     "negative lr": (["optim.lr=-1"], ["optim.lr=-1.0 is invalid", "learning rate > 0"]),
     "missing data": (

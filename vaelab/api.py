@@ -173,9 +173,10 @@ class Model:
 
     @torch.no_grad()
     def encode(self, images) -> Tensor:
-        """The posterior means E_q[z_1|x], [n, latent_dim] (the layers above:
-        ``model.vae.posterior_means``)."""
-        return self.vae.encode(self._flat(images))[0].float().cpu()
+        """The posterior means E_q[z_1|x], [n, latent_dim] (a flow posterior: the flow applied to its
+        base mean; the layers above: ``model.vae.posterior_means``)."""
+        x = self._flat(images)
+        return self.vae.encoders[0].distribution(self.vae.encode(x)).mean.float().cpu()
 
     def log_likelihood(self, images, samples: int | None = None, seed: int | None = None) -> Tensor:
         """log p(x) per image in nats, [n]: the importance-sampled bound L_S = log (1/S) sum_s w_s

@@ -20,7 +20,11 @@ was in training, with every constant of every density included):
   ``eval.active_threshold`` (0.01: Burda et al. section 5.2), the variance over the evaluated
   test images. For z_1, E_q[z_1|x] is the encoder's mean; for a higher layer it is averaged over
   ``eval.posterior_mean_samples`` draws of the layers below (``vaelab.results.scores``).
-* ``test_bits_per_dim``: continuous data only (grey levels, not binarized; Gaussian decoders): see
+* ``bits_per_dim``: -test_ll / (D log 2) for a likelihood that is a probability of the stored
+  values (logistic on the 256 levels; bernoulli on binarized data), else null: see
+  ``vaelab.results.scores.discrete_bits_per_dim``.
+* ``test_bits_per_dim``: grey levels (``data.binarize=none``) under a density on [0, 1]
+  (gaussian, gaussian_learned, continuous_bernoulli), put on the 8-bit scale by convention: see
   ``vaelab.results.scores.bits_per_dim``.
 
 Pictures, PNG files in the run directory named ``eval_<name>.png`` (the fit's own
@@ -62,7 +66,8 @@ from vaelab.results.checkpoints import checkpoint_problem
 from vaelab.results.protocol import BY_VALIDATION, LAST_CHECKPOINT, protocol
 from vaelab.results.run_dir import check_writable, find_checkpoint, load_saved_config
 from vaelab.results.scores import (
-    active_units, bits_per_dim, importance_diagnostics, mean, score, std_error, unreliable_estimate_warning,
+    active_units, bits_per_dim, discrete_bits_per_dim, importance_diagnostics, likelihood_is_discrete, mean, score,
+    std_error, unreliable_estimate_warning,
 )
 
 PROG = "vaelab.evaluate"
@@ -90,7 +95,7 @@ def load_config(run_dir: Path, overrides: list[str]) -> FitConfig:
     """The run's saved config with the dotted overrides applied, checked against the schema."""
     saved = load_saved_config(run_dir)
     for word in overrides:
-        if word.split("=", 1)[0].startswith(("model.", "prior.", "net.")):
+        if word.split("=", 1)[0].startswith(("model.", "prior.", "net.", "posterior.")):
             raise ConfigError(f"the model comes from the checkpoint: drop the override '{word}'")
     line = parse_command_line(overrides, flags=())
     return to_object(compose_saved(saved, line, keeps="evaluation keeps the run's saved config"))
@@ -179,7 +184,8 @@ def evaluate(cfg: FitConfig, run_dir: Path, checkpoint: Path, why: str = "as giv
     if unreliable:
         warn(unreliable)
     # a density of grey levels; the Bernoulli "likelihood" of grey levels is not normalised
-    continuous = not cfg.data.binary and vae.cfg.decoder is not DecoderKind.bernoulli
+    decoder, binary = vae.cfg.decoder, cfg.data.binary
+    density = not binary and decoder is not DecoderKind.bernoulli and not likelihood_is_discrete(decoder, binary)
     test_ll = mean(scores.ll)
 
     with torch.inference_mode():
@@ -219,7 +225,8 @@ def evaluate(cfg: FitConfig, run_dir: Path, checkpoint: Path, why: str = "as giv
         "protocol": protocol(cfg, data, _checkpoint_rule(checkpoint), count, data.source.binary),
         "test_elbo": mean(scores.elbo),
         "test_iwae": {str(k): mean(v) for k, v in scores.iwae.items()},
-        "test_bits_per_dim": bits_per_dim(test_ll, data_dim) if continuous else None,
+        "bits_per_dim": discrete_bits_per_dim(test_ll, data_dim, decoder, binary),
+        "test_bits_per_dim": bits_per_dim(test_ll, data_dim) if density else None,
         "active_units": counts,
         "latent_dims": [m.shape[1] for m in scores.posterior_means],
         "active_threshold": e.active_threshold,
@@ -294,6 +301,8 @@ def table_lines(results: dict) -> list[str]:
     lines.append(f"{f'ELBO ({s} samples)':<30}{results['test_elbo']:>16.2f}")
     for k, value in results["test_iwae"].items():
         lines.append(f"{f'IWAE bound L_{k}':<30}{value:>16.2f}")
+    if results["bits_per_dim"] is not None:
+        lines.append(f"{'bits/dim (of the stored values)':<30}{results['bits_per_dim']:>16.3f}")
     if results["test_bits_per_dim"] is not None:
         lines.append(f"{'bits/dim (8-bit convention)':<30}{results['test_bits_per_dim']:>16.3f}")
     for layer, (active, dim) in enumerate(zip(results["active_units"], results["latent_dims"]), start=1):

@@ -52,7 +52,7 @@ from vaelab.results.run_dir import (
 )
 from vaelab.results.run_lock import one_writer
 from vaelab.results.protocol import BY_VALIDATION, LAST_EPOCH, protocol
-from vaelab.results.scores import importance_diagnostics, std_error, unreliable_estimate_warning
+from vaelab.results.scores import discrete_bits_per_dim, importance_diagnostics, std_error, unreliable_estimate_warning
 from vaelab.results.summary import summary_lines, write_summary
 
 RESUME_KEY = "run.resume="
@@ -152,11 +152,17 @@ def build_run(cfg_node: DictConfig) -> Run:
         log_every_n_steps=t.log_every_n_steps,
         prior=to_plain(cfg_node.prior),
         net=to_plain(cfg_node.net),
+        posterior=to_plain(cfg_node.posterior),
     )
     if cfg.model.kl is KLMode.analytic and not module.vae.prior.has_closed_form_kl:
         rank_zero_warn(
             f"prior={cfg.prior.name.value} has no closed-form KL to the posterior: the ELBO samples "
             "log p(z) - log q(z|x) (as model.kl=mc does), in training and validation"
+        )
+    elif cfg.model.kl is KLMode.analytic and not module.vae.has_closed_form_kl:
+        rank_zero_warn(
+            f"posterior={cfg.posterior.name.value} (a flow) has no closed-form KL to the prior: the ELBO samples "
+            "log p(z) - log q(z|x) with every log-determinant (as model.kl=mc does), in training and validation"
         )
     validates = cfg.data.val_size > 0 and cfg.trainer.limit_val_batches != 0  # else no val/elbo to pick by
     checkpoint = ModelCheckpoint(
@@ -230,10 +236,11 @@ def _fit(run: Run, resume_checkpoint: Path | None) -> dict:
         "run_dir": str(run.run_dir),
         "test_elbo": tested["test/elbo"],
         "test_ll": tested["test/ll"],
+        "bits_per_dim": discrete_bits_per_dim(tested["test/ll"], run.module.vae.data_dim, cfg.model.decoder, cfg.data.binary),
         "ll_samples": cfg.eval.ll_samples,
         **_test_diagnostics(run.module.test_per_image, cfg.eval.ll_samples),
         "protocol": protocol(
-            cfg, run.datamodule, BY_VALIDATION if checkpoint.best_model_path else LAST_EPOCH,
+            cfg, run.datamodule, BY_VALIDATION if checkpoint.best_model_score is not None else LAST_EPOCH,
             _scored_images(run.module.test_per_image), run.datamodule.source.binary,
         ),
         "epochs": trainer.current_epoch,
@@ -245,7 +252,8 @@ def _fit(run: Run, resume_checkpoint: Path | None) -> dict:
         "model": cfg.model.decoder.value,
         "prior": cfg.prior.name.value,
         "net": cfg.net.name.value,
-        "val_kl": "analytic" if run.module.vae.prior.has_closed_form_kl else "mc",
+        "posterior": cfg.posterior.name.value,
+        "val_kl": "analytic" if run.module.vae.has_closed_form_kl else "mc",
         "data": cfg.data.name.value,
         "seed": cfg.seed,
     }

@@ -1,7 +1,7 @@
 """Compose a run's configuration from ``configs/`` and ``key=value`` command-line words.
 
 Order, later wins: the schema's defaults, ``configs/config.yaml``, one file per group
-(``model``, ``prior``, ``net``, ``data``, ``trainer``, ``logger``; chosen by ``group=option``), the
+(``model``, ``posterior``, ``prior``, ``net``, ``data``, ``trainer``, ``logger``; chosen by ``group=option``), the
 ``experiment`` file if one is chosen (it may choose groups itself under ``defaults:`` and
 set any key), then dotted overrides such as ``model.latent_dim=5``. A saved run's config
 (to resume or evaluate it) takes the place of the files: :func:`compose_saved`. The result is
@@ -22,7 +22,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 from vaelab.config.schema import FitConfig
 from vaelab.errors import ConfigError, first_line
 
-GROUPS = ("model", "prior", "net", "data", "trainer", "logger", "experiment")
+GROUPS = ("model", "posterior", "prior", "net", "data", "trainer", "logger", "experiment")
 DEFAULT_CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 

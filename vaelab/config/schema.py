@@ -20,6 +20,8 @@ class DecoderKind(str, Enum):
     bernoulli = "bernoulli"
     gaussian = "gaussian"
     gaussian_learned = "gaussian_learned"
+    continuous_bernoulli = "continuous_bernoulli"
+    logistic = "logistic"
 
 
 class PriorKind(str, Enum):
@@ -27,6 +29,12 @@ class PriorKind(str, Enum):
     vamp = "vamp"
     mog = "mog"
     custom = "custom"
+
+
+class PosteriorKind(str, Enum):
+    gaussian = "gaussian"
+    planar = "planar"
+    iaf = "iaf"
 
 
 class NetKind(str, Enum):
@@ -139,7 +147,10 @@ class StochasticLayerConfig:
 
 @dataclass
 class ModelConfig:
-    decoder: DecoderKind = _help("likelihood p(x|z)", DecoderKind.bernoulli)
+    decoder: DecoderKind = _help(
+        "likelihood p(x|z); continuous_bernoulli: a density on [0, 1]; logistic: a probability of the 256 levels j/255",
+        DecoderKind.bernoulli,
+    )
     latent_dim: int = _help("dimension of z (of z_1, the layer next to x, in a hierarchy)", 20)
     hidden: list[int] = _help("hidden layer sizes of the encoder MLP; the decoder mirrors them", [500, 500])
     upper_layers: list[StochasticLayerConfig] = _help(
@@ -170,6 +181,8 @@ class ModelConfig:
     sigma: float = _help("gaussian decoder: fixed standard deviation of p(x|z)", 0.1)
     var_floor: float = _help("gaussian_learned decoder: lower bound on each pixel's variance", 1e-3)
     sigmoid_mean: bool = _help("gaussian decoders: squash the mean to (0,1) with a sigmoid", False)
+    mixtures: int = _help("logistic decoder: components K of each pixel's discretized logistic mixture (1: one logistic)", 1)
+    log_scale_floor: float = _help("logistic decoder: lower bound (smooth) on each component's log-scale, data in [0, 1]", -7.0)
 
     def __post_init__(self) -> None:
         _require(self.latent_dim >= 1, "model.latent_dim", self.latent_dim, "an integer >= 1")
@@ -179,6 +192,8 @@ class ModelConfig:
         _require(self.var_floor > 0, "model.var_floor", self.var_floor, "a variance > 0")
         _require(self.init_std > 0, "model.init_std", self.init_std, "a standard deviation > 0")
         _require(self.beta >= 0 and math.isfinite(self.beta), "model.beta", self.beta, "a finite weight >= 0")
+        _require(self.mixtures >= 1, "model.mixtures", self.mixtures, "an integer >= 1")
+        _require(math.isfinite(self.log_scale_floor), "model.log_scale_floor", self.log_scale_floor, "a finite number")
         _require(self.free_bits >= 0 and math.isfinite(self.free_bits), "model.free_bits", self.free_bits, "nats >= 0")
         if self.free_bits > 0 and (self.objective is not Objective.elbo or self.kl is not KLMode.analytic):
             raise ConfigError(
@@ -230,6 +245,32 @@ class PriorConfig:
             _require(bool(self.target), "prior.target", self.target, "path/to/file.py:ClassName with prior.name=custom")
         else:
             _require(self.target is None, "prior.target", self.target, f"null unless prior.name=custom (it is {self.name.value})")
+
+
+@dataclass
+class PosteriorConfig:
+    """q(z_1|x), the posterior of the layer next to x (``posterior=`` picks a preset); layers above stay Gaussian."""
+
+    name: PosteriorKind = _help(
+        "q(z_1|x) (the layers of model.upper_layers stay Gaussian): gaussian: a diagonal Gaussian (Kingma & Welling "
+        "eq. 9); planar: planar flow (Rezende & Mohamed 2015), u, w, b of every step from the encoder's features; "
+        "iaf: inverse autoregressive flow (Kingma et al. 2016). "
+        "A flow's KL is sampled; reconstructions use the flow applied to the base mean; a VampPrior's "
+        "components are the flow's base Gaussians q_0(z|u_k)",
+        PosteriorKind.gaussian,
+    )
+    flow_length: int = _help("planar, iaf: number of flow steps (posterior=planar sets 10, posterior=iaf 2)", 10)
+    iaf_hidden: list[int] = _help("iaf: hidden layer sizes of each step's autoregressive network (MADE)", [320, 320])
+    context: int = _help("iaf: size of the context h that the encoder gives every step's network", 100)
+
+    def __post_init__(self) -> None:
+        _require(self.flow_length >= 1, "posterior.flow_length", self.flow_length, "an integer >= 1")
+        _require(len(self.iaf_hidden) >= 1 and all(h >= 1 for h in self.iaf_hidden), "posterior.iaf_hidden", self.iaf_hidden, "one or more layer sizes >= 1")
+        _require(self.context >= 1, "posterior.context", self.context, "an integer >= 1")
+
+    @property
+    def is_flow(self) -> bool:
+        return self.name is not PosteriorKind.gaussian
 
 
 @dataclass
@@ -484,6 +525,7 @@ class RunConfig:
 class FitConfig:
     seed: int = _help("seed of initialisation, shuffling and sampling", 0)
     model: ModelConfig = field(default_factory=ModelConfig)
+    posterior: PosteriorConfig = field(default_factory=PosteriorConfig)
     prior: PriorConfig = field(default_factory=PriorConfig)
     net: NetConfig = field(default_factory=NetConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -492,3 +534,10 @@ class FitConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self) -> None:
+        if self.model.decoder is DecoderKind.logistic and self.data.binarize is not Binarize.none:
+            raise ConfigError(
+                f"model=logistic is a probability of the 256 grey levels but data.binarize={self.data.binarize.value}; "
+                "add data.binarize=none"
+            )

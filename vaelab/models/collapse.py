@@ -17,8 +17,8 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, Metric
 
-from vaelab.models.posteriors import GaussianLayer
 from vaelab.models.vae import VAE
+from vaelab.probability.distributions import DiagonalGaussian
 from vaelab.probability.mutual_information import mutual_information
 
 DIAGNOSTIC_SEED = 18  # of the diagnostics' generator, offset by the DDP rank: the same draws every epoch
@@ -27,37 +27,40 @@ DIAGNOSTIC_SEED = 18  # of the diagnostics' generator, offset by the DDP rank: t
 @dataclass
 class BatchDiagnostics:
     """One batch's terms: ``reconstruction`` log p(x|z_1) and ``kl`` per layer, [batch] each, one
-    sample z ~ q; ``mutual_information`` of z_1 on this batch (0-dim); ``posterior_means`` E_q[z_l|x]
-    per layer, [batch, latent_l]."""
+    sample z ~ q; ``mutual_information`` of z_1 on this batch (0-dim; None for a flow q(z_1|x));
+    ``posterior_means`` E_q[z_l|x] per layer, [batch, latent_l]."""
 
     reconstruction: Tensor
     kl: list[Tensor]
-    mutual_information: Tensor
+    mutual_information: Tensor | None
     posterior_means: list[Tensor]
 
 
 def batch_diagnostics(vae: VAE, x: Tensor, generator: torch.Generator, mean_samples: int = 100) -> BatchDiagnostics:
     """The diagnostics' terms of the batch ``x``, every draw from ``generator`` (z_1..z_L in the
-    order :meth:`VAE.sample_latents` draws them, then those of :meth:`VAE.posterior_means`)."""
+    order :meth:`VAE.sample_latents` draws them, then those of :meth:`VAE.posterior_means`).
+    ``mutual_information`` is None where q(z_1|x) is a flow (its density at another x's sample
+    would need the flow's inverse)."""
     params = vae.encode(x)
-    first = GaussianLayer.distribution(params)
-    z = first.rsample(1, generator)[0][0]  # [batch, latent_1]
-    posteriors, zs = [first], [z]
+    first = vae.encoders[0].distribution(params)
+    z, noise = first.rsample(1, generator)
+    z = z[0]  # [batch, latent_1]
+    posteriors, zs, log_qs = [first], [z], [first.log_prob_of_noise(noise)[0]]
     for encoder in vae.encoders[1:]:
         q = encoder.distribution(encoder(z))
-        z = q.rsample(generator=generator)[0]
+        z, eps = q.rsample(generator=generator)
         posteriors.append(q)
         zs.append(z)
+        log_qs.append(q.log_prob_of_noise(eps))
     kl = []
     for index, layer in enumerate(vae.generative_layers):
-        below = layer.distribution(layer(zs[index + 1]))
-        kl.append(posteriors[index].log_prob(zs[index]) - below.log_prob(zs[index]))
-    top = posteriors[-1]
-    kl.append(vae.prior.kl(top) if vae.prior.has_closed_form_kl else top.log_prob(zs[-1]) - vae.prior.log_prob(zs[-1]))
+        kl.append(log_qs[index] - layer.distribution(layer(zs[index + 1])).log_prob(zs[index]))
+    kl.append(vae.prior.kl(posteriors[-1]) if vae.has_closed_form_kl else log_qs[-1] - vae.prior.log_prob(zs[-1]))
+    gaussian = isinstance(first, DiagonalGaussian)
     return BatchDiagnostics(
         reconstruction=vae.decoder.log_prob(x, zs[0]),
         kl=kl,
-        mutual_information=mutual_information(first.mean, first.log_var, zs[0]),
+        mutual_information=mutual_information(first.mean, first.log_var, zs[0]) if gaussian else None,
         posterior_means=vae.posterior_means(x, mean_samples, generator, first=params),
     )
 
@@ -88,27 +91,31 @@ class UnitVariances(Metric):
 
 class CollapseDiagnostics(nn.Module):
     """The diagnostics' running means over a split, exact across DDP ranks (torchmetrics): the
-    metrics ``recon``, ``kl_z{l}``, ``mi_z1`` (weighted by batch size, as He et al.) and the unit
-    variances behind ``active_units_z{l}``, l = 1..L."""
+    metrics ``recon``, ``kl_z{l}``, ``mi_z1`` (weighted by batch size, as He et al.; not with
+    ``mutual_information=False``, for a flow q(z_1|x)) and the unit variances behind
+    ``active_units_z{l}``, l = 1..L."""
 
-    def __init__(self, latent_dims: list[int]):
+    def __init__(self, latent_dims: list[int], mutual_information: bool = True):
         super().__init__()
         self.reconstruction = MeanMetric()
         self.kl = nn.ModuleList([MeanMetric() for _ in latent_dims])
-        self.mutual_information = MeanMetric()
+        self.mutual_information = MeanMetric() if mutual_information else None
         self.variances = nn.ModuleList([UnitVariances(units) for units in latent_dims])
 
     def update(self, terms: BatchDiagnostics) -> None:
         self.reconstruction.update(terms.reconstruction)
         for metric, kl in zip(self.kl, terms.kl):
             metric.update(kl)
-        self.mutual_information.update(terms.mutual_information, weight=len(terms.reconstruction))
+        if self.mutual_information is not None:
+            self.mutual_information.update(terms.mutual_information, weight=len(terms.reconstruction))
         for metric, means in zip(self.variances, terms.posterior_means):
             metric.update(means)
 
     def means(self) -> dict[str, MeanMetric]:
         """The mean metrics by their name, for Lightning to reduce and log at the epoch's end."""
-        named = {"recon": self.reconstruction, "mi_z1": self.mutual_information}
+        named = {"recon": self.reconstruction}
+        if self.mutual_information is not None:
+            named["mi_z1"] = self.mutual_information
         named.update({f"kl_z{layer}": metric for layer, metric in enumerate(self.kl, start=1)})
         return named
 

@@ -17,6 +17,13 @@ from torch import Tensor, nn
 
 from vaelab.config.schema import DecoderKind, ModelConfig
 from vaelab.probability.densities import bernoulli_log_prob, gaussian_log_prob
+from vaelab.probability.pixel_densities import (
+    continuous_bernoulli_log_prob,
+    continuous_bernoulli_mean,
+    discretized_logistic_mixture_log_prob,
+    discretized_logistic_mixture_mean,
+    discretized_logistic_mixture_sample,
+)
 
 Head = Callable[[], nn.Module]
 
@@ -77,6 +84,63 @@ class GaussianLikelihood(nn.Module):
         return mean + torch.exp(0.5 * log_var) * torch.randn_like(mean)
 
 
+class ContinuousBernoulliLikelihood(nn.Module):
+    """p(x|z) = prod_d CB(x_d; sigmoid(logit_d)) on [0, 1]^D (Loaiza-Ganem & Cunningham 2019, eq. 2);
+    params: the logits. Its mean is not lambda (eq. 4)."""
+
+    def __init__(self, head: Head):
+        super().__init__()
+        self.logits = head()
+
+    def params(self, h: Tensor) -> Tensor:
+        return self.logits(h)
+
+    def log_prob(self, x: Tensor, logits: Tensor) -> Tensor:
+        return continuous_bernoulli_log_prob(x, logits)
+
+    def mean(self, logits: Tensor) -> Tensor:
+        return continuous_bernoulli_mean(logits)
+
+    def sample(self, logits: Tensor) -> Tensor:
+        return torch.distributions.ContinuousBernoulli(logits=logits).sample()
+
+
+LogisticParams = tuple[Tensor, Tensor, "Tensor | None"]
+
+
+class DiscretizedLogisticLikelihood(nn.Module):
+    """p(x|z) = prod_d sum_k pi_dk DLogistic(x_d; mu_dk, s_dk) on the 256 levels j/255 (Salimans
+    et al. 2017, section 2.1); every dimension (pixel and channel) independent given z.
+
+    params: means and log-scales [..., D, K] (log s = floor + softplus(head - floor), a smooth
+    floor) and the mixture logits [..., D, K] (None for K = 1). One head per map: K for the
+    means, K for the log-scales, then K for the logits when K > 1.
+    """
+
+    def __init__(self, head: Head, mixtures: int, log_scale_floor: float):
+        super().__init__()
+        self.mean_heads = nn.ModuleList(head() for _ in range(mixtures))
+        self.log_scale_heads = nn.ModuleList(head() for _ in range(mixtures))
+        self.logit_heads = nn.ModuleList(head() for _ in range(mixtures)) if mixtures > 1 else None
+        self.log_scale_floor = log_scale_floor
+
+    def params(self, h: Tensor) -> LogisticParams:
+        means = torch.stack([m(h) for m in self.mean_heads], dim=-1)
+        raw = torch.stack([m(h) for m in self.log_scale_heads], dim=-1)
+        log_scales = self.log_scale_floor + F.softplus(raw - self.log_scale_floor)
+        logits = None if self.logit_heads is None else torch.stack([m(h) for m in self.logit_heads], dim=-1)
+        return means, log_scales, logits
+
+    def log_prob(self, x: Tensor, params: LogisticParams) -> Tensor:
+        return discretized_logistic_mixture_log_prob(x, *params)
+
+    def mean(self, params: LogisticParams) -> Tensor:
+        return discretized_logistic_mixture_mean(*params)
+
+    def sample(self, params: LogisticParams) -> Tensor:
+        return discretized_logistic_mixture_sample(*params)
+
+
 def build_likelihood(cfg: ModelConfig, head: Head) -> nn.Module:
     """The likelihood ``model.decoder`` names, with its output layers from ``head``."""
     if cfg.decoder is DecoderKind.bernoulli:
@@ -85,6 +149,10 @@ def build_likelihood(cfg: ModelConfig, head: Head) -> nn.Module:
         return GaussianLikelihood(head, cfg.sigmoid_mean, cfg.sigma, cfg.var_floor)
     if cfg.decoder is DecoderKind.gaussian_learned:
         return GaussianLikelihood(head, cfg.sigmoid_mean, None, cfg.var_floor)
+    if cfg.decoder is DecoderKind.continuous_bernoulli:
+        return ContinuousBernoulliLikelihood(head)
+    if cfg.decoder is DecoderKind.logistic:
+        return DiscretizedLogisticLikelihood(head, cfg.mixtures, cfg.log_scale_floor)
     raise NotImplementedError(f"model.decoder={cfg.decoder.value} has no branch in build_likelihood")
 
 

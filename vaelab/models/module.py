@@ -11,7 +11,7 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 
 from vaelab.config.plain import from_plain
-from vaelab.config.schema import EvalConfig, KLMode, ModelConfig, NetConfig, Objective, OptimConfig, PriorConfig
+from vaelab.config.schema import EvalConfig, KLMode, ModelConfig, NetConfig, Objective, OptimConfig, PosteriorConfig, PriorConfig
 from vaelab.errors import ConfigError, TrainingDivergedError
 from vaelab.models.collapse import DIAGNOSTIC_SEED, CollapseDiagnostics, batch_diagnostics
 from vaelab.models.compiled import (
@@ -75,6 +75,7 @@ class VAEModule(pl.LightningModule):
         log_every_n_steps: int = 50,
         prior: dict | None = None,
         net: dict | None = None,
+        posterior: dict | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -82,13 +83,15 @@ class VAEModule(pl.LightningModule):
         self.model_cfg = from_plain(ModelConfig, model)
         self.optim_cfg = from_plain(OptimConfig, optim)
         self.eval_cfg = from_plain(EvalConfig, eval)
-        # checkpoints from before the prior and net groups have neither: N(0, I) and MLPs
+        # checkpoints from before the prior, net and posterior groups have none: N(0, I), MLPs, a Gaussian q
         prior_cfg, net_cfg = from_plain(PriorConfig, prior or {}), from_plain(NetConfig, net or {})
-        self.vae = VAE(self.model_cfg, tuple(image_shape), prior_cfg, net_cfg)
-        if self.model_cfg.free_bits > 0 and not self.vae.prior.has_per_dimension_kl:
+        posterior_cfg = from_plain(PosteriorConfig, posterior or {})
+        self.vae = VAE(self.model_cfg, tuple(image_shape), prior_cfg, net_cfg, posterior_cfg)
+        if self.model_cfg.free_bits > 0 and not (self.vae.prior.has_per_dimension_kl and self.vae.has_closed_form_kl):
             raise ConfigError(
-                f"model.free_bits needs a KL that splits by latent dimension; prior={prior_cfg.name.value}'s does not "
-                "(a mixture's KL has no per-dimension terms): use prior=standard or model.free_bits=0"
+                f"model.free_bits needs a KL that splits by latent dimension; that of prior={prior_cfg.name.value} "
+                f"with posterior={posterior_cfg.name.value} does not (a mixture's or a flow's KL has no per-dimension "
+                "terms): use prior=standard with a Gaussian top layer, or model.free_bits=0"
             )
         # Means over every evaluated example, reduced exactly across DDP ranks (sums and counts).
         self.val_elbo, self.val_bound, self.curve_test_elbo = MeanMetric(), MeanMetric(), MeanMetric()
@@ -96,7 +99,8 @@ class VAEModule(pl.LightningModule):
         # eval.collapse_diagnostics: none of their metrics (and no draw of theirs) otherwise
         self.collapse: CollapseDiagnostics | None = None
         if self.eval_cfg.collapse_diagnostics:
-            self.collapse = CollapseDiagnostics([encoder.out_features for encoder in self.vae.encoders])
+            latent_dims = [encoder.out_features for encoder in self.vae.encoders]
+            self.collapse = CollapseDiagnostics(latent_dims, mutual_information=not posterior_cfg.is_flow)
         self._diagnostic_generator: torch.Generator | None = None
         self._step_loss = self._loss_and_bound_sum
         self._bound_sum: Tensor | None = None  # the epoch's training bound, summed on the device

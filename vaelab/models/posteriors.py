@@ -7,6 +7,7 @@ tuple of tensors (what compiled code passes around), ``distribution(params)`` th
 reparameterized samples and their log-density, and ``frozen(h)`` the distribution computed
 with the layer's parameters stopped (gradients still reach h), for ``stl`` and ``dreg``.
 The posterior mean that reconstructions, interpolations and active units use is its ``mean``.
+A flow posterior of z_1 (:mod:`vaelab.models.flows`) subclasses :class:`GaussianLayer`.
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ class GaussianLayer(nn.Module):
 
     @staticmethod
     def distribution(params: GaussianParams) -> DiagonalGaussian:
+        return DiagonalGaussian(*params)
+
+    @staticmethod
+    def base(params: GaussianParams) -> DiagonalGaussian:
+        """The Gaussian of the parameters (a flow posterior's q_0; here the distribution itself)."""
         return DiagonalGaussian(*params)
 
     def frozen(self, h: Tensor) -> DiagonalGaussian:

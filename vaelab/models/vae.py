@@ -3,7 +3,8 @@
 Generative model: p(z_L) the prior (:mod:`vaelab.models.priors`), p(z_l | z_{l+1}) diagonal
 Gaussians, p(x | z_1) the decoder (a network trunk and a likelihood,
 :mod:`vaelab.models.likelihoods`). Recognition model: q(z_1 | x) on the encoder network, then
-q(z_{l+1} | z_l) (:mod:`vaelab.models.posteriors`). With one layer and N(0, I) this is Kingma
+q(z_{l+1} | z_l) (:mod:`vaelab.models.posteriors`); q(z_1 | x) may be a normalizing flow
+(:mod:`vaelab.models.flows`, ``posterior=planar|iaf``), the layers above stay Gaussian. With one layer and N(0, I) this is Kingma
 & Welling's model; with more, Burda et al.'s (section 5). The bounds built from these members
 are in :mod:`vaelab.probability.objectives`.
 """
@@ -15,8 +16,9 @@ import math
 import torch
 from torch import Tensor, nn
 
-from vaelab.config.schema import ModelConfig, NetConfig, PriorConfig, PriorKind
+from vaelab.config.schema import ModelConfig, NetConfig, PosteriorConfig, PriorConfig, PriorKind
 from vaelab.errors import ConfigError
+from vaelab.models.flows import FlowPosterior, build_flow
 from vaelab.models.likelihoods import Decoder, build_likelihood
 from vaelab.models.networks import decoder_trunk, encoder_trunk, init_weights_, mlp
 from vaelab.models.posteriors import GaussianLayer, GaussianParams
@@ -40,16 +42,20 @@ class VAE(nn.Module):
     ``data_shape``: D, (H, W) or (C, H, W); data reach the model flat, [..., C*H*W].
     """
 
-    def __init__(self, cfg: ModelConfig, data_shape: int | tuple[int, ...], prior: PriorConfig | None = None, net: NetConfig | None = None):
+    def __init__(
+        self, cfg: ModelConfig, data_shape: int | tuple[int, ...], prior: PriorConfig | None = None,
+        net: NetConfig | None = None, posterior: PosteriorConfig | None = None,
+    ):
         super().__init__()
         self.cfg = cfg
         self.prior_cfg = prior or PriorConfig()
         self.net_cfg = net or NetConfig()
+        self.posterior_cfg = posterior or PosteriorConfig()
         self.image_shape = image_shape_of(data_shape)
         self.data_dim = math.prod(self.image_shape)
         # q(z_1|x), q(z_2|z_1), ...; p(z_1|z_2), ... mirror the upper ones, and the decoder p(x|z_1).
         trunk = encoder_trunk(self.net_cfg, cfg, self.image_shape)
-        encoders = [GaussianLayer(trunk, trunk.width, cfg.latent_dim)]
+        encoders = [build_posterior(self.posterior_cfg, cfg, trunk)]
         generative = []
         sizes = [cfg.latent_dim] + [layer.latent_dim for layer in cfg.upper_layers]
         for below, (layer, above) in enumerate(zip(cfg.upper_layers, sizes[1:])):
@@ -85,12 +91,12 @@ class VAE(nn.Module):
         path term of Roeder et al. 2017), and still reaches each z_l, also where z_l is the
         input of q(z_{l+1}|z_l). Without ``top``, log q leaves out the top layer's term.
         """
-        q = GaussianLayer.distribution(self.encode(x) if first is None else first)
+        q = self.encoders[0].distribution(self.encode(x) if first is None else first)
         z, eps = q.rsample(k)  # [k, batch, latent_1]
         last = len(self.encoders) - 1
         log_q: Tensor | float = 0.0
         if top or last > 0:
-            log_q = q.detached().log_prob(z) if stop_q else q.log_prob_of_noise(eps)
+            log_q = q.stopped_log_prob(z, eps) if stop_q else q.log_prob_of_noise(eps)
         zs = [z]
         for index, encoder in enumerate(self.encoders[1:], start=1):
             q = encoder.distribution(encoder(z))
@@ -118,10 +124,21 @@ class VAE(nn.Module):
         log_likelihood, log_prior = self.generative_log_probs(x, sample.zs)
         return log_likelihood + log_prior - sample.log_q
 
+    @property
+    def has_closed_form_kl(self) -> bool:
+        """Whether KL(q(z_L|.) || p(z_L)) has a closed form: the prior has one and q(z_L|.) is
+        Gaussian (a flow posterior on a single layer is not)."""
+        return self.prior.has_closed_form_kl and (len(self.encoders) > 1 or not self.posterior_cfg.is_flow)
+
     def top_posterior_along_means(self, x: Tensor) -> DiagonalGaussian:
-        """q(z_L | z_{L-1}) at z_{L-1} = mu_{L-1}(... mu_1(x)), the encoders' mean path; q(z_1|x) for one layer."""
+        """q(z_L | z_{L-1}) at z_{L-1} = mu_{L-1}(... mu_1(x)), the encoders' mean path; q(z_1|x) for
+        one layer. With a flow posterior mu_1 is the flow of the base mean, and for one layer
+        this is the flow's base Gaussian q_0(z_1|x), whose density is exact (the VampPrior's components)."""
         params = self.encoders[0](x)
-        for encoder in self.encoders[1:]:
+        if len(self.encoders) == 1:
+            return self.encoders[0].base(params)
+        params = self.encoders[1](self.encoders[0].distribution(params).mean)
+        for encoder in self.encoders[2:]:
             params = encoder(params[0])
         return GaussianLayer.distribution(params)
 
@@ -130,12 +147,13 @@ class VAE(nn.Module):
     ) -> list[Tensor]:
         """E_q[z_l | x] for each stochastic layer l: [batch, latent_l] each.
 
-        z_1: the encoder's mean, exactly. Above: E_{q(z_{l-1}|x)}[mu_l(z_{l-1})], averaged over
+        z_1: the encoder's mean, exactly (a flow posterior: the flow applied to the base mean,
+        :class:`~vaelab.models.flows.FlowDistribution`). Above: E_{q(z_{l-1}|x)}[mu_l(z_{l-1})], averaged over
         ``samples`` joint draws of the layers below (following the means upwards instead,
         mu_l(mu_{l-1}(...)), is exact only for linear encoders). ``generator``: those draws are its own;
         ``first``: q(z_1|x)'s parameters, if computed already.
         """
-        q = GaussianLayer.distribution(self.encoders[0](x) if first is None else first)
+        q = self.encoders[0].distribution(self.encoders[0](x) if first is None else first)
         expectations = [q.mean]
         if len(self.encoders) > 1:
             z = q.rsample(samples, generator)[0]
@@ -153,8 +171,8 @@ class VAE(nn.Module):
         return self.decoder.mean(z)
 
     def reconstruct(self, x: Tensor) -> Tensor:
-        """Decoder mean at the posterior mean of z_1, E[x | z_1 = E_q[z_1|x]]."""
-        return self.decoder.mean(GaussianLayer.distribution(self.encoders[0](x)).mean)
+        """Decoder mean at the posterior mean of z_1, E[x | z_1 = E_q[z_1|x]] (a flow: its base mean's image)."""
+        return self.decoder.mean(self.encoders[0].distribution(self.encoders[0](x)).mean)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """Decoder means E[x | z_L] of n draws of the prior: [n, C*H*W]."""
@@ -164,6 +182,14 @@ class VAE(nn.Module):
 
 def _width(hidden: list[int], in_features: int) -> int:
     return hidden[-1] if hidden else in_features
+
+
+def build_posterior(cfg: PosteriorConfig, model: ModelConfig, trunk: nn.Module) -> GaussianLayer:
+    """q(z_1|x) on the encoder trunk: a Gaussian layer, or with ``posterior.name`` a flow on its Gaussian."""
+    if not cfg.is_flow:
+        return GaussianLayer(trunk, trunk.width, model.latent_dim)
+    flow = build_flow(cfg, trunk.width, model.latent_dim, model.activation)
+    return FlowPosterior(trunk, trunk.width, model.latent_dim, flow)
 
 
 def build_prior(cfg: PriorConfig, latent_dim: int, data_dim: int, posterior_of) -> Prior:

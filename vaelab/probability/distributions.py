@@ -39,6 +39,11 @@ class DiagonalGaussian:
         """log N(z; mean, diag(exp(log_var))), summed over the last dimension."""
         return gaussian_log_prob(z, self.mean, self.log_var)
 
+    def stopped_log_prob(self, z: Tensor, eps: Tensor) -> Tensor:
+        """log q(z) at its own sample z with the parameters stopped (gradients reach z only);
+        ``eps`` is unused here (a flow posterior needs its noise)."""
+        return self.detached().log_prob(z)
+
     def detached(self) -> DiagonalGaussian:
         """The same distribution with its parameters stopped: gradients reach only z."""
         return DiagonalGaussian(self.mean.detach(), self.log_var.detach())

@@ -38,6 +38,7 @@ class LatentSample:
 
 class LatentVariableModel(Protocol):
     prior: object  # a vaelab.models.priors.Prior: log_prob, kl and kl_per_dimension (None without a closed form)
+    has_closed_form_kl: bool  # the prior has a closed-form KL to q(z_L|.), and q(z_L|.) is Gaussian
 
     def sample_latents(self, x: Tensor, k: int, stop_q: bool = False, top: bool = True) -> LatentSample: ...
 
@@ -45,8 +46,9 @@ class LatentVariableModel(Protocol):
 
 
 def analytic_kl(model: LatentVariableModel, kl: KLMode) -> bool:
-    """Whether the ELBO takes the top layer's KL in closed form: asked for, and the prior has one."""
-    return kl is KLMode.analytic and model.prior.has_closed_form_kl
+    """Whether the ELBO takes the top layer's KL in closed form: asked for, and there is one (the
+    prior has one and the top layer's posterior is Gaussian, not a flow)."""
+    return kl is KLMode.analytic and model.has_closed_form_kl
 
 
 def elbo_terms(model: LatentVariableModel, x: Tensor, k: int, kl: KLMode, stop_q: bool = False) -> tuple[Tensor, Tensor]:

@@ -276,6 +276,10 @@ def model_parts(vae: VAE) -> list[tuple[str, int]]:
         (f"encoder network ({net}): x -> features of q(z1|x)", vae.encoders[0].trunk),
         (f"stochastic layer z1 ({vae.encoders[0].out_features}): mean and log-variance of q(z1|x)", torch.nn.ModuleList([vae.encoders[0].mean, vae.encoders[0].log_var])),
     ]
+    flow = getattr(vae.encoders[0], "flow", None)
+    if flow is not None:
+        p = vae.posterior_cfg
+        parts.append((f"posterior flow ({p.name.value}, {p.flow_length} steps) on z1", flow))
     for upper in range(1, layers):
         size = vae.encoders[upper].out_features
         parts.append((f"stochastic layer z{upper + 1} ({size}): q(z{upper + 1}|z{upper})", vae.encoders[upper]))

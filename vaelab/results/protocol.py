@@ -17,6 +17,9 @@ BY_VALIDATION = "best validation ELBO"
 LAST_EPOCH = "last epoch (no validation split to choose by)"
 LAST_CHECKPOINT = "last checkpoint (not chosen by validation)"
 
+# What two runs' test numbers must share to be ranked together (not the seed).
+COMPARABLE_KEYS = ("data", "variant", "test_split", "test_images_scored", "ll_samples", "checkpoint_chosen_by")
+
 
 def vaelab_version() -> str:
     try:
@@ -65,5 +68,4 @@ def comparable_key(protocol_block: dict) -> tuple:
     """What two runs' test numbers must share to be ranked together: the data and variant, the
     test split and how many of its images were scored, the importance samples of L_S and the
     checkpoint rule (not the seed)."""
-    keys = ("data", "variant", "test_split", "test_images_scored", "ll_samples", "checkpoint_chosen_by")
-    return tuple(str(protocol_block.get(key)) for key in keys)
+    return tuple(str(protocol_block.get(key)) for key in COMPARABLE_KEYS)

@@ -9,7 +9,10 @@
   each image's S weights (:mod:`~vaelab.probability.importance_diagnostics`), summarised by
   ``importance_diagnostics``, with ``unreliable_estimate_warning`` where k-hat > 0.7.
 * ``active_units``: Burda et al.'s count of the latent units that the data use (section 5.2).
-* ``bits_per_dim``: nats per image on the 8-bit scale of the density-estimation literature.
+* ``discrete_bits_per_dim``: -log P(x) / (D log 2) where the likelihood is a probability of the
+  stored values (``likelihood_is_discrete``), else None.
+* ``bits_per_dim``: nats per image of a density on [0, 1] put on the 8-bit scale of the
+  density-estimation literature (a convention, not a bound here: see its docstring).
 * ``mean`` and ``std_error``: over the images, in float64.
 """
 
@@ -24,6 +27,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from vaelab.config.schema import DecoderKind
 from vaelab.models.compiled import importance_estimates, should_compile_estimates
 from vaelab.models.vae import VAE
 from vaelab.probability.importance_diagnostics import JUDGED_FROM, UNRELIABLE_K
@@ -151,6 +155,22 @@ def active_units(posterior_means: list[Tensor], threshold: float = 0.01) -> tupl
     code; in float64)."""
     variances = [means.double().var(dim=0, unbiased=False) for means in posterior_means]
     return [int((v > threshold).sum()) for v in variances], variances
+
+
+def likelihood_is_discrete(decoder: DecoderKind, binary: bool) -> bool:
+    """Whether log p(x|z) is the log-probability of the data as stored: the discretized logistic on
+    the 256 levels, or the Bernoulli on binary data (binarized, or binary files:
+    ``DataConfig.binary``). The other likelihoods are densities."""
+    return decoder is DecoderKind.logistic or (decoder is DecoderKind.bernoulli and binary)
+
+
+def discrete_bits_per_dim(ll_nats: float, data_dim: int, decoder: DecoderKind, binary: bool) -> float | None:
+    """bpd = -ll / (D log 2), the bits per dimension of a code built from p(x) (the number of
+    PixelCNN++ and of the 8-bit literature), for a discrete likelihood; None for a density, whose
+    nats are not a probability of the stored values."""
+    if not likelihood_is_discrete(decoder, binary):
+        return None
+    return -ll_nats / (data_dim * math.log(2))
 
 
 def bits_per_dim(ll_nats: float, data_dim: int) -> float:

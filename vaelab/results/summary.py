@@ -18,11 +18,13 @@ def write_summary(run_dir: Path, summary: dict) -> Path:
 
 def summary_lines(summary: dict) -> list[str]:
     """The closing lines of a fit: where the run is and its test numbers."""
+    bits = summary.get("bits_per_dim")
     return [
         f"run directory: {summary['run_dir']}",
         f"test ELBO: {summary['test_elbo']:.2f} nats   "
         f"test log-likelihood ({summary['ll_samples']} importance samples): {summary['test_ll']:.2f} nats"
-        + (f" (s.e. {summary['test_ll_se']:.2f})" if summary.get("test_ll_se") else ""),
+        + (f" (s.e. {summary['test_ll_se']:.2f})" if summary.get("test_ll_se") else "")
+        + (f" ({bits:.3f} bits/dim)" if bits is not None else ""),
         f"epochs: {summary['epochs']}   training time: {summary['train_seconds']:.1f} s   "
         f"best checkpoint: {summary['best_checkpoint']}",
     ]
