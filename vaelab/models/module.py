@@ -126,7 +126,7 @@ class VAEModule(pl.LightningModule):
             self._step_loss = CompiledForBatchSize(self._loss_and_bound_sum, loader.batch_size, self.device)
         plugin = self.trainer.precision_plugin
         self._direct = isinstance(self.trainer.strategy, SingleDeviceStrategy) and getattr(plugin, "scaler", None) is None
-        # model.beta; during a warm-up (optim.kl_warmup_epochs) refilled every step. None:
+        # model.beta; during a warm-up or cycles (optim.kl_warmup_epochs, kl_cycles) refilled every step. None:
         # weight 1 throughout, where the loss is the bound itself (fewer operations).
         beta, warmup, cycles = self.model_cfg.beta, self.optim_cfg.kl_warmup_epochs, self.optim_cfg.kl_cycles
         scheduled = warmup > 0 or cycles > 0
@@ -184,7 +184,7 @@ class VAEModule(pl.LightningModule):
         update = self._update_directly if self._direct else self._update_through_lightning
         binarize, every = self.hparams.dynamic_binarization, self.hparams.log_every_n_steps
         per_epoch = max(self.trainer.train_dataloader.minibatches, 1)
-        beta, warmup, o = self.model_cfg.beta, self.optim_cfg.kl_warmup_epochs, self.optim_cfg
+        beta, warmup, optim = self.model_cfg.beta, self.optim_cfg.kl_warmup_epochs, self.optim_cfg
         step, logged, weight = self.global_step, None, beta
         for x in minibatches:
             if binarize:
@@ -192,8 +192,8 @@ class VAEModule(pl.LightningModule):
             if warmup > 0:
                 weight = kl_weight(beta, warmup, step / per_epoch)
                 self._kl_weight.fill_(weight)  # on the device, without a host-to-device copy
-            elif o.kl_cycles > 0:
-                weight = cyclical_kl_weight(beta, o.kl_cycles, o.kl_cycle_ratio, step, self._total_steps)
+            elif optim.kl_cycles > 0:
+                weight = cyclical_kl_weight(beta, optim.kl_cycles, optim.kl_cycle_ratio, step, self._total_steps)
                 self._kl_weight.fill_(weight)
             loss, bound_sum = self._step_loss(x, self._kl_weight)
             update(optimizer, loss)
@@ -279,7 +279,9 @@ class VAEModule(pl.LightningModule):
         """The ELBO (one sample; the KL analytic where the prior has a closed form, else sampled:
         ``val_kl`` in summary.json) of the validation split selects the best checkpoint; an IWAE
         run also reports its own bound. With ``eval.track_test`` the test set's ELBO is scored
-        too, for learning curves (``curve/test_elbo``)."""
+        too, for learning curves (``curve/test_elbo``). With ``eval.collapse_diagnostics``, the
+        first ``eval.diagnostic_batches`` validation batches are scored for them too
+        (:mod:`vaelab.models.collapse`)."""
         elbo = objectives.elbo(self.vae, x, 1, KLMode.analytic)
         if self.trainer.datamodule.validation_sets[dataloader_idx] == "test":
             self.curve_test_elbo.update(elbo)
