@@ -50,7 +50,7 @@ class AnnealingResult(NamedTuple):
     z: Tensor
 
 
-class _Point(NamedTuple):
+class Point(NamedTuple):
     """log p(z), log p(x|z) and their gradients at z, computed once per leapfrog position."""
 
     z: Tensor
@@ -66,21 +66,21 @@ class _Point(NamedTuple):
         return -(self.grad_prior + beta * self.grad_likelihood)
 
 
-def _evaluate(z: Tensor, log_prior: LogDensity, log_likelihood: LogDensity) -> _Point:
+def point_at(z: Tensor, log_prior: LogDensity, log_likelihood: LogDensity) -> Point:
     # gradients w.r.t. z only, also when the caller runs under no_grad (inference_mode cannot be undone)
     with torch.enable_grad():
         z = z.detach().requires_grad_(True)
         prior, likelihood = log_prior(z), log_likelihood(z)
-        grad_prior = torch.autograd.grad(prior.sum(), z, retain_graph=True, allow_unused=True)[0]
+        grad_prior = (
+            torch.autograd.grad(prior.sum(), z, retain_graph=True)[0] if prior.requires_grad else torch.zeros_like(z)
+        )  # a prior that does not depend on z has none
         grad_likelihood = torch.autograd.grad(likelihood.sum(), z)[0]
-    if grad_prior is None:  # a prior that does not depend on z
-        grad_prior = torch.zeros_like(z)
-    return _Point(z.detach(), prior.detach(), likelihood.detach(), grad_prior, grad_likelihood)
+    return Point(z.detach(), prior.detach(), likelihood.detach(), grad_prior, grad_likelihood)
 
 
 def hmc_step(
-    point: _Point, beta: float, step_size: Tensor, leapfrog: int, log_prior: LogDensity, log_likelihood: LogDensity
-) -> tuple[_Point, Tensor]:
+    point: Point, beta: float, step_size: Tensor, leapfrog: int, log_prior: LogDensity, log_likelihood: LogDensity
+) -> tuple[Point, Tensor]:
     """One HMC transition (Neal 2011, section 5.3) leaving pi_beta invariant: ``leapfrog`` steps
     of size ``step_size`` [..., 1] with momentum ~ N(0, I), then Metropolis. Returns the new
     point and each chain's acceptance probability [...]."""
@@ -89,14 +89,14 @@ def hmc_step(
     current = point
     p = momentum - 0.5 * step_size * current.grad_potential(beta)
     for step in range(leapfrog):
-        current = _evaluate(current.z + step_size * p, log_prior, log_likelihood)
+        current = point_at(current.z + step_size * p, log_prior, log_likelihood)
         p = p - (step_size if step < leapfrog - 1 else 0.5 * step_size) * current.grad_potential(beta)
     end_energy = current.potential(beta) + 0.5 * p.square().sum(-1)
     log_ratio = torch.nan_to_num(start_energy - end_energy, nan=-math.inf)  # a diverged trajectory is rejected
     acceptance = log_ratio.clamp(max=0.0).exp()
     accept = torch.rand_like(acceptance) < acceptance
     kept = (torch.where(accept.reshape(accept.shape + (1,) * (new.dim() - accept.dim())), new, old) for new, old in zip(current, point))
-    return _Point(*kept), acceptance
+    return Point(*kept), acceptance
 
 
 def anneal(
@@ -116,7 +116,7 @@ def anneal(
     With ``adapt``, each chain's step size moves toward an acceptance rate of 0.65 (Wu et al.):
     it depends only on that chain's past, so every transition still leaves its pi_beta invariant.
     """
-    point = _evaluate(z, log_prior, log_likelihood)
+    point = point_at(z, log_prior, log_likelihood)
     log_w = torch.zeros_like(point.log_likelihood)
     size = torch.full((*log_w.shape, 1), step_size, dtype=z.dtype, device=z.device)
     acceptance_sum = torch.zeros_like(log_w)
