@@ -20,6 +20,9 @@ was in training, with every constant of every density included):
   ``eval.active_threshold`` (0.01: Burda et al. section 5.2), the variance over the evaluated
   test images. For z_1, E_q[z_1|x] is the encoder's mean; for a higher layer it is averaged over
   ``eval.posterior_mean_samples`` draws of the layers below (``vaelab.results.scores``).
+* ``ais`` and ``bdmc`` (``eval.ais_steps`` > 0, ``eval.bdmc_images`` > 0): annealed importance
+  sampling's stochastic lower bound of log p(x) on the first ``eval.ais_images`` images, and
+  BDMC's lower and upper bounds on images simulated from the model (``vaelab.results.ais_scores``).
 * ``test_bits_per_dim``: continuous data only (``data.binarize=none``, Gaussian decoders): see
   ``vaelab.results.scores.bits_per_dim``.
 
