@@ -23,6 +23,9 @@ was in training, with every constant of every density included):
 * ``bits_per_dim``: -test_ll / (D log 2) for a likelihood that is a probability of the stored
   values (logistic on the 256 levels; bernoulli on binarized data), else null: see
   ``vaelab.results.scores.discrete_bits_per_dim``.
+* ``ais`` and ``bdmc`` (``eval.ais_steps`` > 0, ``eval.bdmc_images`` > 0): annealed importance
+  sampling's stochastic lower bound of log p(x) on the first ``eval.ais_images`` images, and
+  BDMC's lower and upper bounds on images simulated from the model (``vaelab.results.ais_scores``).
 * ``test_bits_per_dim``: grey levels (``data.binarize=none``) under a density on [0, 1]
   (gaussian, gaussian_learned, continuous_bernoulli), put on the 8-bit scale by convention: see
   ``vaelab.results.scores.bits_per_dim``.
@@ -65,6 +68,7 @@ from vaelab.results.atomic import write_atomically
 from vaelab.results.checkpoints import checkpoint_problem
 from vaelab.results.protocol import BY_VALIDATION, LAST_CHECKPOINT, protocol
 from vaelab.results.run_dir import check_writable, find_checkpoint, load_saved_config
+from vaelab.results.ais_scores import AISSettings, ais_log_likelihoods, bdmc
 from vaelab.results.scores import (
     active_units, bits_per_dim, discrete_bits_per_dim, importance_diagnostics, likelihood_is_discrete, mean, score,
     std_error, unreliable_estimate_warning,
@@ -205,6 +209,7 @@ def evaluate(cfg: FitConfig, run_dir: Path, checkpoint: Path, why: str = "as giv
                 scores.posterior_means[-1], labels, axis_names=(f"E_q[z{layer}|x]_1", f"E_q[z{layer}|x]_2"), seed=cfg.seed
             )
     pictures = save_grids(grids, run_dir, prefix=PICTURE_PREFIX)
+    annealed = annealed_bounds(vae, test, scores.ll, cfg) if e.ais_steps else {"ais": None, "bdmc": None}
 
     results = {
         "run_dir": str(run_dir),
@@ -231,6 +236,7 @@ def evaluate(cfg: FitConfig, run_dir: Path, checkpoint: Path, why: str = "as giv
         "latent_dims": [m.shape[1] for m in scores.posterior_means],
         "active_threshold": e.active_threshold,
         "unit_variances": [v.tolist() for v in variances],
+        **annealed,
         "pictures": {name: str(path) for name, path in pictures.items()},
         "seconds": time.perf_counter() - started,
     }
@@ -245,6 +251,35 @@ def _checkpoint_rule(checkpoint: Path) -> str:
     if checkpoint.name.startswith("best-"):
         return BY_VALIDATION
     return LAST_CHECKPOINT if checkpoint.name == "last.ckpt" else f"as given ({checkpoint.name})"
+
+
+def annealed_bounds(vae: VAE, test: torch.Tensor, ll: torch.Tensor, cfg: FitConfig) -> dict:
+    """eval.json's ``ais`` (forward AIS on the first eval.ais_images test images, beside L_S on the
+    same images) and ``bdmc`` (both bounds on eval.bdmc_images simulated images, or None); seeded
+    anew, after every other draw, so no other number depends on them."""
+    e = cfg.eval
+    settings = AISSettings(e.ais_steps, e.ais_chains, e.ais_leapfrog, e.ais_step_size)
+    budget = {"steps": e.ais_steps, "chains": e.ais_chains, "leapfrog": e.ais_leapfrog, "step_size": e.ais_step_size, "schedule": "sigmoid"}
+    torch.manual_seed(cfg.seed)
+    started = time.perf_counter()
+    n = min(e.ais_images, len(test))
+    forward = ais_log_likelihoods(vae, test[:n], settings, e.batch_size)
+    ais = {
+        **budget, "images": n, "test_ll": mean(forward.log_likelihood), "test_ll_se": std_error(forward.log_likelihood),
+        "ll_samples_same_images": mean(ll[:n]), "minus_ll_samples": mean(forward.log_likelihood - ll[:n].double()),
+        "acceptance": mean(forward.acceptance), "final_step_size": mean(forward.step_size),
+        "seconds": time.perf_counter() - started,
+    }
+    if not e.bdmc_images:
+        return {"ais": ais, "bdmc": None}
+    started = time.perf_counter()
+    both = bdmc(vae, e.bdmc_images, settings, e.batch_size)
+    return {"ais": ais, "bdmc": {
+        **budget, "images": e.bdmc_images, "lower": mean(both.lower), "upper": mean(both.upper),
+        "gap": mean(both.upper.double() - both.lower.double()),
+        "acceptance_forward": mean(both.acceptance_forward), "acceptance_reverse": mean(both.acceptance_reverse),
+        "seconds": time.perf_counter() - started,
+    }}
 
 
 def _wandb_id(run_dir: Path) -> str:
@@ -303,6 +338,14 @@ def table_lines(results: dict) -> list[str]:
         lines.append(f"{f'IWAE bound L_{k}':<30}{value:>16.2f}")
     if results["bits_per_dim"] is not None:
         lines.append(f"{'bits/dim (of the stored values)':<30}{results['bits_per_dim']:>16.3f}")
+    if results["ais"] is not None:
+        a = results["ais"]
+        budget = f"{a['steps']} steps x {a['chains']} chains"
+        lines.append(f"{f'AIS ({budget})':<30}{a['test_ll']:>16.2f}   (first {a['images']} images, where L_{s} is {a['ll_samples_same_images']:.2f})")
+    if results["bdmc"] is not None:
+        b = results["bdmc"]
+        label = f"BDMC lower, {b['images']} simulated"
+        lines.append(f"{label:<30}{b['lower']:>16.2f}   (upper {b['upper']:.2f}, gap {b['gap']:.2f})")
     if results["test_bits_per_dim"] is not None:
         lines.append(f"{'bits/dim (8-bit convention)':<30}{results['test_bits_per_dim']:>16.3f}")
     for layer, (active, dim) in enumerate(zip(results["active_units"], results["latent_dims"]), start=1):

@@ -482,6 +482,18 @@ class EvalConfig:
     interpolation_pairs: int = _help("vaelab.evaluate: pairs of test images interpolated, one row each", 8)
     interpolation_steps: int = _help("vaelab.evaluate: decoded points on each interpolation path, ends included", 10)
     manifold_size: int = _help("vaelab.evaluate: 2-D top latent: the learned manifold is an n x n grid", 20)
+    ais_steps: int = _help(
+        "vaelab.evaluate: annealed importance sampling (Wu et al. 2017) of log p(x), a stochastic lower bound, "
+        "with this many intermediate distributions (sigmoid schedule); 0: off", 0
+    )
+    ais_chains: int = _help("vaelab.evaluate: AIS chains per image, started from the prior", 16)
+    ais_leapfrog: int = _help("vaelab.evaluate: leapfrog steps per HMC transition of AIS", 10)
+    ais_step_size: float = _help("vaelab.evaluate: initial HMC step size, adapted per chain toward acceptance 0.65", 0.05)
+    ais_images: int = _help("vaelab.evaluate: AIS scores the first n of the evaluated test images", 100)
+    bdmc_images: int = _help(
+        "vaelab.evaluate: BDMC (Grosse et al. 2015) on n images simulated from the model, with the AIS settings: "
+        "AIS's lower and reverse AIS's upper bound of their log p(x); 0: off", 0
+    )
 
     track_test: bool = _help(
         "also score the test set's ELBO after every epoch (metric curve/test_elbo), for learning curves", False
@@ -511,6 +523,16 @@ class EvalConfig:
         _require(self.interpolation_pairs >= 1, "eval.interpolation_pairs", self.interpolation_pairs, "an integer >= 1")
         _require(self.interpolation_steps >= 2, "eval.interpolation_steps", self.interpolation_steps, "an integer >= 2")
         _require(self.manifold_size >= 2, "eval.manifold_size", self.manifold_size, "an integer >= 2")
+        _require(self.ais_steps >= 0, "eval.ais_steps", self.ais_steps, "an integer >= 0 (0: no AIS)")
+        _require(self.ais_chains >= 1, "eval.ais_chains", self.ais_chains, "an integer >= 1")
+        _require(self.ais_leapfrog >= 1, "eval.ais_leapfrog", self.ais_leapfrog, "an integer >= 1")
+        _require(self.ais_step_size > 0, "eval.ais_step_size", self.ais_step_size, "a step size > 0")
+        _require(self.ais_images >= 1, "eval.ais_images", self.ais_images, "an integer >= 1")
+        _require(self.bdmc_images >= 0, "eval.bdmc_images", self.bdmc_images, "an integer >= 0 (0: no BDMC)")
+        _require(
+            self.bdmc_images == 0 or self.ais_steps >= 1, "eval.bdmc_images", self.bdmc_images,
+            "0 unless eval.ais_steps >= 1 (BDMC anneals with the AIS settings)",
+        )
         batches = self.diagnostic_batches
         _require(batches is None or batches >= 1, "eval.diagnostic_batches", batches, "null or an integer >= 1")
 
