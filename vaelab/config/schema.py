@@ -172,6 +172,12 @@ class ModelConfig:
         "every reported bound has weight 1",
         1.0,
     )
+    free_bits: float = _help(
+        "free bits lambda, nats (Kingma et al. 2016, appendix C): the training loss takes sum_j max(lambda, KL_j), "
+        "KL_j the batch-mean analytic KL of top-layer dimension j; bounds stay the true ELBO; needs objective=elbo, "
+        "kl=analytic, prior=standard; 0: off",
+        0.0,
+    )
     sigma: float = _help("gaussian decoder: fixed standard deviation of p(x|z)", 0.1)
     var_floor: float = _help("gaussian_learned decoder: lower bound on each pixel's variance", 1e-3)
     sigmoid_mean: bool = _help("gaussian decoders: squash the mean to (0,1) with a sigmoid", False)
@@ -188,6 +194,12 @@ class ModelConfig:
         _require(self.beta >= 0 and math.isfinite(self.beta), "model.beta", self.beta, "a finite weight >= 0")
         _require(self.mixtures >= 1, "model.mixtures", self.mixtures, "an integer >= 1")
         _require(math.isfinite(self.log_scale_floor), "model.log_scale_floor", self.log_scale_floor, "a finite number")
+        _require(self.free_bits >= 0 and math.isfinite(self.free_bits), "model.free_bits", self.free_bits, "nats >= 0")
+        if self.free_bits > 0 and (self.objective is not Objective.elbo or self.kl is not KLMode.analytic):
+            raise ConfigError(
+                "model.free_bits floors the analytic KL of the ELBO per dimension: use it with model.objective=elbo "
+                "and model.kl=analytic, or set model.free_bits=0"
+            )
         if self.estimator is Estimator.stl and self.objective is Objective.elbo and self.kl is KLMode.analytic:
             raise ConfigError(
                 "model.estimator=stl needs model.kl=mc: it stops the gradient of log q(z|x), which the analytic KL "
@@ -288,6 +300,11 @@ class OptimConfig:
     kl_warmup_epochs: float = _help(
         "the KL weight rises linearly from 0 to model.beta over this many epochs, updated every step (0: off)", 0.0
     )
+    kl_cycles: int = _help(
+        "cyclical KL annealing (Fu et al. 2019): M cycles over the run's steps, in each the KL weight rises "
+        "linearly from 0 to model.beta, then stays there; updated every step (0: off; not with kl_warmup_epochs)", 0,
+    )
+    kl_cycle_ratio: float = _help("R of cyclical KL annealing: the fraction of each cycle spent rising", 0.5)
     schedule: LRSchedule = _help(
         "constant, or burda: lr * 10^(-i/7) for 3^i epochs, i = 0..7 (Burda et al. section 5; 3280 epochs)",
         LRSchedule.constant,
@@ -300,6 +317,12 @@ class OptimConfig:
         _require(self.eps > 0, "optim.eps", self.eps, "a value > 0")
         warmup = self.kl_warmup_epochs
         _require(warmup >= 0 and math.isfinite(warmup), "optim.kl_warmup_epochs", warmup, "a number of epochs >= 0")
+        _require(self.kl_cycles >= 0, "optim.kl_cycles", self.kl_cycles, "an integer >= 0")
+        _require(0 < self.kl_cycle_ratio <= 1, "optim.kl_cycle_ratio", self.kl_cycle_ratio, "a fraction in (0, 1]")
+        if self.kl_cycles > 0 and warmup > 0:
+            raise ConfigError(
+                "optim.kl_cycles and optim.kl_warmup_epochs are two schedules of the KL weight: set one of them to 0"
+            )
 
 
 @dataclass
@@ -475,6 +498,13 @@ class EvalConfig:
     track_test: bool = _help(
         "also score the test set's ELBO after every epoch (metric curve/test_elbo), for learning curves", False
     )
+    collapse_diagnostics: bool = _help(
+        "posterior-collapse diagnostics after every epoch on validation (docs/diagnostics.md): KL per stochastic "
+        "layer, the reconstruction term, active units per layer, I_q(x; z_1); from their own seeded draws", False,
+    )
+    diagnostic_batches: Optional[int] = _help(
+        "collapse diagnostics on the first n validation batches (null: all)", None
+    )
 
     def __post_init__(self) -> None:
         _require(self.ll_samples >= 1, "eval.ll_samples", self.ll_samples, "an integer >= 1")
@@ -503,6 +533,8 @@ class EvalConfig:
             self.bdmc_images == 0 or self.ais_steps >= 1, "eval.bdmc_images", self.bdmc_images,
             "0 unless eval.ais_steps >= 1 (BDMC anneals with the AIS settings)",
         )
+        batches = self.diagnostic_batches
+        _require(batches is None or batches >= 1, "eval.diagnostic_batches", batches, "null or an integer >= 1")
 
 
 @dataclass

@@ -105,9 +105,9 @@ class FlowDistribution:
             z = step.forward(z)[0]
         return z
 
-    def rsample(self, k: int | None = None) -> tuple[Tensor, FlowNoise]:
-        """A reparameterized z_K and its :class:`FlowNoise` (shapes as ``DiagonalGaussian.rsample``)."""
-        z, eps = self.base.rsample(k)
+    def rsample(self, k: int | None = None, generator: torch.Generator | None = None) -> tuple[Tensor, FlowNoise]:
+        """A reparameterized z_K and its :class:`FlowNoise` (shapes and ``generator`` as ``DiagonalGaussian.rsample``)."""
+        z, eps = self.base.rsample(k, generator)
         inputs, log_det = [], 0.0
         for step in self.steps:
             inputs.append(z)

@@ -12,7 +12,8 @@ from torchmetrics import MeanMetric
 
 from vaelab.config.plain import from_plain
 from vaelab.config.schema import EvalConfig, KLMode, ModelConfig, NetConfig, Objective, OptimConfig, PosteriorConfig, PriorConfig
-from vaelab.errors import TrainingDivergedError
+from vaelab.errors import ConfigError, TrainingDivergedError
+from vaelab.models.collapse import DIAGNOSTIC_SEED, CollapseDiagnostics, batch_diagnostics
 from vaelab.models.compiled import (
     CompiledForBatchSize,
     importance_estimates,
@@ -20,7 +21,7 @@ from vaelab.models.compiled import (
     should_compile_estimates,
     training_step_flops,
 )
-from vaelab.models.optim import build_optimizer, build_schedule, kl_weight
+from vaelab.models.optim import build_optimizer, build_schedule, cyclical_kl_weight, kl_weight
 from vaelab.models.vae import VAE
 from vaelab.probability import objectives
 
@@ -84,10 +85,23 @@ class VAEModule(pl.LightningModule):
         self.eval_cfg = from_plain(EvalConfig, eval)
         # checkpoints from before the prior, net and posterior groups have none: N(0, I), MLPs, a Gaussian q
         prior_cfg, net_cfg = from_plain(PriorConfig, prior or {}), from_plain(NetConfig, net or {})
-        self.vae = VAE(self.model_cfg, tuple(image_shape), prior_cfg, net_cfg, from_plain(PosteriorConfig, posterior or {}))
+        posterior_cfg = from_plain(PosteriorConfig, posterior or {})
+        self.vae = VAE(self.model_cfg, tuple(image_shape), prior_cfg, net_cfg, posterior_cfg)
+        if self.model_cfg.free_bits > 0 and not (self.vae.prior.has_per_dimension_kl and self.vae.has_closed_form_kl):
+            raise ConfigError(
+                f"model.free_bits needs a KL that splits by latent dimension; that of prior={prior_cfg.name.value} "
+                f"with posterior={posterior_cfg.name.value} does not (a mixture's or a flow's KL has no per-dimension "
+                "terms): use prior=standard with a Gaussian top layer, or model.free_bits=0"
+            )
         # Means over every evaluated example, reduced exactly across DDP ranks (sums and counts).
         self.val_elbo, self.val_bound, self.curve_test_elbo = MeanMetric(), MeanMetric(), MeanMetric()
         self.test_ll, self.test_elbo = MeanMetric(), MeanMetric()
+        # eval.collapse_diagnostics: none of their metrics (and no draw of theirs) otherwise
+        self.collapse: CollapseDiagnostics | None = None
+        if self.eval_cfg.collapse_diagnostics:
+            latent_dims = [encoder.out_features for encoder in self.vae.encoders]
+            self.collapse = CollapseDiagnostics(latent_dims, mutual_information=not posterior_cfg.is_flow)
+        self._diagnostic_generator: torch.Generator | None = None
         self._step_loss = self._loss_and_bound_sum
         self._bound_sum: Tensor | None = None  # the epoch's training bound, summed on the device
         self._examples = 0  # ... over this many examples
@@ -112,10 +126,12 @@ class VAEModule(pl.LightningModule):
             self._step_loss = CompiledForBatchSize(self._loss_and_bound_sum, loader.batch_size, self.device)
         plugin = self.trainer.precision_plugin
         self._direct = isinstance(self.trainer.strategy, SingleDeviceStrategy) and getattr(plugin, "scaler", None) is None
-        # model.beta; during a warm-up (optim.kl_warmup_epochs) refilled every step. None:
+        # model.beta; during a warm-up or cycles (optim.kl_warmup_epochs, kl_cycles) refilled every step. None:
         # weight 1 throughout, where the loss is the bound itself (fewer operations).
-        beta, warmup = self.model_cfg.beta, self.optim_cfg.kl_warmup_epochs
-        self._kl_weight = None if beta == 1 and warmup <= 0 else torch.full((), beta, device=self.device)
+        beta, warmup, cycles = self.model_cfg.beta, self.optim_cfg.kl_warmup_epochs, self.optim_cfg.kl_cycles
+        scheduled = warmup > 0 or cycles > 0
+        self._kl_weight = None if beta == 1 and not scheduled else torch.full((), beta, device=self.device)
+        self._total_steps = self.trainer.max_epochs * loader.minibatches  # T of the cyclical schedule
         # A run resumed mid-epoch skips on_train_epoch_start: it goes on with the sums it saved.
         restored, self._restored_sums = self._restored_sums, None
         self.on_train_epoch_start()
@@ -168,7 +184,7 @@ class VAEModule(pl.LightningModule):
         update = self._update_directly if self._direct else self._update_through_lightning
         binarize, every = self.hparams.dynamic_binarization, self.hparams.log_every_n_steps
         per_epoch = max(self.trainer.train_dataloader.minibatches, 1)
-        beta, warmup = self.model_cfg.beta, self.optim_cfg.kl_warmup_epochs
+        beta, warmup, optim = self.model_cfg.beta, self.optim_cfg.kl_warmup_epochs, self.optim_cfg
         step, logged, weight = self.global_step, None, beta
         for x in minibatches:
             if binarize:
@@ -176,6 +192,9 @@ class VAEModule(pl.LightningModule):
             if warmup > 0:
                 weight = kl_weight(beta, warmup, step / per_epoch)
                 self._kl_weight.fill_(weight)  # on the device, without a host-to-device copy
+            elif optim.kl_cycles > 0:
+                weight = cyclical_kl_weight(beta, optim.kl_cycles, optim.kl_cycle_ratio, step, self._total_steps)
+                self._kl_weight.fill_(weight)
             loss, bound_sum = self._step_loss(x, self._kl_weight)
             update(optimizer, loss)
             step += 1
@@ -260,7 +279,9 @@ class VAEModule(pl.LightningModule):
         """The ELBO (one sample; the KL analytic where the prior has a closed form, else sampled:
         ``val_kl`` in summary.json) of the validation split selects the best checkpoint; an IWAE
         run also reports its own bound. With ``eval.track_test`` the test set's ELBO is scored
-        too, for learning curves (``curve/test_elbo``)."""
+        too, for learning curves (``curve/test_elbo``). With ``eval.collapse_diagnostics``, the
+        first ``eval.diagnostic_batches`` validation batches are scored for them too
+        (:mod:`vaelab.models.collapse`)."""
         elbo = objectives.elbo(self.vae, x, 1, KLMode.analytic)
         if self.trainer.datamodule.validation_sets[dataloader_idx] == "test":
             self.curve_test_elbo.update(elbo)
@@ -271,6 +292,26 @@ class VAEModule(pl.LightningModule):
         if self.model_cfg.objective is Objective.iwae and self.model_cfg.k > 1:
             self.val_bound.update(objectives.iwae(self.vae, x, self.model_cfg.k))
             self.log(f"val/{self._bound_name()}", self.val_bound, add_dataloader_idx=False)
+        limit = self.eval_cfg.diagnostic_batches
+        if self.collapse is not None and (limit is None or batch_idx < limit):
+            terms = batch_diagnostics(self.vae, x, self._diagnostic_generator, self.eval_cfg.posterior_mean_samples)
+            self.collapse.update(terms)
+            for name, metric in self.collapse.means().items():
+                self.log(f"val/{name}", metric, add_dataloader_idx=False)
+
+    def on_validation_epoch_start(self) -> None:
+        """The collapse diagnostics draw from their own generator, seeded alike every epoch (one
+        stream per DDP rank), so that the global one, which training draws from, moves as without them."""
+        if self.collapse is not None:
+            self._diagnostic_generator = torch.Generator(device=self.device)
+            self._diagnostic_generator.manual_seed(DIAGNOSTIC_SEED + self.global_rank)
+
+    def on_validation_epoch_end(self) -> None:
+        """Active units per layer over the diagnostics' batches of every rank (the sums are reduced first)."""
+        if self.collapse is None:
+            return
+        for name, count in self.collapse.active_units(self.eval_cfg.active_threshold).items():
+            self.log(f"val/{name}", float(count), add_dataloader_idx=False, sync_dist=True)
 
     def test_step(self, x: Tensor, batch_idx: int) -> None:
         """L_S and the ELBO from the same S importance samples per image, as ``vaelab.evaluate``."""

@@ -1,7 +1,8 @@
-"""Optimizers, learning-rate schedules and the KL weight's warm-up, built from an :class:`OptimConfig`."""
+"""Optimizers, learning-rate schedules and the KL weight's warm-up or cycles, built from an :class:`OptimConfig`."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
@@ -30,6 +31,15 @@ def kl_weight(beta: float, warmup_epochs: float, epochs_done: float) -> float:
     if warmup_epochs <= 0:
         return beta
     return beta * min(1.0, epochs_done / warmup_epochs)
+
+
+def cyclical_kl_weight(beta: float, cycles: int, ratio: float, step: int, total_steps: int) -> float:
+    """The KL weight at optimizer step ``step`` (from 0) of ``total_steps`` under Fu et al. 2019's
+    cyclical schedule (their eq. 4 with t = step + 1): tau = (step mod ceil(T/M)) / (T/M), the
+    weight ``beta * tau / R`` while tau <= R (``ratio``), then ``beta``; M = ``cycles``."""
+    period = total_steps / cycles
+    tau = (step % math.ceil(period)) / period
+    return beta * min(1.0, tau / ratio)
 
 
 def build_optimizer(cfg: OptimConfig, parameters: Iterable[nn.Parameter]) -> torch.optim.Optimizer:

@@ -15,7 +15,13 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from vaelab.probability.densities import gaussian_log_prob, kl_to_standard_normal, mixture_log_prob, standard_normal_log_prob
+from vaelab.probability.densities import (
+    gaussian_log_prob,
+    kl_to_standard_normal,
+    kl_to_standard_normal_per_dimension,
+    mixture_log_prob,
+    standard_normal_log_prob,
+)
 from vaelab.probability.distributions import DiagonalGaussian
 
 
@@ -43,6 +49,16 @@ class Prior(nn.Module):
         """Whether the class gives :meth:`kl` a closed form (it overrides it)."""
         return type(self).kl is not Prior.kl
 
+    def kl_per_dimension(self, q: DiagonalGaussian) -> Tensor | None:
+        """KL(q || p) in closed form term by term, [..., d], where p factorises over dimensions
+        (free bits need it); None where it does not (a mixture's KL does not split by dimension)."""
+        return None
+
+    @property
+    def has_per_dimension_kl(self) -> bool:
+        """Whether the class gives :meth:`kl_per_dimension` a closed form (it overrides it)."""
+        return type(self).kl_per_dimension is not Prior.kl_per_dimension
+
     def icdf(self, u: Tensor) -> Tensor | None:
         """The quantiles of each coordinate's marginal at u in (0, 1), if the prior factorises into
         identical coordinates; else None."""
@@ -61,6 +77,9 @@ class StandardNormalPrior(Prior):
     def kl(self, q: DiagonalGaussian) -> Tensor:
         """Kingma & Welling appendix B."""
         return kl_to_standard_normal(q.mean, q.log_var)
+
+    def kl_per_dimension(self, q: DiagonalGaussian) -> Tensor:
+        return kl_to_standard_normal_per_dimension(q.mean, q.log_var)
 
     def icdf(self, u: Tensor) -> Tensor:
         return torch.special.ndtri(u)

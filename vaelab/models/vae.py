@@ -142,22 +142,25 @@ class VAE(nn.Module):
             params = encoder(params[0])
         return GaussianLayer.distribution(params)
 
-    def posterior_means(self, x: Tensor, samples: int = 100) -> list[Tensor]:
+    def posterior_means(
+        self, x: Tensor, samples: int = 100, generator: torch.Generator | None = None, first: GaussianParams | None = None
+    ) -> list[Tensor]:
         """E_q[z_l | x] for each stochastic layer l: [batch, latent_l] each.
 
         z_1: the encoder's mean, exactly (a flow posterior: the flow applied to the base mean,
         :class:`~vaelab.models.flows.FlowDistribution`). Above: E_{q(z_{l-1}|x)}[mu_l(z_{l-1})], averaged over
         ``samples`` joint draws of the layers below (following the means upwards instead,
-        mu_l(mu_{l-1}(...)), is exact only for linear encoders).
+        mu_l(mu_{l-1}(...)), is exact only for linear encoders). ``generator``: those draws are its own;
+        ``first``: q(z_1|x)'s parameters, if computed already.
         """
-        q = self.encoders[0].distribution(self.encoders[0](x))
+        q = self.encoders[0].distribution(self.encoders[0](x) if first is None else first)
         expectations = [q.mean]
         if len(self.encoders) > 1:
-            z = q.rsample(samples)[0]
+            z = q.rsample(samples, generator)[0]
             for encoder in self.encoders[1:]:
                 q = encoder.distribution(encoder(z))
                 expectations.append(q.mean.mean(0))
-                z = q.rsample()[0]
+                z = q.rsample(generator=generator)[0]
         return expectations
 
     def decode(self, z_top: Tensor) -> Tensor:

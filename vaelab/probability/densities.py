@@ -40,6 +40,12 @@ def kl_to_standard_normal(mean: Tensor, log_var: Tensor) -> Tensor:
     return 0.5 * (mean.pow(2) + torch.exp(log_var) - 1.0 - log_var).sum(-1)
 
 
+def kl_to_standard_normal_per_dimension(mean: Tensor, log_var: Tensor) -> Tensor:
+    """The terms of :func:`kl_to_standard_normal`, one per dimension, not summed: [..., d]
+    (the KL of a diagonal Gaussian to N(0, I) factorises over dimensions)."""
+    return 0.5 * (mean.pow(2) + torch.exp(log_var) - 1.0 - log_var)
+
+
 def gaussian_kl(mean_q: Tensor, log_var_q: Tensor, mean_p: Tensor, log_var_p: Tensor) -> Tensor:
     """KL(N(mean_q, diag(exp(log_var_q))) || N(mean_p, diag(exp(log_var_p)))) in closed form:
     one formula for any two diagonal Gaussians, so a learned Gaussian prior needs no special case."""

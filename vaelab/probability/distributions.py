@@ -21,12 +21,13 @@ class DiagonalGaussian:
     mean: Tensor
     log_var: Tensor
 
-    def rsample(self, k: int | None = None) -> tuple[Tensor, Tensor]:
+    def rsample(self, k: int | None = None, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """A reparameterized sample z = mean + sigma * eps (Kingma & Welling eq. 10) and its
         noise eps ~ N(0, I). With ``k``: k samples in a new leading dimension, [k, *mean.shape];
-        without, one of the shape of ``mean`` (which may already carry a sample dimension)."""
+        without, one of the shape of ``mean`` (which may already carry a sample dimension).
+        ``generator`` (on the mean's device): eps is its draw, not the global generator's."""
         shape = self.mean.shape if k is None else (k, *self.mean.shape)
-        eps = torch.randn(shape, dtype=self.mean.dtype, device=self.mean.device)
+        eps = torch.randn(shape, generator=generator, dtype=self.mean.dtype, device=self.mean.device)
         return self.mean + torch.exp(0.5 * self.log_var) * eps, eps
 
     def log_prob_of_noise(self, eps: Tensor) -> Tensor:

@@ -8,7 +8,7 @@ its prior; the functions here make the bounds of the papers from them:
   where the prior has one, E[log p(x|z)] - KL(q || p) (eq. 10); otherwise that term is sampled;
 * the importance-weighted bound L_k = log (1/k) sum_i w_i (Burda et al. eq. 8);
 * the training loss of each gradient estimator (``reparam``, ``stl``, ``dreg``) with a KL weight
-  (:mod:`vaelab.probability.estimators`).
+  (:mod:`vaelab.probability.estimators`), and the ELBO's loss with free bits (Kingma et al. 2016).
 
 Every bound is per example, in nats: [batch].
 """
@@ -37,7 +37,7 @@ class LatentSample:
 
 
 class LatentVariableModel(Protocol):
-    prior: object  # a vaelab.models.priors.Prior: log_prob, kl (None without a closed form)
+    prior: object  # a vaelab.models.priors.Prior: log_prob, kl and kl_per_dimension (None without a closed form)
     has_closed_form_kl: bool  # the prior has a closed-form KL to q(z_L|.), and q(z_L|.) is Gaussian
 
     def sample_latents(self, x: Tensor, k: int, stop_q: bool = False, top: bool = True) -> LatentSample: ...
@@ -89,6 +89,8 @@ def training_loss(model: LatentVariableModel, x: Tensor, cfg: ModelConfig, kl_we
     bound is the same bound with weight 1, from the same samples, detached; with weight 1 and
     ``reparam`` or ``stl`` it is the surrogate itself.
     """
+    if cfg.free_bits > 0:
+        return free_bits_loss(model, x, cfg.k, cfg.free_bits, kl_weight)
     stop_q = cfg.estimator is not Estimator.reparam
     if cfg.objective is Objective.elbo:
         log_likelihood, log_ratio = elbo_terms(model, x, cfg.k, cfg.kl, stop_q)  # [k, batch] each
@@ -112,3 +114,30 @@ def training_loss(model: LatentVariableModel, x: Tensor, cfg: ModelConfig, kl_we
     else:
         surrogate = iwae_bound(weighted_log_weights(log_likelihood, log_ratio, kl_weight))
     return -surrogate.mean(), bound.detach()
+
+
+def free_bits_kl(kl_per_dimension: Tensor, floor: float) -> Tensor:
+    """sum_j max(floor, KL_j), KL_j the mean of dimension j's KL over every leading dimension
+    (samples and batch) of ``kl_per_dimension`` [..., d]: Kingma et al. 2016 (IAF), appendix C,
+    with one group per latent dimension. A dimension below the floor gets no gradient from its KL."""
+    per_dimension = kl_per_dimension.reshape(-1, kl_per_dimension.shape[-1]).mean(0)
+    return per_dimension.clamp(min=floor).sum()
+
+
+def free_bits_loss(
+    model: LatentVariableModel, x: Tensor, k: int, floor: float, kl_weight: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """The ELBO's loss with free bits on the top layer's analytic KL (:func:`free_bits_kl`), and
+    the true ELBO per example from the same samples, detached: (scalar, [batch]).
+
+    Loss: -(mean log p(x|z_1) + w * mean of the layers below's log p - log q) + w * sum_j max(floor,
+    KL_j), w the KL weight (None: 1). The prior must split its KL by dimension (``kl_per_dimension``).
+    """
+    sample = model.sample_latents(x, k, top=False)
+    log_likelihood, log_prior = model.generative_log_probs(x, sample.zs, top=False)
+    log_ratio_below = log_prior - sample.log_q  # 0.0 with one layer
+    kl_dimensions = model.prior.kl_per_dimension(sample.top)  # [batch, d], or [k, batch, d] in a hierarchy
+    bound = (log_likelihood + log_ratio_below - kl_dimensions.sum(-1)).mean(0)
+    weight = 1.0 if kl_weight is None else kl_weight
+    reconstruction = (log_likelihood + weight * log_ratio_below).mean()
+    return -reconstruction + weight * free_bits_kl(kl_dimensions, floor), bound.detach()

@@ -176,23 +176,42 @@ def bound_label(name: str) -> str:
     return f"IWAE k={match[1]}" if match else name.upper()
 
 
+DIAGNOSTIC_LABELS = {"kl": "KL", "mi": "MI", "active_units": "active"}  # the collapse diagnostics' val/ names
+
+
+def diagnostic_text(name: str, value: float) -> str | None:
+    """A collapse diagnostic as printed (kl_z1 -> ``KL z1 3.69``, active_units_z2 -> ``active z2 4``);
+    None for a bound."""
+    if name == "recon":
+        return f"recon {value:.2f}"
+    match = re.fullmatch(r"(kl|mi|active_units)_(z\d+)", name)
+    if match is None:
+        return None
+    number = f"{value:.0f}" if match[1] == "active_units" else f"{value:.2f}"
+    return f"{DIAGNOSTIC_LABELS[match[1]]} {match[2]} {number}"
+
+
 def epoch_line(trainer: pl.Trainer, epoch: int, step: int, seconds: float) -> str:
     """``epoch 3/10  step 1650  train ELBO -95.31  val ELBO -94.20 nats  time 12.3 s``: epochs
     done of all, optimizer steps done, the epoch's mean training bound, the validation bounds
-    (and the tracked test ELBO) per image, training time so far (resumes included)."""
+    (and the tracked test ELBO) per image, the collapse diagnostics where they are on, training
+    time so far (resumes included)."""
     metrics = trainer.callback_metrics
-    train, val, test = [], [], []
+    train, val, test, diagnostics = [], [], [], []
     for key in sorted(metrics):
         prefix, _, name = key.partition("/")
         if prefix == "train" and name.endswith("_epoch"):
             train.append(f"train {bound_label(name[: -len('_epoch')])} {float(metrics[key]):.2f}")
+        elif prefix == "val" and diagnostic_text(name, float(metrics[key])) is not None:
+            diagnostics.append(diagnostic_text(name, float(metrics[key])))
         elif prefix == "val":
             val.append(f"val {bound_label(name)} {float(metrics[key]):.2f}")
         elif key == "curve/test_elbo":
             test.append(f"test ELBO {float(metrics[key]):.2f}")
     parts = [f"epoch {epoch + 1}/{trainer.max_epochs}", f"step {step}", *train, *val, *test]
     bounds = " nats" if len(parts) > 2 else ""
-    return "  ".join(parts) + bounds + f"  time {seconds:.1f} s"
+    diagnostics = "  " + " ".join(diagnostics) if diagnostics else ""
+    return "  ".join(parts) + bounds + diagnostics + f"  time {seconds:.1f} s"
 
 
 class TrainingReport(pl.Callback):
