@@ -78,7 +78,9 @@ def test_runs_are_ranked_within_a_protocol_and_a_different_one_stands_apart(swee
     for key in ("test_ll", "test_ll_se", "test_elbo", "ess_min", "pareto_k_mean"):
         assert float(three[key]) == evaluation[key], key
     assert (three["active_units"], three["latent_dims"]) == (str(evaluation["active_units"][0]), "2")
-    assert all(r["kl"] == "" and r["published_test_ll"] == "" for r in rows)  # no file holds a KL; no preset
+    assert float(three["kl"]) == evaluation["test_kl"]  # eval.json's test KL; the others have none
+    assert all(r["kl"] == "" for r in rows if r["run"] != "run-003")
+    assert all(r["published_test_ll"] == "" for r in rows)  # no preset
     assert by_name["run-002"]["protocol.variant"].startswith("seeded static binarization")
 
     # the terminal and markdown tables: two blocks, the second with the key that differs

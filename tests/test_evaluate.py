@@ -293,6 +293,13 @@ def test_evaluate_a_run_directory(name, fitted, capsys, monkeypatch):
     iwae = result["test_iwae"]
     assert list(iwae) == ["1", "5", "50"] and all(math.isfinite(v) for v in iwae.values())
     assert iwae["1"] <= iwae["5"] + 1e-4 and iwae["5"] <= iwae["50"] + 1e-4, iwae
+    # the ELBO's two terms, from their own draws: a KL >= 0, and recon - KL near the ELBO of the S samples
+    assert result["test_kl"] >= 0
+    assert abs(result["test_reconstruction"] - result["test_kl"] - result["test_elbo"]) < 2.0, result
+    order = result["bound_order"]  # L_S = L_20 sits between L_5 and L_50 in the reported chain
+    assert order["chain"] == "L_1 <= L_5 <= L_20 <= L_50"
+    assert order["values"]["L_20"] == result["test_ll"] and order["values"]["L_50"] == iwae["50"]
+    assert order["holds"] == (list(order["values"].values()) == sorted(order["values"].values()))
     if name.startswith("frey"):
         assert result["test_bits_per_dim"] == pytest.approx(bits_per_dim(result["test_ll"], 560))
         assert "bits/dim (8-bit convention)" in out and result["bits_per_dim"] is None

@@ -85,3 +85,15 @@ def test_the_warning_names_the_heavy_tailed_images_and_the_remedy():
     assert "on 2 of 4 images" in line and "up to 0.90" in line and "eval.ll_samples" in line and "\\n" not in line
     assert unreliable_estimate_warning(importance_diagnostics(torch.ones(4), k.clamp(max=0.7)), 5000, 4) is None
     assert unreliable_estimate_warning(diagnostics, 99, 4) is None  # a tail of < 20 weights says too little
+
+
+def test_the_bound_order_is_checked_in_order_of_k_and_its_break_named():
+    from vaelab.results.scores import bound_order, bound_order_warning
+
+    good = bound_order(-110.0, {50: -107.0, 5: -108.5}, -106.0, 5000)
+    assert good["chain"] == "L_1 <= L_5 <= L_50 <= L_5000" and good["holds"] and bound_order_warning(good) is None
+    assert list(good["values"].values()) == [-110.0, -108.5, -107.0, -106.0]
+    bad = bound_order(-110.0, {50: -105.5}, -106.0, 5000)
+    assert not bad["holds"]
+    line = bound_order_warning(bad)
+    assert "L_50 -105.50 > L_5000 -106.00" in line and "eval.ll_samples" in line

@@ -67,7 +67,7 @@ NOT_RESULTS = ("run_dir", "checkpoint", "pictures", "seconds")
 # keys of eval.json that today's code adds to the old code's
 NEW_RESULTS = (
     "bits_per_dim", "test_ll_se", "ess_mean", "ess_min", "pareto_k_mean", "pareto_k_max", "pareto_k_above_0.7", "protocol",
-    "ais", "bdmc",
+    "ais", "bdmc", "test_kl", "test_reconstruction", "bound_order",
 )
 RENAMED_RESULTS = {"test_ll_std_error": "test_ll_se"}  # old key -> today's
 WHICH_VAELAB = 'import vaelab; print("vaelab:", vaelab.__file__)'

@@ -30,6 +30,7 @@ with warnings.catch_warnings():
 import yaml  # noqa: E402
 
 from tests.helpers import PROJECT, TINY_FIT, needs_frey  # noqa: E402
+from vaelab.compare import main as compare_main  # noqa: E402
 from vaelab.config import load_config  # noqa: E402
 from vaelab.sweep import process  # noqa: E402
 from vaelab.sweep.cli import main  # noqa: E402
@@ -201,6 +202,13 @@ def test_offline_grid_sweep_runs_and_names_the_best_run(tmp_path, capsys):
         assert float(row["test_ll"]) == pytest.approx(summary["test_ll"])
         val = [float(r["val/elbo"]) for r in csv.DictReader(open(run_dir / "metrics.csv")) if r["val/elbo"]]
         assert float(row["val/elbo"]) == pytest.approx(val[-1])  # W&B's summary: the last value
+    # vaelab.compare on the sweep's folder: one protocol, the runs ranked by their test log p(x)
+    assert compare_main([str(out)]) == 0
+    compared = list(csv.DictReader(open(out / "comparison.csv")))
+    by_ll = sorted(rows, key=lambda r: float(r["test_ll"]), reverse=True)
+    assert [(r["block"], r["rank"]) for r in compared] == [("1", "1"), ("1", "2")]
+    assert [Path(r["run_dir"]) for r in compared] == [Path(r["run_dir"]) for r in by_ll]
+    assert [float(r["test_ll"]) for r in compared] == [json.loads((Path(r["run_dir"]) / "summary.json").read_text())["test_ll"] for r in by_ll]
 
 
 # --- The offline runner with a stand-in program ---------------------------------------------

@@ -70,8 +70,8 @@ from vaelab.results.protocol import BY_VALIDATION, LAST_CHECKPOINT, protocol
 from vaelab.results.run_dir import check_writable, find_checkpoint, load_saved_config
 from vaelab.results.ais_scores import AISSettings, ais_log_likelihoods, bdmc
 from vaelab.results.scores import (
-    active_units, bits_per_dim, discrete_bits_per_dim, importance_diagnostics, likelihood_is_discrete, mean, score,
-    std_error, unreliable_estimate_warning,
+    active_units, bits_per_dim, bound_order, bound_order_warning, discrete_bits_per_dim, importance_diagnostics,
+    likelihood_is_discrete, mean, score, std_error, unreliable_estimate_warning,
 )
 
 PROG = "vaelab.evaluate"
@@ -184,6 +184,9 @@ def evaluate(cfg: FitConfig, run_dir: Path, checkpoint: Path, why: str = "as giv
     torch.manual_seed(cfg.seed)
     scores = score(vae, test, e.ll_samples, e.iwae_k, e.chunk_size, e.batch_size, e.posterior_mean_samples, e.compile)
     counts, variances = active_units(scores.posterior_means, e.active_threshold)
+    order = bound_order(mean(scores.elbo), {k: mean(v) for k, v in scores.iwae.items()}, mean(scores.ll), e.ll_samples)
+    if bound_order_warning(order):
+        warn(bound_order_warning(order))
     unreliable = unreliable_estimate_warning(importance_diagnostics(scores.ess, scores.pareto_k), e.ll_samples, count)
     if unreliable:
         warn(unreliable)
@@ -230,6 +233,9 @@ def evaluate(cfg: FitConfig, run_dir: Path, checkpoint: Path, why: str = "as giv
         "protocol": protocol(cfg, data, _checkpoint_rule(checkpoint), count, data.source.binary),
         "test_elbo": mean(scores.elbo),
         "test_iwae": {str(k): mean(v) for k, v in scores.iwae.items()},
+        "test_kl": mean(scores.kl),
+        "test_reconstruction": mean(scores.reconstruction),
+        "bound_order": order,
         "bits_per_dim": discrete_bits_per_dim(test_ll, data_dim, decoder, binary),
         "test_bits_per_dim": bits_per_dim(test_ll, data_dim) if density else None,
         "active_units": counts,
@@ -334,8 +340,11 @@ def table_lines(results: dict) -> list[str]:
         )
         lines.append(f"{'  Pareto k-hat of its weights':<30}{results['pareto_k_mean']:>16.2f}   (max {results['pareto_k_max']:.2f})")
     lines.append(f"{f'ELBO ({s} samples)':<30}{results['test_elbo']:>16.2f}")
+    lines.append(f"{'  its KL term':<30}{results['test_kl']:>16.2f}   (reconstruction {results['test_reconstruction']:.2f})")
     for k, value in results["test_iwae"].items():
         lines.append(f"{f'IWAE bound L_{k}':<30}{value:>16.2f}")
+    order = results["bound_order"]
+    lines.append(f"{'  ' + order['chain']:<30}{'holds' if order['holds'] else 'does NOT hold':>16}")
     if results["bits_per_dim"] is not None:
         lines.append(f"{'bits/dim (of the stored values)':<30}{results['bits_per_dim']:>16.3f}")
     if results["ais"] is not None:

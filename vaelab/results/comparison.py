@@ -166,7 +166,8 @@ def read_curve(rows: list[dict], epochs: int | None, train_seconds: float | None
 
 
 def _kl(rows: list[dict]) -> float | None:
-    """The last KL that metrics.csv logs (a column named .../kl), if it logs one."""
+    """The last KL that metrics.csv logs (a column named .../kl), if it logs one: for runs
+    without eval.json's test KL."""
     columns = [c for c in (rows[0] if rows else {}) if c.rsplit("/", 1)[-1] == "kl"]
     values = [_number(row.get(c)) for row in rows for c in columns]
     values = [v for v in values if v is not None]
@@ -182,7 +183,8 @@ def read_run(run_dir: Path, name: str) -> RunRow:
     numbers = {key: tested.get(key) for key in TEST_KEYS}
     numbers.update({key: summary.get(key) for key in TRAINING_KEYS})
     rows = _metrics_rows(run_dir)
-    numbers["kl"] = _kl(rows)
+    tested_kl = (evaluation or {}).get("test_kl")
+    numbers["kl"] = tested_kl if tested_kl is not None else _kl(rows)
     numbers["kl_estimate"] = summary.get("val_kl")
     units, dims = (evaluation or {}).get("active_units"), (evaluation or {}).get("latent_dims")
     numbers["active_units"] = "+".join(map(str, units)) if units else None

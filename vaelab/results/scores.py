@@ -27,9 +27,10 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from vaelab.config.schema import DecoderKind
+from vaelab.config.schema import DecoderKind, KLMode
 from vaelab.models.compiled import importance_estimates, should_compile_estimates
 from vaelab.models.vae import VAE
+from vaelab.probability.objectives import elbo_terms
 from vaelab.probability.importance_diagnostics import JUDGED_FROM, UNRELIABLE_K
 
 
@@ -46,8 +47,9 @@ class ImportanceScores(NamedTuple):
 
 @dataclass
 class Scores:
-    """Per-image results on the CPU: those of :class:`ImportanceScores`, and ``posterior_means``:
-    E_q[z_l|x] per layer, [N, latent_l]."""
+    """Per-image results on the CPU: those of :class:`ImportanceScores`, ``posterior_means``:
+    E_q[z_l|x] per layer, [N, latent_l], and the ELBO's two terms, ``kl`` (KL(q(z|x) || p(z)) of
+    all layers) and ``reconstruction`` (E_q[log p(x|z_1)]), [N] each."""
 
     ll: Tensor
     elbo: Tensor
@@ -55,6 +57,8 @@ class Scores:
     ess: Tensor
     pareto_k: Tensor | None
     posterior_means: list[Tensor]
+    kl: Tensor
+    reconstruction: Tensor
 
 
 def score(
@@ -68,12 +72,21 @@ def score(
     compile: bool | None = None,
 ) -> Scores:
     """Score every row of ``data`` [N, D] in batches, on the device and in the dtype of ``vae``:
-    :func:`importance_scores`, then the posterior expectations (their draws come after)."""
+    :func:`importance_scores`, then the posterior expectations, then the ELBO's terms from
+    ``posterior_mean_samples`` draws of q per image (each set of draws after the one before, so
+    adding one changes none before it). The KL is in closed form for the top layer where the
+    prior and posterior have one, sampled otherwise, as the fit's validation ELBO takes it."""
     importance = importance_scores(vae, data, ll_samples, iwae_k, chunk_size, batch_size, compile)
     batches = _batches(vae, data, batch_size)
     with _evaluating(vae), torch.inference_mode():
         means = [vae.posterior_means(x, posterior_mean_samples) for x in batches]
-    return Scores(*importance, posterior_means=[torch.cat([m.cpu() for m in layer]) for layer in zip(*means)])
+        terms = [elbo_terms(vae, x, posterior_mean_samples, KLMode.analytic) for x in batches]
+    return Scores(
+        *importance,
+        posterior_means=[torch.cat([m.cpu() for m in layer]) for layer in zip(*means)],
+        kl=torch.cat([(-log_ratio).expand_as(log_likelihood).mean(0).cpu() for log_likelihood, log_ratio in terms]),
+        reconstruction=torch.cat([log_likelihood.mean(0).cpu() for log_likelihood, _ in terms]),
+    )
 
 
 def importance_scores(
@@ -147,6 +160,31 @@ def _evaluating(vae: VAE) -> Iterator[None]:
         yield
     finally:
         vae.train(was_training)
+
+
+def bound_order(elbo: float, iwae: dict[int, float], ll: float, samples: int) -> dict:
+    """The check L_1 <= L_k <= L_S of Burda et al.'s bounds (eq. 8 and their Theorem 1), which
+    holds in expectation: the test means of the ELBO (L_1), of each L_k and of L_S in order of k,
+    and whether they are ordered. Out of order, the estimates are too noisy to tell the bounds apart."""
+    bounds = sorted({1: elbo, **iwae, samples: ll}.items())
+    values = [value for _, value in bounds]
+    return {
+        "chain": " <= ".join(f"L_{k}" for k, _ in bounds),
+        "values": {f"L_{k}": value for k, value in bounds},
+        "holds": all(a <= b for a, b in zip(values, values[1:])),
+    }
+
+
+def bound_order_warning(order: dict) -> str | None:
+    """One line when the means of the bounds are out of order, else None."""
+    if order["holds"]:
+        return None
+    pairs = list(order["values"].items())
+    low, high = next((a, b) for a, b in zip(pairs, pairs[1:]) if a[1] > b[1])
+    return (
+        f"the test means of the bounds are out of order ({low[0]} {low[1]:.2f} > {high[0]} {high[1]:.2f}; in expectation "
+        f"{order['chain']}): at these samples the estimates cannot tell them apart; raise eval.ll_samples or test more images"
+    )
 
 
 def active_units(posterior_means: list[Tensor], threshold: float = 0.01) -> tuple[list[int], list[Tensor]]:
