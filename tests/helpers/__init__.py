@@ -54,10 +54,10 @@ def idx_bytes(magic: int, dims: tuple[int, ...], payload: bytes) -> bytes:
     return struct.pack(f">I{len(dims)}I", magic, *dims) + payload
 
 
-def write_mnist(root: Path, n_train: int = 7, n_test: int = 3, gz: bool = True) -> dict[str, np.ndarray]:
-    """Writes the four IDX files of ``<root>/MNIST/raw`` with random contents and returns those contents."""
-    rng = np.random.default_rng(0)
-    raw = root / "MNIST" / "raw"
+def write_idx_files(raw: Path, n_train: int, n_test: int, gz: bool, seed: int) -> dict[str, np.ndarray]:
+    """Writes MNIST's four IDX files (names and layout, as Fashion-MNIST has them too) into the
+    folder ``raw`` with contents seeded by ``seed``, and returns those contents."""
+    rng = np.random.default_rng(seed)
     raw.mkdir(parents=True, exist_ok=True)
     arrays = {}
     for split, n in (("train", n_train), ("t10k", n_test)):
@@ -66,12 +66,14 @@ def write_mnist(root: Path, n_train: int = 7, n_test: int = 3, gz: bool = True) 
         for kind, magic, array in (("images-idx3", IMAGE_MAGIC, images), ("labels-idx1", LABEL_MAGIC, labels)):
             name = f"{split}-{kind}-ubyte"
             content = idx_bytes(magic, array.shape, array.tobytes())
-            if gz:
-                (raw / f"{name}.gz").write_bytes(gzip.compress(content))
-            else:
-                (raw / name).write_bytes(content)
+            (raw / (f"{name}.gz" if gz else name)).write_bytes(gzip.compress(content) if gz else content)
             arrays[name] = array
     return arrays
+
+
+def write_mnist(root: Path, n_train: int = 7, n_test: int = 3, gz: bool = True) -> dict[str, np.ndarray]:
+    """Writes the four IDX files of ``<root>/MNIST/raw`` with random contents and returns those contents."""
+    return write_idx_files(root / "MNIST" / "raw", n_train, n_test, gz, seed=0)
 
 
 # A fit of a few seconds on the real data: experiment=smoke with 3 training batches and 10

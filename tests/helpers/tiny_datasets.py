@@ -3,33 +3,19 @@ IDX files (gzipped, as torchvision stores them) and CIFAR-10's six pickled batch
 
 from __future__ import annotations
 
-import gzip
 import pickle
 import struct
 from pathlib import Path
 
 import numpy as np
 
-from tests.helpers import idx_bytes
+from tests.helpers import write_idx_files
 from vaelab.data.cifar10 import FOLDER, TEST_FILES, TRAIN_FILES
-from vaelab.data.idx import IMAGE_MAGIC, LABEL_MAGIC
 
 
 def write_fashion_mnist(root: Path, n_train: int = 12, n_test: int = 4, gz: bool = True) -> dict[str, np.ndarray]:
     """Writes ``<root>/FashionMNIST/raw``'s four IDX files with seeded random contents and returns those."""
-    rng = np.random.default_rng(1)
-    raw = root / "FashionMNIST" / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    arrays = {}
-    for split, n in (("train", n_train), ("t10k", n_test)):
-        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
-        labels = rng.integers(0, 10, size=n, dtype=np.uint8)
-        for kind, magic, array in (("images-idx3", IMAGE_MAGIC, images), ("labels-idx1", LABEL_MAGIC, labels)):
-            name = f"{split}-{kind}-ubyte"
-            content = idx_bytes(magic, array.shape, array.tobytes())
-            (raw / (f"{name}.gz" if gz else name)).write_bytes(gzip.compress(content) if gz else content)
-            arrays[name] = array
-    return arrays
+    return write_idx_files(root / "FashionMNIST" / "raw", n_train, n_test, gz, seed=1)
 
 
 def cifar_batch(images: np.ndarray, labels: np.ndarray) -> bytes:

@@ -84,16 +84,9 @@ class GaussianLikelihood(nn.Module):
         return mean + torch.exp(0.5 * log_var) * torch.randn_like(mean)
 
 
-class ContinuousBernoulliLikelihood(nn.Module):
+class ContinuousBernoulliLikelihood(BernoulliLikelihood):
     """p(x|z) = prod_d CB(x_d; sigmoid(logit_d)) on [0, 1]^D (Loaiza-Ganem & Cunningham 2019, eq. 2);
-    params: the logits. Its mean is not lambda (eq. 4)."""
-
-    def __init__(self, head: Head):
-        super().__init__()
-        self.logits = head()
-
-    def params(self, h: Tensor) -> Tensor:
-        return self.logits(h)
+    params: the logits, from the Bernoulli's head. Its mean is not lambda (eq. 4)."""
 
     def log_prob(self, x: Tensor, logits: Tensor) -> Tensor:
         return continuous_bernoulli_log_prob(x, logits)
