@@ -15,6 +15,8 @@
 
 import dataclasses
 
+import math
+
 import pytest
 import torch
 
@@ -25,7 +27,7 @@ from vaelab.config.schema import (
 )
 from vaelab.models.vae import VAE
 from vaelab.probability.densities import gaussian_log_prob
-from vaelab.probability.flows import planar_u_hat
+from vaelab.probability.flows import planar_step, planar_u_hat
 
 pytestmark = pytest.mark.usefixtures("float64")
 
@@ -80,11 +82,23 @@ def test_planar_u_hat_keeps_w_u_hat_above_minus_one():
     u, w = torch.randn(1000, 5) * 3, torch.randn(1000, 5) * 3
     u[:500] = -5 * w[:500]  # w^T u far below -1: the raw u would make the step non-invertible
     wu = (w * u).sum(-1)
-    u_hat, w_u_hat = planar_u_hat(u, w)
-    assert torch.allclose((w * u_hat).sum(-1), w_u_hat, rtol=0, atol=1e-10 * (1 + wu.abs().max()))
-    assert torch.allclose(w_u_hat, -1 + torch.nn.functional.softplus(wu), rtol=0, atol=1e-12)
-    assert (w_u_hat >= -1).all() and (wu[:500] < -1).all()
-    assert (w_u_hat[wu > -30] > -1).all()  # strictly, until -1 + softplus(a) rounds to -1 in float64
+    u_hat, one_plus_w_u_hat = planar_u_hat(u, w)
+    assert torch.allclose(1 + (w * u_hat).sum(-1), one_plus_w_u_hat, rtol=0, atol=1e-10 * (1 + wu.abs().max()))
+    assert torch.equal(one_plus_w_u_hat, torch.nn.functional.softplus(wu))
+    assert (one_plus_w_u_hat >= 0).all() and (wu[:500] < -1).all()
+    assert (one_plus_w_u_hat[wu > -700] > 0).all()  # w^T u_hat > -1 strictly, until e^(w^T u) underflows
+
+
+def test_a_nearly_singular_planar_step_keeps_a_finite_log_determinant_in_float32():
+    # w^T u = -40 (1 + w^T u_hat = e^-40) at w^T z + b = 1e-5: det = h^2 + h' e^-40 ~ 1e-10, not 1 + (-1) = 0
+    w = torch.tensor([[1.0, 0.0]], dtype=torch.float32)
+    u = torch.tensor([[-40.0, 0.0]], dtype=torch.float32)
+    z = torch.tensor([[1e-5, 0.3]], dtype=torch.float32)
+    u_hat, one_plus_w_u_hat = planar_u_hat(u, w)
+    _, log_det = planar_step(z, u_hat, w, torch.zeros(1, dtype=torch.float32), one_plus_w_u_hat)
+    assert log_det.dtype == torch.float32
+    exact = math.log(math.tanh(1e-5) ** 2 + (1 - math.tanh(1e-5) ** 2) * math.exp(-40))
+    assert torch.isfinite(log_det).all() and log_det.item() == pytest.approx(exact, rel=1e-5)
 
 
 def test_iaf_steps_are_autoregressive_in_alternating_orders():

@@ -32,22 +32,22 @@ GATE_OFFSET = 2.0
 
 @dataclass
 class PlanarStep:
-    """One planar step with its per-example parameters u_hat, w [batch, d], b and w^T u_hat [batch]."""
+    """One planar step with its per-example parameters u_hat, w [batch, d], b and 1 + w^T u_hat [batch]."""
 
     u_hat: Tensor
     w: Tensor
     b: Tensor
-    w_u_hat: Tensor
+    one_plus_w_u_hat: Tensor
 
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        return planar_step(z, self.u_hat, self.w, self.b, self.w_u_hat)
+        return planar_step(z, self.u_hat, self.w, self.b, self.one_plus_w_u_hat)
 
     def solve(self, z: Tensor, v: Tensor) -> Tensor:
         """J^{-1} v, J = df/dz at z."""
-        return planar_solve(z, self.u_hat, self.w, self.b, self.w_u_hat, v)
+        return planar_solve(z, self.u_hat, self.w, self.b, self.one_plus_w_u_hat, v)
 
     def stopped(self) -> PlanarStep:
-        return PlanarStep(self.u_hat.detach(), self.w.detach(), self.b.detach(), self.w_u_hat.detach())
+        return PlanarStep(self.u_hat.detach(), self.w.detach(), self.b.detach(), self.one_plus_w_u_hat.detach())
 
 
 @dataclass
@@ -197,8 +197,8 @@ class PlanarFlow(nn.Module):
         u, w, b = params
         steps = []
         for k in range(self.length):
-            u_hat, w_u_hat = planar_u_hat(u[..., k, :], w[..., k, :])
-            steps.append(PlanarStep(u_hat, w[..., k, :], b[..., k], w_u_hat))
+            u_hat, one_plus_w_u_hat = planar_u_hat(u[..., k, :], w[..., k, :])
+            steps.append(PlanarStep(u_hat, w[..., k, :], b[..., k], one_plus_w_u_hat))
         return steps
 
 

@@ -14,30 +14,35 @@ from torch import Tensor
 
 
 def planar_u_hat(u: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
-    """u_hat = u + (m(w^T u) - w^T u) w / ||w||^2 with m(a) = -1 + softplus(a), and w^T u_hat =
-    m(w^T u) >= -1, so that the planar step is invertible (Rezende & Mohamed, appendix A.1).
-    w^T u_hat is returned as m(w^T u) itself: the dot product would round below -1."""
+    """u_hat = u + (m(w^T u) - w^T u) w / ||w||^2 with m(a) = -1 + softplus(a), so that
+    w^T u_hat = m(w^T u) > -1 and the planar step is invertible (Rezende & Mohamed, appendix A.1).
+    Returns u_hat and 1 + w^T u_hat = softplus(w^T u) itself: formed as a sum with -1 it would
+    round to 0 for w^T u below about -17 (float32), where the log-determinant needs it."""
     wu = (w * u).sum(-1, keepdim=True)
     m = F.softplus(wu) - 1.0
-    return u + (m - wu) * w / w.pow(2).sum(-1, keepdim=True), m.squeeze(-1)
+    return u + (m - wu) * w / w.pow(2).sum(-1, keepdim=True), F.softplus(wu).squeeze(-1)
 
 
-def planar_step(z: Tensor, u_hat: Tensor, w: Tensor, b: Tensor, w_u_hat: Tensor) -> tuple[Tensor, Tensor]:
-    """f(z) = z + u_hat tanh(w^T z + b) and log|det df/dz| = log|1 + h'(w^T z + b) w^T u_hat|
-    (Rezende & Mohamed eq. 10-12); ``b`` and ``w_u_hat`` are [...] (one per example), the rest [..., d]."""
-    a = (w * z).sum(-1) + b
+def _planar_det(a: Tensor, one_plus_w_u_hat: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """tanh(a), h'(a) and det df/dz = 1 + h'(a) w^T u_hat, the last as h(a)^2 + h'(a) (1 + w^T u_hat):
+    two terms >= 0, with none of the cancellation of 1 + h' (-1 + ...) where h' -> 1."""
     h = torch.tanh(a)
     slope = 1.0 - h.pow(2)  # h'(a) for h = tanh, in (0, 1]
-    # 1 + h' w^T u_hat >= 1 - h' >= 0 since w^T u_hat >= -1, so log1p needs no abs
-    return z + u_hat * h.unsqueeze(-1), torch.log1p(slope * w_u_hat)
+    return h, slope, h.pow(2) + slope * one_plus_w_u_hat
 
 
-def planar_solve(z: Tensor, u_hat: Tensor, w: Tensor, b: Tensor, w_u_hat: Tensor, v: Tensor) -> Tensor:
+def planar_step(z: Tensor, u_hat: Tensor, w: Tensor, b: Tensor, one_plus_w_u_hat: Tensor) -> tuple[Tensor, Tensor]:
+    """f(z) = z + u_hat tanh(w^T z + b) and log|det df/dz| = log|1 + h'(w^T z + b) w^T u_hat|
+    (Rezende & Mohamed eq. 10-12); ``b`` and ``one_plus_w_u_hat`` are [...] (one per example), the rest [..., d]."""
+    h, _, det = _planar_det((w * z).sum(-1) + b, one_plus_w_u_hat)
+    return z + u_hat * h.unsqueeze(-1), torch.log(det)
+
+
+def planar_solve(z: Tensor, u_hat: Tensor, w: Tensor, b: Tensor, one_plus_w_u_hat: Tensor, v: Tensor) -> Tensor:
     """J^{-1} v for J = df/dz of :func:`planar_step` at z: by Sherman-Morrison, J = I + u_hat psi^T
     with psi = h'(w^T z + b) w gives J^{-1} v = v - u_hat (psi^T v) / (1 + psi^T u_hat)."""
-    slope = 1.0 - torch.tanh((w * z).sum(-1) + b).pow(2)
-    coefficient = slope * (w * v).sum(-1) / (1.0 + slope * w_u_hat)
-    return v - u_hat * coefficient.unsqueeze(-1)
+    _, slope, det = _planar_det((w * z).sum(-1) + b, one_plus_w_u_hat)
+    return v - u_hat * (slope * (w * v).sum(-1) / det).unsqueeze(-1)
 
 
 def iaf_step(z: Tensor, m: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
