@@ -180,7 +180,7 @@ class PlainVampVAE(PlainVAE):
 class PlainPlanarVAE(PlainVAE):
     """With a planar-flow posterior (Rezende & Mohamed 2015): z_0 = mean + sigma * eps, then K steps
     z += u_hat tanh(w^T z + b), u, w, b linear maps of the encoder's features, u_hat = u + (m(w^T u)
-    - w^T u) w / ||w||^2, m(a) = softplus(a) - 1; log q(z_K) = log N(z_0) - sum_k log(1 + h'_k m_k).
+    - w^T u) w / ||w||^2, m(a) = softplus(a) - 1; log q(z_K) = log N(z_0) - sum_k log(h_k^2 + h'_k (1 + m_k)).
     The KL is sampled."""
 
     closed_form_kl = False
@@ -200,14 +200,14 @@ class PlainPlanarVAE(PlainVAE):
         w = self.w(h).reshape(len(x), self.steps, self.latent_dim)
         b = self.b(h)
         wu = (w * u).sum(-1, keepdim=True)
-        m = F.softplus(wu) - 1
-        u_hat = u + (m - wu) * w / w.pow(2).sum(-1, keepdim=True)
+        one_plus_m = F.softplus(wu)  # 1 + w^T u_hat, kept apart from the -1 (see vaelab/probability/flows.py)
+        u_hat = u + (one_plus_m - 1 - wu) * w / w.pow(2).sum(-1, keepdim=True)
         eps = torch.randn(self.k, *mean.shape, device=x.device)
         z = mean + torch.exp(0.5 * log_var) * eps  # [k, B, Z]
         log_qz = -0.5 * (LOG_2PI + log_var + eps.pow(2)).sum(-1)
         for step in range(self.steps):
             t = torch.tanh((w[:, step] * z).sum(-1) + b[:, step])
-            log_qz = log_qz - torch.log1p((1 - t.pow(2)) * m[:, step, 0])
+            log_qz = log_qz - torch.log(t.pow(2) + (1 - t.pow(2)) * one_plus_m[:, step, 0])
             z = z + u_hat[:, step] * t.unsqueeze(-1)
         logits = self.decoder(z)
         log_px = -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
