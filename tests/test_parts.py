@@ -18,9 +18,13 @@ import math
 import pytest
 import torch
 from torch import distributions as D
+from omegaconf import OmegaConf
 from torch import nn
 
+from vaelab.config.compose import CommandLine, compose_saved, to_object
+from vaelab.config.plain import from_plain, net_of_older_run
 from vaelab.config.schema import (
+    Activation,
     DecoderKind,
     Estimator,
     Init,
@@ -437,6 +441,33 @@ def test_conv_networks_keep_the_sample_dimensions_and_read_every_pixel(shape):
     steps = torch.cat([z.unsqueeze(0), z + 1e-3 * torch.eye(3)])
     means = vae.decoder.mean(steps)
     assert ((means[1:] - means[0]).abs().amax(0) > 0).all()
+
+
+def activations_of(module: nn.Module) -> set[type]:
+    return {type(m) for m in module.modules() if isinstance(m, (nn.ReLU, nn.Softplus, nn.Tanh))}
+
+
+def test_conv_trunks_take_net_activation_and_mlps_model_activation():
+    model = ModelConfig(latent_dim=3, hidden=[7], activation=Activation.softplus)
+    conv = VAE(model, (1, 12, 10), net=NetConfig(name=NetKind.conv, channels=[3, 4], dense=6))
+    assert activations_of(conv.encoders[0].trunk) == activations_of(conv.decoder.trunk) == {nn.ReLU}
+    tanh = NetConfig(name=NetKind.conv, channels=[3, 4], dense=6, activation=Activation.tanh)
+    assert activations_of(VAE(model, (1, 12, 10), net=tanh).encoders[0].trunk) == {nn.Tanh}
+    assert activations_of(VAE(model, (1, 12, 10), net=NetConfig()).encoders[0].trunk) == {nn.Softplus}
+
+
+def test_a_conv_run_saved_before_net_activation_keeps_the_activation_it_trained_with():
+    """Older conv runs trained with model.activation; today's ReLU default must not replace it."""
+    older = {"name": "conv", "channels": [3, 4], "dense": 6}
+    model = {"activation": "tanh"}
+    assert from_plain(NetConfig, net_of_older_run(older, model)).activation is Activation.tanh
+    assert from_plain(NetConfig, net_of_older_run(older, {})).activation is Activation.softplus  # the old default
+    today = {**older, "activation": "relu"}
+    assert net_of_older_run(today, model) == today
+    assert net_of_older_run({"name": "mlp"}, model) == {"name": "mlp"}
+    saved = OmegaConf.create({"net": older, "model": model})
+    resumed = to_object(compose_saved(saved, CommandLine(), keeps="a resumed run keeps its saved config"))
+    assert resumed.net.activation is Activation.tanh
 
 
 @pytest.mark.parametrize("shape", SHAPES[1:])

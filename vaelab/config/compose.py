@@ -19,6 +19,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from vaelab.config.plain import net_of_older_run
 from vaelab.config.schema import FitConfig
 from vaelab.errors import ConfigError, first_line
 
@@ -154,6 +155,9 @@ def compose_saved(saved: DictConfig, line: CommandLine, keeps: str) -> DictConfi
         raise ConfigError(
             f"{keeps}: drop {', '.join(f'{g}=' for g in line.choices)} and change single keys with dotted overrides"
         )
+    if "net" in saved:
+        plain = OmegaConf.to_container(saved, enum_to_str=True)
+        saved = OmegaConf.create({**plain, "net": net_of_older_run(plain["net"], plain.get("model", {}))})
     cfg = _merge(OmegaConf.structured(FitConfig), saved, "the saved run config")
     return _overridden(cfg, line.overrides)
 

@@ -284,6 +284,9 @@ class NetConfig:
     )
     channels: list[int] = _help("conv: channels of the stride-2 stages (each halves height and width)", [32, 64])
     dense: int = _help("conv: units of the dense layer between the convolutions and z", 256)
+    activation: Activation = _help(
+        "conv: the trunks' activation, ReLU as in Higgins et al. 2017 (net=mlp uses model.activation)", Activation.relu
+    )
 
     def __post_init__(self) -> None:
         _require(len(self.channels) >= 1 and all(c >= 1 for c in self.channels), "net.channels", self.channels, "one or more channel counts >= 1")

@@ -10,7 +10,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 from torchmetrics import MeanMetric
 
-from vaelab.config.plain import from_plain
+from vaelab.config.plain import from_plain, net_of_older_run
 from vaelab.config.schema import EvalConfig, KLMode, ModelConfig, NetConfig, Objective, OptimConfig, PosteriorConfig, PriorConfig
 from vaelab.errors import ConfigError, TrainingDivergedError
 from vaelab.models.collapse import DIAGNOSTIC_SEED, CollapseDiagnostics, batch_diagnostics
@@ -84,7 +84,7 @@ class VAEModule(pl.LightningModule):
         self.optim_cfg = from_plain(OptimConfig, optim)
         self.eval_cfg = from_plain(EvalConfig, eval)
         # checkpoints from before the prior, net and posterior groups have none: N(0, I), MLPs, a Gaussian q
-        prior_cfg, net_cfg = from_plain(PriorConfig, prior or {}), from_plain(NetConfig, net or {})
+        prior_cfg, net_cfg = from_plain(PriorConfig, prior or {}), from_plain(NetConfig, net_of_older_run(net or {}, model))
         posterior_cfg = from_plain(PosteriorConfig, posterior or {})
         self.vae = VAE(self.model_cfg, tuple(image_shape), prior_cfg, net_cfg, posterior_cfg)
         if self.model_cfg.free_bits > 0 and not (self.vae.prior.has_per_dimension_kl and self.vae.has_closed_form_kl):

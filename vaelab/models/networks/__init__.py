@@ -21,7 +21,7 @@ def encoder_trunk(net: NetConfig, model: ModelConfig, image_shape: tuple[int, in
     """x [..., C*H*W] -> features [..., trunk.width]."""
     data_dim = image_shape[0] * image_shape[1] * image_shape[2]
     if net.name is NetKind.conv:
-        return ConvEncoderTrunk(image_shape, net.channels, net.dense, model.activation)
+        return ConvEncoderTrunk(image_shape, net.channels, net.dense, net.activation)
     if net.name is NetKind.mlp:
         return MLPEncoderTrunk(data_dim, model.hidden, model.activation)
     raise NotImplementedError(f"net.name={net.name.value} has no branch in encoder_trunk")
@@ -32,7 +32,7 @@ def decoder_trunk(net: NetConfig, model: ModelConfig, image_shape: tuple[int, in
     decoder mirrors the encoder's hidden layers."""
     data_dim = image_shape[0] * image_shape[1] * image_shape[2]
     if net.name is NetKind.conv:
-        return ConvDecoderTrunk(model.latent_dim, image_shape, net.channels, net.dense, model.activation)
+        return ConvDecoderTrunk(model.latent_dim, image_shape, net.channels, net.dense, net.activation)
     if net.name is NetKind.mlp:
         return MLPDecoderTrunk(model.latent_dim, list(reversed(model.hidden)), data_dim, model.activation)
     raise NotImplementedError(f"net.name={net.name.value} has no branch in decoder_trunk")
