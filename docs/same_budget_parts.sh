@@ -10,13 +10,12 @@ OUT="${1:-runs/parts}"
 EPOCHS="${2:-3}"
 BATCHES=$(( ${3:-200} / 100 ))
 PY="${VAELAB_PYTHON:-uv run python}"
-for run in "standard mlp" "vamp mlp" "mog mlp" "standard conv" "vamp conv"; do
-  set -- $run
-  $PY -m vaelab.fit model=bernoulli prior=$1 net=$2 trainer.max_epochs=$EPOCHS trainer.progress_bar=false \
-    eval.ll_samples=100 trainer.limit_test_batches=$BATCHES run.dir="$OUT/$1-$2"
-  $PY -m vaelab.evaluate ckpt="$OUT/$1-$2" eval.ll_samples=5000 trainer.limit_test_batches=$BATCHES 'eval.iwae_k=[1,50]'
+# ROWS picks rows by name (default: all); the last two are the conv trunks' former activation.
+ROWS="${ROWS:-standard-mlp vamp-mlp mog-mlp standard-conv vamp-conv standard-conv-softplus vamp-conv-softplus}"
+for row in $ROWS; do
+  IFS=- read -r prior net activation <<< "$row"
+  $PY -m vaelab.fit model=bernoulli prior=$prior net=$net ${activation:+net.activation=$activation} \
+    trainer.max_epochs=$EPOCHS trainer.progress_bar=false eval.collapse_diagnostics=true \
+    eval.ll_samples=100 trainer.limit_test_batches=$BATCHES run.dir="$OUT/$row"
+  $PY -m vaelab.evaluate ckpt="$OUT/$row" eval.ll_samples=5000 trainer.limit_test_batches=$BATCHES 'eval.iwae_k=[1,50]'
 done
-# The VampPrior with conv networks once more, with a one-epoch KL warm-up (it collapsed without).
-$PY -m vaelab.fit model=bernoulli prior=vamp net=conv optim.kl_warmup_epochs=1 trainer.max_epochs=$EPOCHS \
-  trainer.progress_bar=false eval.ll_samples=100 trainer.limit_test_batches=$BATCHES run.dir="$OUT/vamp-conv-warmup"
-$PY -m vaelab.evaluate ckpt="$OUT/vamp-conv-warmup" eval.ll_samples=5000 trainer.limit_test_batches=$BATCHES 'eval.iwae_k=[1,50]'

@@ -22,3 +22,28 @@ def float64():
     torch.manual_seed(0)
     yield
     torch.set_default_dtype(previous)
+
+
+# A test outside `slow` that takes longer than this fails: the fast tier must stay fast.
+FAST_TEST_LIMIT_S = float(os.environ.get("VAELAB_FAST_TEST_LIMIT_S", "5"))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Under CI=true a missing real dataset fails the test (tests/helpers: needs_real_data)."""
+    for mark in item.iter_markers("real_data"):
+        if mark.args and mark.args[0] is not None:
+            pytest.fail(f"{mark.args[0]}; CI=true runs every real-data test", pytrace=False)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.passed and call.when in ("setup", "call") and item.get_closest_marker("slow") is None:
+        if call.duration > FAST_TEST_LIMIT_S:
+            report.outcome = "failed"
+            report.longrepr = (
+                f"{item.nodeid}: its {call.when} took {call.duration:.1f} s, over the fast tier's {FAST_TEST_LIMIT_S:g} s: "
+                "mark it @pytest.mark.slow or make it faster (VAELAB_FAST_TEST_LIMIT_S changes the limit)"
+            )

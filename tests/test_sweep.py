@@ -525,6 +525,7 @@ def os_killpg(pid: int, signum: int) -> None:
     os.killpg(pid, signum)
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_without_a_checkpoint_restarts_from_scratch_in_its_slot(tmp_path, fake_fit):
     """Ctrl-C during run-002 of a stand-in program (no checkpoints): it is recorded as interrupted;
     started again, the sweep says it restarts run-002 from scratch, in run-002, and runs on."""
