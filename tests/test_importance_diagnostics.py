@@ -85,6 +85,7 @@ def test_the_warning_names_the_heavy_tailed_images_and_the_remedy():
     assert "on 2 of 4 images" in line and "up to 0.90" in line and "eval.ll_samples" in line and "\\n" not in line
     assert unreliable_estimate_warning(importance_diagnostics(torch.ones(4), k.clamp(max=0.7)), 5000, 4) is None
     assert unreliable_estimate_warning(diagnostics, 99, 4) is None  # a tail of < 20 weights says too little
+    assert unreliable_estimate_warning(diagnostics, 100, 4) is not None  # 100 samples: judged
 
 
 def test_the_bound_order_is_checked_in_order_of_k_and_its_break_named():
