@@ -43,10 +43,11 @@ from pathlib import Path
 import torch
 
 from vaelab.config import load_config
-from vaelab.config.schema import Estimator, Objective
+from vaelab.config.schema import Estimator
 from vaelab.data import build_datamodule
 from vaelab.models.optim import build_optimizer
 from vaelab.models.vae import VAE
+from vaelab.objectives import objective_for
 from vaelab.probability import objectives
 from vaelab.probability.importance_diagnostics import effective_sample_size
 
@@ -69,7 +70,7 @@ def encoder_gradient_moments(vae: VAE, x, draws: int) -> tuple[torch.Tensor, tor
     for _ in range(draws):
         start = time.perf_counter()
         vae.zero_grad(set_to_none=False)
-        loss, _ = objectives.training_loss(vae, x(_) if callable(x) else x, vae.cfg, one)
+        loss, _ = objective_for(vae.cfg).training_loss(vae, x(_) if callable(x) else x, one)
         loss.backward()
         gradient = torch.cat([p.grad.flatten() for p in parameters]).double()
         if device.type == "cuda":
@@ -108,7 +109,7 @@ def measure(cfg, args, device: torch.device, seed: int) -> dict:
     start = time.perf_counter()
     for _ in range(args.train_steps):
         index = torch.randint(len(train), (cfg.data.batch_size,), generator=generator).to(device)
-        loss, _ = objectives.training_loss(vae, torch.bernoulli(train[index]), vae.cfg, one)
+        loss, _ = objective_for(vae.cfg).training_loss(vae, torch.bernoulli(train[index]), one)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -123,7 +124,7 @@ def measure(cfg, args, device: torch.device, seed: int) -> dict:
     for k in KS:
         ess = mean_ess(vae, batch, k)
         for estimator in ESTIMATORS:
-            vae.cfg = dataclasses.replace(cfg.model, objective=Objective.iwae, k=k, estimator=Estimator(estimator))
+            vae.cfg = dataclasses.replace(cfg.model, objective="iwae", k=k, estimator=Estimator(estimator))
             mean, std, ms = encoder_gradient_moments(vae, batch, args.draws)
             kept = std > 0
             snr = mean[kept].abs() / std[kept]

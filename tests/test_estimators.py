@@ -33,10 +33,11 @@ from tests.helpers import (
     two_layer_linear_vae,
 )
 
-from vaelab.config.schema import Estimator, KLMode, ModelConfig, Objective
+from vaelab.config.schema import Estimator, KLMode, ModelConfig
 from vaelab.errors import ConfigError
 from vaelab.models.optim import kl_weight
 from vaelab.models.vae import VAE
+from vaelab.objectives import objective_for
 from vaelab.probability import objectives
 from vaelab.probability.densities import kl_to_standard_normal
 
@@ -55,8 +56,10 @@ GROUPS, DRAWS_PER_GROUP, MAX_T, MIN_STANDARD_ERROR = 20, 500, 5.0, 1e-10
 
 
 def configure(vae: VAE, estimator: str, objective: str = "iwae", k: int = 5, kl: str = "mc") -> VAE:
+    """``objective`` may carry its M, as ``miwae2``: MIWAE(2, k)."""
+    m = int(objective[5:]) if objective.startswith("miwae") else 1
     vae.cfg = dataclasses.replace(
-        vae.cfg, estimator=Estimator(estimator), objective=Objective(objective), k=k, kl=KLMode(kl)
+        vae.cfg, estimator=Estimator(estimator), objective=objective[:5] if m > 1 else objective, k=k, kl=KLMode(kl), m=m
     )
     return vae
 
@@ -94,7 +97,7 @@ def gradient_groups(vae: VAE, x: torch.Tensor, weight: float, seed: int, loss=No
     rows = {name: [] for name in named}
     for _ in range(GROUPS):
         vae.zero_grad()
-        value = objectives.training_loss(vae, copies, vae.cfg, torch.tensor(weight))[0] if loss is None else loss(copies, weight)
+        value = objective_for(vae.cfg).training_loss(vae, copies, torch.tensor(weight))[0] if loss is None else loss(copies, weight)
         value.backward()
         for name, p in named.items():
             assert p.grad is not None, f"no gradient reaches {name}"
@@ -220,7 +223,8 @@ def test_two_layer_gradient_is_unbiased_against_an_independent_reference(estimat
 @pytest.mark.parametrize("weight", [1.0, 0.3])
 @pytest.mark.parametrize("model", list(MODELS))
 @pytest.mark.parametrize(
-    "estimator, objective, k", [("stl", "elbo", 3), ("dreg", "iwae", 5)], ids=["stl-elbo", "dreg-iwae5"]
+    "estimator, objective, k", [("stl", "elbo", 3), ("dreg", "iwae", 5), ("dreg", "miwae2", 3)],
+    ids=["stl-elbo", "dreg-iwae5", "dreg-miwae2x3"],
 )
 def test_estimator_has_the_mean_of_reparam(estimator, objective, k, model, weight):
     """Same bound, same random numbers: the mean gradient of ``estimator`` minus that of
@@ -332,7 +336,7 @@ def encoder_output_gradients(vae: VAE, x: torch.Tensor, draws: int) -> torch.Ten
         outputs.extend(output)
 
     handle = parts(vae)["q(z1|x)"].register_forward_hook(keep)
-    loss, _ = objectives.training_loss(vae, x.expand(draws, -1), vae.cfg, torch.tensor(1.0))
+    loss, _ = objective_for(vae.cfg).training_loss(vae, x.expand(draws, -1), torch.tensor(1.0))
     handle.remove()
     loss.backward()
     return torch.cat([tensor.grad for tensor in outputs], dim=-1) * draws
@@ -379,7 +383,7 @@ def test_training_loss_returns_the_true_bound_whatever_the_weight(estimator, obj
     unweighted = objectives.iwae(vae, x, k) if objective == "iwae" else objectives.elbo(vae, x, k, KLMode(kl))
     for weight in (0.0, 0.3, 1.0):
         torch.manual_seed(7)
-        loss, bound = objectives.training_loss(vae, x, vae.cfg, torch.tensor(weight))
+        loss, bound = objective_for(vae.cfg).training_loss(vae, x, torch.tensor(weight))
         assert not bound.requires_grad and loss.requires_grad
         torch.testing.assert_close(bound, unweighted)
         if weight == 1.0:
@@ -394,7 +398,7 @@ def test_weight_zero_leaves_only_the_reconstruction_term():
     vae = configure(linear_gaussian_vae(), "reparam", "elbo", 3, "analytic")
     x = torch.randn(4, DATA_DIM)
     torch.manual_seed(3)
-    loss, bound = objectives.training_loss(vae, x, vae.cfg, torch.tensor(0.0))
+    loss, bound = objective_for(vae.cfg).training_loss(vae, x, torch.tensor(0.0))
     mean, log_var = parts(vae)["q(z1|x)"](x)
     torch.testing.assert_close(loss, -(bound + kl_to_standard_normal(mean, log_var)).mean())
 
@@ -422,6 +426,6 @@ def test_undefined_combinations_are_config_errors(keys, message):
 
 
 def test_stl_on_iwae_is_flagged_biased_only_for_k_above_one():
-    assert ModelConfig(estimator=Estimator.stl, objective=Objective.iwae, k=5).biased_estimator
-    assert not ModelConfig(estimator=Estimator.stl, objective=Objective.iwae, k=1).biased_estimator
-    assert not ModelConfig(estimator=Estimator.dreg, objective=Objective.iwae, k=5).biased_estimator
+    assert "biased" in objective_for(ModelConfig(estimator=Estimator.stl, objective="iwae", k=5)).warning()
+    assert objective_for(ModelConfig(estimator=Estimator.stl, objective="iwae", k=1)).warning() is None
+    assert objective_for(ModelConfig(estimator=Estimator.dreg, objective="iwae", k=5)).warning() is None

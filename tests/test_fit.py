@@ -33,6 +33,7 @@ from vaelab.config.schema import Binarize, DataConfig, DecoderKind, EvalConfig, 
 from vaelab.data import build_datamodule
 from vaelab.fit import main
 from vaelab.models.module import VAEModule
+from vaelab.objectives import objective_for
 from vaelab.probability import objectives
 
 NEEDS = {"mnist": needs_mnist, "frey": needs_frey}
@@ -474,7 +475,7 @@ def test_divergence_stops_with_one_line_and_no_checkpoint(tmp_path, capsys):
     batch = torch.bernoulli(data.train_data[:100])
     bounds = []
     for _ in range(2):
-        loss, bound = objectives.training_loss(module.vae, batch, module.model_cfg, torch.tensor(1.0))
+        loss, bound = objective_for(module.model_cfg).training_loss(module.vae, batch, torch.tensor(1.0))
         bounds.append(bound.mean().item())
         optimizer.zero_grad()
         loss.backward()

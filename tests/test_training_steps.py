@@ -144,28 +144,24 @@ def test_dynamic_binarization_draws_each_training_minibatch(tmp_path):
 
 def record_training_inputs(monkeypatch: pytest.MonkeyPatch) -> list[torch.Tensor]:
     """This module's one reach into internals (update it when they are renamed): a list that
-    receives a copy of every x the training step hands to the training loss. The loss is
-    ``VAE.training_loss``, or ``vaelab.probability.objectives.training_loss(vae, x, ...)``
-    where the model code has moved it there."""
+    receives a copy of every x the training step hands to the ELBO's training loss
+    (``vaelab.objectives.elbo.ELBO.training_loss``)."""
+    from vaelab.objectives.elbo import ELBO
+
     seen: list[torch.Tensor] = []
-    try:
-        from vaelab.probability import objectives
-        owner, name = objectives, "training_loss"
-    except ImportError:
-        owner, name = VAE, "training_loss"
-    original = getattr(owner, name)
+    original = ELBO.training_loss
 
-    def recording(vae, x, *args, **kwargs):
+    def recording(objective, vae, x, *args, **kwargs):
         seen.append(x.detach().clone())
-        return original(vae, x, *args, **kwargs)
+        return original(objective, vae, x, *args, **kwargs)
 
-    monkeypatch.setattr(owner, name, recording)
+    monkeypatch.setattr(ELBO, "training_loss", recording)
     return seen
 
 
 def test_training_step_draws_dynamic_binarization_afresh_from_the_grey_levels(tmp_path, monkeypatch):
     """data.binarize=dynamic, through the data module's batches and VAEModule's training
-    step (recording the x that reaches VAE.training_loss), 2 epochs of 4 steps (3 to a call)
+    step (recording the x that reaches the ELBO's training loss), 2 epochs of 4 steps (3 to a call)
     over 1000 copies of one grey image (every level 0..255): each x is binary; two copies of the image in one
     batch, and two batches, are drawn differently; epoch 2 draws anew (no row of it repeats a
     row of epoch 1, which a draw made once, at loading, would); and each pixel's mean over

@@ -33,6 +33,7 @@ from vaelab.data import VAEDataModule, build_datamodule
 from vaelab.errors import ConfigError, ResultsWriteError, run_command, warn
 from vaelab.interrupts import SignalStop
 from vaelab.models.module import VAEModule
+from vaelab.objectives import objective_for
 from vaelab.results.checkpoints import AtomicCheckpointIO
 from vaelab.results.clock import TrainingClock
 from vaelab.results.console import StepProgressBar, console_callbacks, silence_lightning
@@ -129,11 +130,9 @@ def build_run(cfg_node: DictConfig) -> Run:
             "model=bernoulli on continuous data: the Bernoulli log-likelihood of grey levels is not a "
             "normalised density, so its nats are not comparable with published ones"
         )
-    if cfg.model.biased_estimator:
-        rank_zero_warn(
-            f"model.estimator=stl on the iwae objective with k={cfg.model.k} has a biased encoder gradient "
-            "(Tucker et al. 2019, section 3); model.estimator=dreg is its unbiased counterpart"
-        )
+    objective_warning = objective_for(cfg.model).warning()
+    if objective_warning:
+        rank_zero_warn(objective_warning)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     t = cfg.trainer
     datamodule = build_datamodule(

@@ -8,6 +8,7 @@ import torch
 
 from vaelab.config.schema import ModelConfig
 from vaelab.models.vae import VAE
+from vaelab.objectives import objective_for
 from vaelab.probability import objectives
 
 
@@ -19,7 +20,7 @@ def gradient_groups(vae: VAE, x: torch.Tensor, cfg: ModelConfig, seed: int, grou
     rows: dict[str, list[torch.Tensor]] = {name: [] for name, _ in vae.named_parameters()}
     for _ in range(groups):
         vae.zero_grad()
-        objectives.training_loss(vae, copies, cfg)[0].backward()
+        objective_for(cfg).training_loss(vae, copies)[0].backward()
         for name, p in vae.named_parameters():
             assert p.grad is not None, f"no gradient reaches {name}"
             rows[name].append(p.grad.flatten().clone())

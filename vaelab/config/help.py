@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import typing
 from enum import Enum
 
@@ -31,6 +32,12 @@ def _type_name(tp: object) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def _choices(registry: str) -> str:
+    """The names registered in ``registry`` (``module:attribute``), as an enum's values are shown."""
+    module, attribute = registry.split(":")
+    return "|".join(getattr(importlib.import_module(module), attribute).names())
+
+
 def _default(f: dataclasses.Field) -> object:
     value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
     return value.value if isinstance(value, Enum) else value
@@ -44,7 +51,8 @@ def _key_lines(schema: type, prefix: str = "") -> list[str]:
         if dataclasses.is_dataclass(tp):
             lines += _key_lines(tp, f"{prefix}{f.name}.")
             continue
-        lines.append(f"  {prefix + f.name:<28} {_type_name(tp):<36} {f.metadata.get('help', '')}")
+        type_name = _choices(f.metadata["choices"]) if f.metadata.get("choices") else _type_name(tp)
+        lines.append(f"  {prefix + f.name:<28} {type_name:<36} {f.metadata.get('help', '')}")
     return lines
 
 

@@ -53,11 +53,6 @@ class Init(str, Enum):
     normal = "normal"
 
 
-class Objective(str, Enum):
-    elbo = "elbo"
-    iwae = "iwae"
-
-
 class KLMode(str, Enum):
     analytic = "analytic"
     mc = "mc"
@@ -126,10 +121,11 @@ def _require(condition: bool, key: str, value: object, expected: str) -> None:
         raise ConfigError(f"{key}={value} is invalid: expected {expected}")
 
 
-def _help(text: str, default: object, lightning: bool = False) -> object:
+def _help(text: str, default: object, lightning: bool = False, choices: str | None = None) -> object:
     """A dataclass field with a default and a help string for ``--help``; ``lightning``
-    marks a ``trainer.*`` key that goes unchanged to ``pl.Trainer``'s argument of that name."""
-    metadata = {"help": text, "lightning": lightning}
+    marks a ``trainer.*`` key that goes unchanged to ``pl.Trainer``'s argument of that name;
+    ``choices`` names the registry (``module:attribute``) whose parts are the key's values."""
+    metadata = {"help": text, "lightning": lightning, "choices": choices}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -159,14 +155,21 @@ class ModelConfig:
     activation: Activation = _help("hidden-layer activation", Activation.softplus)
     init: Init = _help("weights: glorot (uniform, Burda et al.) or normal N(0, init_std^2) (Kingma & Welling); biases 0", Init.glorot)
     init_std: float = _help("standard deviation of init=normal", 0.01)
-    objective: Objective = _help("training bound: elbo (K&W eq. 7/10) or iwae (Burda et al. eq. 8)", Objective.elbo)
-    k: int = _help("samples per example: averaged for elbo, importance-weighted for iwae", 1)
-    kl: KLMode = _help("KL term of the elbo objective (iwae always uses log-weights)", KLMode.analytic)
+    objective: str = _help(
+        "training bound: elbo (K&W eq. 7/10), iwae (Burda et al. eq. 8), vr (Renyi, Li & Turner 2016), "
+        "miwae, ciwae, piwae (Rainforth et al. 2018); docs/objectives.md",
+        "elbo", choices="vaelab.objectives:OBJECTIVES",
+    )
+    k: int = _help("samples per example: averaged for elbo, importance-weighted for iwae (per group for miwae, piwae)", 1)
+    kl: KLMode = _help("KL term of the elbo objective (iwae always uses log-weights; vr, miwae, ciwae, piwae need mc)", KLMode.analytic)
     estimator: Estimator = _help(
-        "gradient estimator: reparam (pathwise), stl (sticking the landing, Roeder et al. 2017; elbo with kl=mc), "
-        "dreg (doubly reparameterized, Tucker et al. 2019; iwae)",
+        "gradient estimator: reparam (pathwise), stl (sticking the landing, Roeder et al. 2017; elbo with kl=mc, "
+        "iwae, miwae), dreg (doubly reparameterized, Tucker et al. 2019; iwae, miwae)",
         Estimator.reparam,
     )
+    alpha: float = _help("vr: the Renyi divergence's order, 0 <= alpha < 1 (0: the iwae bound; towards 1: the elbo)", 0.5)
+    m: int = _help("miwae, piwae: the number M of IWAE bounds of k samples each that are averaged", 1)
+    ciwae_mix: float = _help("ciwae: c in c * ELBO + (1 - c) * IWAE, 0 <= c <= 1", 0.5)
     beta: float = _help(
         "weight of the KL term (of log p(z) - log q(z|x) in the log-weights) in the training loss only; "
         "every reported bound has weight 1",
@@ -195,26 +198,11 @@ class ModelConfig:
         _require(self.mixtures >= 1, "model.mixtures", self.mixtures, "an integer >= 1")
         _require(math.isfinite(self.log_scale_floor), "model.log_scale_floor", self.log_scale_floor, "a finite number")
         _require(self.free_bits >= 0 and math.isfinite(self.free_bits), "model.free_bits", self.free_bits, "nats >= 0")
-        if self.free_bits > 0 and (self.objective is not Objective.elbo or self.kl is not KLMode.analytic):
-            raise ConfigError(
-                "model.free_bits floors the analytic KL of the ELBO per dimension: use it with model.objective=elbo "
-                "and model.kl=analytic, or set model.free_bits=0"
-            )
-        if self.estimator is Estimator.stl and self.objective is Objective.elbo and self.kl is KLMode.analytic:
-            raise ConfigError(
-                "model.estimator=stl needs model.kl=mc: it stops the gradient of log q(z|x), which the analytic KL "
-                "does not sample"
-            )
-        if self.estimator is Estimator.dreg and self.objective is not Objective.iwae:
-            raise ConfigError(
-                "model.estimator=dreg is defined for model.objective=iwae (Tucker et al. 2019); "
-                "for the elbo use model.estimator=stl with model.kl=mc"
-            )
+        _require(math.isfinite(self.alpha), "model.alpha", self.alpha, "a finite number")
+        _require(math.isfinite(self.ciwae_mix), "model.ciwae_mix", self.ciwae_mix, "a finite number")
+        from vaelab.objectives import objective_for  # the objective checks its own settings
 
-    @property
-    def biased_estimator(self) -> bool:
-        """stl on the IWAE bound with k > 1: its encoder gradient is biased (Tucker et al. 2019, sec. 3)."""
-        return self.estimator is Estimator.stl and self.objective is Objective.iwae and self.k > 1
+        objective_for(self)
 
 
 @dataclass

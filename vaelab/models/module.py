@@ -11,7 +11,7 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 
 from vaelab.config.plain import from_plain, net_of_older_run
-from vaelab.config.schema import EvalConfig, KLMode, ModelConfig, NetConfig, Objective, OptimConfig, PosteriorConfig, PriorConfig
+from vaelab.config.schema import EvalConfig, KLMode, ModelConfig, NetConfig, OptimConfig, PosteriorConfig, PriorConfig
 from vaelab.errors import ConfigError, TrainingDivergedError
 from vaelab.models.collapse import DIAGNOSTIC_SEED, CollapseDiagnostics, batch_diagnostics
 from vaelab.models.compiled import (
@@ -23,6 +23,7 @@ from vaelab.models.compiled import (
 )
 from vaelab.models.optim import build_optimizer, build_schedule, cyclical_kl_weight, kl_weight
 from vaelab.models.vae import VAE
+from vaelab.objectives import objective_for
 from vaelab.probability import objectives
 
 # Where a checkpoint keeps the running sums of the epoch it was taken in.
@@ -87,12 +88,8 @@ class VAEModule(pl.LightningModule):
         prior_cfg, net_cfg = from_plain(PriorConfig, prior or {}), from_plain(NetConfig, net_of_older_run(net or {}, model))
         posterior_cfg = from_plain(PosteriorConfig, posterior or {})
         self.vae = VAE(self.model_cfg, tuple(image_shape), prior_cfg, net_cfg, posterior_cfg)
-        if self.model_cfg.free_bits > 0 and not (self.vae.prior.has_per_dimension_kl and self.vae.has_closed_form_kl):
-            raise ConfigError(
-                f"model.free_bits needs a KL that splits by latent dimension; that of prior={prior_cfg.name.value} "
-                f"with posterior={posterior_cfg.name.value} does not (a mixture's or a flow's KL has no per-dimension "
-                "terms): use prior=standard with a Gaussian top layer, or model.free_bits=0"
-            )
+        self.objective = objective_for(self.model_cfg)
+        self.objective.check_model(self.vae, f"prior={prior_cfg.name.value} with posterior={posterior_cfg.name.value}")
         # Means over every evaluated example, reduced exactly across DDP ranks (sums and counts).
         self.val_elbo, self.val_bound, self.curve_test_elbo = MeanMetric(), MeanMetric(), MeanMetric()
         self.test_ll, self.test_elbo = MeanMetric(), MeanMetric()
@@ -172,7 +169,7 @@ class VAEModule(pl.LightningModule):
         """The configured estimator's loss with this KL weight (a 0-dim tensor, so that a
         compiled step does not recompile when it changes; None for 1), and the sum of the
         true bounds."""
-        loss, bound = objectives.training_loss(self.vae, x, self.model_cfg, kl_weight)
+        loss, bound = self.objective.training_loss(self.vae, x, kl_weight)
         return loss, bound.sum()
 
     def training_step(self, minibatches: list[Tensor], batch_idx: int) -> None:
@@ -289,8 +286,8 @@ class VAEModule(pl.LightningModule):
             return
         self.val_elbo.update(elbo)
         self.log("val/elbo", self.val_elbo, add_dataloader_idx=False)
-        if self.model_cfg.objective is Objective.iwae and self.model_cfg.k > 1:
-            self.val_bound.update(objectives.iwae(self.vae, x, self.model_cfg.k))
+        if self.objective.reports_own_bound:
+            self.val_bound.update(self.objective.bound(self.vae, x))
             self.log(f"val/{self._bound_name()}", self.val_bound, add_dataloader_idx=False)
         limit = self.eval_cfg.diagnostic_batches
         if self.collapse is not None and (limit is None or batch_idx < limit):
@@ -345,5 +342,4 @@ class VAEModule(pl.LightningModule):
         }
 
     def _bound_name(self) -> str:
-        cfg = self.model_cfg
-        return "elbo" if cfg.objective is Objective.elbo else f"iwae{cfg.k}"
+        return self.objective.bound_name

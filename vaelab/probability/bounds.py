@@ -19,6 +19,19 @@ def iwae_bound(log_weights: Tensor) -> Tensor:
     return torch.logsumexp(log_weights, dim=0) - math.log(log_weights.shape[0])
 
 
+def renyi_bound(log_weights: Tensor, alpha: float) -> Tensor:
+    """The K-sample estimate of the Renyi variational bound over dim 0, 1/(1-alpha) log (1/K)
+    sum_k w_k^(1-alpha) (Li & Turner 2016, eq. 8 with its sampled estimate): alpha = 0 is L_K
+    (:func:`iwae_bound`), and as alpha -> 1 it tends to the mean log-weight, the ELBO."""
+    return iwae_bound((1.0 - alpha) * log_weights) / (1.0 - alpha)
+
+
+def in_groups(log_weights: Tensor, groups: int) -> Tensor:
+    """[M*K, ...] -> [K, M, ...]: M groups of K consecutive samples, the samples of a group in
+    dim 0, so that a bound over dim 0 gives one value per group."""
+    return log_weights.reshape(groups, -1, *log_weights.shape[1:]).transpose(0, 1)
+
+
 class _GroupedBound:
     """The running sum of L_k over consecutive groups of k log-weights, fed in chunks of any size."""
 
