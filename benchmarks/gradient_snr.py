@@ -1,4 +1,5 @@
-"""Signal-to-noise ratio of the encoder's gradient of the IWAE bound, reparam against dreg.
+"""Signal-to-noise ratio of the encoder's gradient of the IWAE bound, reparam against dreg; and of
+the encoder's and decoder's gradients of each objective at one budget of samples.
 
     uv run python benchmarks/gradient_snr.py [--draws 300] [--train-steps 3000] [--batch 5] [--device cpu|cuda] [key=value ...]
 
@@ -28,6 +29,14 @@ The regime it measured in, since the literature's scaling (reparam's SNR falling
   ``--batch`` training images (fresh binarization and z each draw), as Tucker et al. (2019)
   measure it during training;
 * with ``--seeds``, every number for each seed (training, minibatch and draws), then their spread.
+
+Then, on the same trained model and fixed minibatch, the objectives at one budget of 50 samples
+per image (``OBJECTIVE_CELLS``): iwae (K=50), vr (alpha=0.5, K=50), ciwae (c=0.5, K=50), miwae
+and piwae (M=5, K=10), and the 50-sample ELBO (miwae with K=1), each with reparam: the mean and
+median per-parameter SNR of the encoder's gradient and of the decoder's (everything else: the
+generative model). Rainforth et al. (2018), Figure 1 and section 4, is the reference for the shape:
+the tighter the bound (iwae), the lower the encoder's SNR and the higher the decoder's; piwae
+takes iwae's decoder gradient and miwae's encoder gradient.
 """
 
 from __future__ import annotations
@@ -48,19 +57,28 @@ from vaelab.data import build_datamodule
 from vaelab.models.optim import build_optimizer
 from vaelab.models.vae import VAE
 from vaelab.objectives import objective_for
-from vaelab.probability import objectives
 from vaelab.probability.importance_diagnostics import effective_sample_size
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 KS = (1, 5, 50)
 ESTIMATORS = ("reparam", "dreg")
+# (label, objective and its settings): every cell draws 50 samples per image.
+OBJECTIVE_CELLS = (
+    ("iwae, K=50", {"objective": "iwae", "k": 50}),
+    ("vr, alpha=0.5, K=50", {"objective": "vr", "k": 50, "alpha": 0.5}),
+    ("ciwae, c=0.5, K=50", {"objective": "ciwae", "k": 50, "ciwae_mix": 0.5}),
+    ("miwae, M=5, K=10", {"objective": "miwae", "m": 5, "k": 10}),
+    ("piwae, M=5, K=10", {"objective": "piwae", "m": 5, "k": 10}),
+    ("elbo, 50 samples (miwae M=50, K=1)", {"objective": "miwae", "m": 50, "k": 1}),
+)
 
 
-def encoder_gradient_moments(vae: VAE, x, draws: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+def encoder_gradient_moments(vae: VAE, x, draws: int, decoder: bool = False) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Mean and standard deviation over ``draws`` draws of the loss gradient w.r.t. every encoder
     parameter (flattened, float64), and the median milliseconds per gradient. ``x``: one
-    minibatch, or a function of the draw's index giving a fresh one."""
-    parameters = [p for name, p in vae.named_parameters() if name.startswith("encoders.")]
+    minibatch, or a function of the draw's index giving a fresh one. ``decoder``: of every other
+    parameter (the generative model's) instead."""
+    parameters = [p for name, p in vae.named_parameters() if name.startswith("encoders.") != decoder]
     total = sum(p.numel() for p in parameters)
     device = parameters[0].device
     sums = torch.zeros(total, dtype=torch.float64, device=device)
@@ -135,7 +153,14 @@ def measure(cfg, args, device: torch.device, seed: int) -> dict:
                 "signal": fixed[0], "noise": fixed[1], "vector_snr": fixed[2],
                 "fresh_vector_snr": vector_snr(fresh_mean, fresh_std)[2],
             }
-        vae.cfg = cfg.model
+    for label, settings in OBJECTIVE_CELLS:
+        vae.cfg = dataclasses.replace(cfg.model, estimator=Estimator.reparam, **settings)
+        for role, decoder in (("encoder", False), ("decoder", True)):
+            mean, std, ms = encoder_gradient_moments(vae, batch, args.draws, decoder=decoder)
+            kept = std > 0
+            snr = mean[kept].abs() / std[kept]
+            rows[label, role] = {"snr_mean": snr.mean().item(), "snr_median": snr.median().item(), "ms": ms}
+    vae.cfg = cfg.model
     return rows
 
 
@@ -150,6 +175,13 @@ def print_seed(rows: dict, seed: int) -> None:
                 f"| {k:>2} | {r['ess']:.2f} | {estimator} | {r['snr_mean']:.3f} | {r['snr_median']:.3f} | {r['signal']:.3g} | "
                 f"{r['noise']:.3g} | {r['vector_snr']:.3f} | {r['fresh_vector_snr']:.3f} | {r['ms']:.1f} |"
             )
+    print()
+    print("objectives at 50 samples per image, reparam: per-parameter SNR of the encoder's and the decoder's gradient")
+    print("| objective | encoder SNR mean | encoder SNR median | decoder SNR mean | decoder SNR median | ms/gradient |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for label, _ in OBJECTIVE_CELLS:
+        e, d = rows[label, "encoder"], rows[label, "decoder"]
+        print(f"| {label} | {e['snr_mean']:.3f} | {e['snr_median']:.3f} | {d['snr_mean']:.3f} | {d['snr_median']:.3f} | {e['ms']:.1f} |")
     print()
 
 
@@ -180,7 +212,7 @@ def main() -> None:
     )
     print(
         f"model: experiment=iwae_1layer {' '.join(args.overrides)} after {args.train_steps} training steps "
-        f"(objective {cfg.model.objective.value}, k={cfg.model.k}, {cfg.model.estimator.value})"
+        f"(objective {cfg.model.objective}, k={cfg.model.k}, {cfg.model.estimator.value})"
     )
     print(f"encoder gradient on one fixed minibatch of {args.batch} images, {args.draws} draws per cell; "
           f"noise floor of the SNR: {math.sqrt(2 / (math.pi * args.draws)):.3f}")
