@@ -157,6 +157,33 @@ def test_piwae_trains_p_on_the_iwae_bound_of_all_samples_and_q_on_miwae():
             assert (e - w).abs().max() > 1e-4, name
 
 
+@pytest.mark.parametrize("name", ["elbo", "iwae", "vr", "miwae", "ciwae", "piwae"])
+def test_every_objective_gives_the_elbos_terms_of_its_own_samples(name):
+    """reconstruction = mean log p(x|z) and KL = reconstruction - mean log w, from the samples the
+    loss used (seeded again: the same draws); for the ELBO (k=1, closed-form KL) their difference
+    is the bound itself, and the KL is the closed-form one."""
+    vae = linear_gaussian_vae()
+    set_posterior(vae, log_var_shift=0.4, mean_shift=0.2)
+    x = torch.randn(5, 6)
+    objective = configured(vae, name, k=4, m=3)
+    torch.manual_seed(2)
+    _, bound, terms = objective.loss_bound_and_terms(vae, x)
+    torch.manual_seed(2)
+    samples = objective.m * objective.k if name in ("miwae", "piwae") else objective.k
+    log_w = vae.log_weights(x, samples)
+    torch.manual_seed(2)
+    sample = vae.sample_latents(x, samples)
+    reconstruction = vae.generative_log_probs(x, sample.zs)[0].mean(0)
+    torch.testing.assert_close(terms[0], reconstruction, rtol=0, atol=1e-10)
+    torch.testing.assert_close(terms[0] - terms[1], log_w.mean(0), rtol=0, atol=1e-10)
+    elbo = objective_for(dataclasses.replace(vae.cfg, objective="elbo", kl=KLMode.analytic, k=1))
+    _, bound, terms = elbo.loss_bound_and_terms(vae, x)
+    torch.testing.assert_close(terms[0] - terms[1], bound, rtol=0, atol=1e-10)
+    mean, log_var = vae.encoders[0](x)
+    closed_form_kl = 0.5 * (mean.square() + log_var.exp() - 1 - log_var).sum(-1)
+    torch.testing.assert_close(terms[1], closed_form_kl, rtol=0, atol=1e-10)
+
+
 def test_the_objectives_are_registered_and_name_their_bounds():
     assert OBJECTIVES.names() == ["ciwae", "elbo", "iwae", "miwae", "piwae", "vr"]
     vae = linear_gaussian_vae()
@@ -193,5 +220,9 @@ def test_vaelab_fit_trains_each_new_objective_and_logs_its_bound(words, bound, t
     train = [float(r[f"train/{bound}"]) for r in rows if r.get(f"train/{bound}")]
     val = [float(r[f"val/{bound}"]) for r in rows if r.get(f"val/{bound}")]
     assert len(train) == 20 and len(val) == 2 and all(math.isfinite(v) for v in train + val)
+    for split, rows_of in (("train", [r for r in rows if r.get(f"train/{bound}")]), ("val", [r for r in rows if r.get(f"val/{bound}")])):
+        reconstruction = [float(r[f"{split}/reconstruction"]) for r in rows_of]
+        kl = [float(r[f"{split}/kl"]) for r in rows_of]
+        assert all(k > 0 for k in kl) and all(r < 0 for r in reconstruction), (split, kl, reconstruction)
     assert sum(train[-5:]) / 5 > train[0] + 20, train  # from about -580 at the first step to about -546
     assert min(val) > train[0] + 20, val

@@ -145,17 +145,17 @@ def test_dynamic_binarization_draws_each_training_minibatch(tmp_path):
 def record_training_inputs(monkeypatch: pytest.MonkeyPatch) -> list[torch.Tensor]:
     """This module's one reach into internals (update it when they are renamed): a list that
     receives a copy of every x the training step hands to the ELBO's training loss
-    (``vaelab.objectives.elbo.ELBO.training_loss``)."""
+    (``vaelab.objectives.elbo.ELBO.loss_bound_and_terms``)."""
     from vaelab.objectives.elbo import ELBO
 
     seen: list[torch.Tensor] = []
-    original = ELBO.training_loss
+    original = ELBO.loss_bound_and_terms
 
     def recording(objective, vae, x, *args, **kwargs):
         seen.append(x.detach().clone())
         return original(objective, vae, x, *args, **kwargs)
 
-    monkeypatch.setattr(ELBO, "training_loss", recording)
+    monkeypatch.setattr(ELBO, "loss_bound_and_terms", recording)
     return seen
 
 

@@ -24,6 +24,7 @@ from vaelab.models.compiled import (
 from vaelab.models.optim import build_optimizer, build_schedule, cyclical_kl_weight, kl_weight
 from vaelab.models.vae import VAE
 from vaelab.objectives import objective_for
+from vaelab.objectives.objective import elbo_terms_of
 from vaelab.probability import objectives
 
 # Where a checkpoint keeps the running sums of the epoch it was taken in.
@@ -92,6 +93,7 @@ class VAEModule(pl.LightningModule):
         self.objective.check_model(self.vae, f"prior={prior_cfg.name.value} with posterior={posterior_cfg.name.value}")
         # Means over every evaluated example, reduced exactly across DDP ranks (sums and counts).
         self.val_elbo, self.val_bound, self.curve_test_elbo = MeanMetric(), MeanMetric(), MeanMetric()
+        self.val_reconstruction, self.val_kl = MeanMetric(), MeanMetric()  # the validation ELBO's two terms
         self.test_ll, self.test_elbo = MeanMetric(), MeanMetric()
         # eval.collapse_diagnostics: none of their metrics (and no draw of theirs) otherwise
         self.collapse: CollapseDiagnostics | None = None
@@ -101,6 +103,7 @@ class VAEModule(pl.LightningModule):
         self._diagnostic_generator: torch.Generator | None = None
         self._step_loss = self._loss_and_bound_sum
         self._bound_sum: Tensor | None = None  # the epoch's training bound, summed on the device
+        self._term_sums: Tensor | None = None  # ... and its reconstruction and KL terms, [2]
         self._examples = 0  # ... over this many examples
         self._check_due = False  # a step was logged since the last NaN check
         self._restored_sums: dict | None = None  # those three, from a checkpoint taken mid-epoch
@@ -142,6 +145,8 @@ class VAEModule(pl.LightningModule):
             )
             return
         self._bound_sum = per_rank[self.global_rank].to(self.device)
+        if "term_sums" in restored:  # checkpoints from before the terms were logged restart their sums here
+            self._term_sums = restored["term_sums"][self.global_rank].to(self.device)
         self._examples, self._check_due = restored["examples"], restored["check_due"]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -153,7 +158,10 @@ class VAEModule(pl.LightningModule):
         per_rank = self.all_gather(self._bound_sum).reshape(-1).cpu().clone()
         if not bool(torch.isfinite(per_rank).all()):
             raise self._diverged()
-        checkpoint[EPOCH_SUMS_KEY] = {"bound_sum": per_rank, "examples": self._examples, "check_due": self._check_due}
+        term_sums = self.all_gather(self._term_sums).reshape(-1, 2).cpu().clone()  # [world size, 2]
+        checkpoint[EPOCH_SUMS_KEY] = {
+            "bound_sum": per_rank, "term_sums": term_sums, "examples": self._examples, "check_due": self._check_due,
+        }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Runs before the state dict is loaded, by ``load_from_checkpoint`` and by a resume alike."""
@@ -162,15 +170,16 @@ class VAEModule(pl.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._bound_sum = torch.zeros((), device=self.device)
+        self._term_sums = torch.zeros(2, device=self.device)  # reconstruction, KL
         self._examples = 0
         self._check_due = False
 
-    def _loss_and_bound_sum(self, x: Tensor, kl_weight: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _loss_and_bound_sum(self, x: Tensor, kl_weight: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """The configured estimator's loss with this KL weight (a 0-dim tensor, so that a
-        compiled step does not recompile when it changes; None for 1), and the sum of the
-        true bounds."""
-        loss, bound = self.objective.training_loss(self.vae, x, kl_weight)
-        return loss, bound.sum()
+        compiled step does not recompile when it changes; None for 1), the sum of the true
+        bounds, and the sums of the reconstruction and KL terms ([2])."""
+        loss, bound, terms = self.objective.loss_bound_and_terms(self.vae, x, kl_weight)
+        return loss, bound.sum(), terms.sum(1)
 
     def training_step(self, minibatches: list[Tensor], batch_idx: int) -> None:
         """One optimizer step per minibatch: x ~ Bernoulli(grey levels) under dynamic
@@ -192,14 +201,17 @@ class VAEModule(pl.LightningModule):
             elif optim.kl_cycles > 0:
                 weight = cyclical_kl_weight(beta, optim.kl_cycles, optim.kl_cycle_ratio, step, self._total_steps)
                 self._kl_weight.fill_(weight)
-            loss, bound_sum = self._step_loss(x, self._kl_weight)
+            loss, bound_sum, term_sums = self._step_loss(x, self._kl_weight)
             update(optimizer, loss)
             step += 1
             self._bound_sum += bound_sum
+            self._term_sums += term_sums
             self._examples += len(x)
             if step % every == 0:
                 logged = bound_sum / len(x)
-                metrics = {f"train/{self._bound_name()}": logged.item(), "train/kl_weight": weight}
+                reconstruction, kl = (term_sums / len(x)).tolist()
+                metrics = {f"train/{self._bound_name()}": logged.item(), "train/kl_weight": weight,
+                           "train/reconstruction": reconstruction, "train/kl": kl}
                 self._log_step(step - 1, {**metrics, "epoch": self.current_epoch})
         epoch_loop = self.trainer.fit_loop.epoch_loop
         if self._direct:  # count the steps Lightning's optimizer wrapper did not see
@@ -266,7 +278,9 @@ class VAEModule(pl.LightningModule):
         checkpoint, like the step rows) and step the learning-rate schedule."""
         name = f"train/{self._bound_name()}_epoch"
         mean = self.trainer.strategy.reduce(self._bound_sum / max(self._examples, 1), reduce_op="mean")
-        self._log_step(self.global_step - 1, {name: mean.item(), "epoch": self.current_epoch})
+        terms = self.trainer.strategy.reduce(self._term_sums / max(self._examples, 1), reduce_op="mean").tolist()
+        metrics = {name: mean.item(), "train/reconstruction_epoch": terms[0], "train/kl_epoch": terms[1]}
+        self._log_step(self.global_step - 1, {**metrics, "epoch": self.current_epoch})
         self.log(name, mean, prog_bar=True, logger=False, sync_dist=True)  # already the same on every rank
         schedule = self.lr_schedulers()
         if schedule is not None:
@@ -275,17 +289,24 @@ class VAEModule(pl.LightningModule):
     def validation_step(self, x: Tensor, batch_idx: int, dataloader_idx: int = 0) -> None:
         """The ELBO (one sample; the KL analytic where the prior has a closed form, else sampled:
         ``val_kl`` in summary.json) of the validation split selects the best checkpoint; an IWAE
-        run also reports its own bound. With ``eval.track_test`` the test set's ELBO is scored
+        run also reports its own bound. The ELBO's two terms, from the same samples, are logged as
+        ``val/reconstruction`` and ``val/kl``. With ``eval.track_test`` the test set's ELBO is scored
         too, for learning curves (``curve/test_elbo``). With ``eval.collapse_diagnostics``, the
         first ``eval.diagnostic_batches`` validation batches are scored for them too
         (:mod:`vaelab.models.collapse`)."""
-        elbo = objectives.elbo(self.vae, x, 1, KLMode.analytic)
+        log_likelihood, log_ratio = objectives.elbo_terms(self.vae, x, 1, KLMode.analytic)
+        elbo = (log_likelihood + log_ratio).mean(0)
         if self.trainer.datamodule.validation_sets[dataloader_idx] == "test":
             self.curve_test_elbo.update(elbo)
             self.log("curve/test_elbo", self.curve_test_elbo, add_dataloader_idx=False)
             return
         self.val_elbo.update(elbo)
         self.log("val/elbo", self.val_elbo, add_dataloader_idx=False)
+        reconstruction, kl = elbo_terms_of(log_likelihood, log_ratio)
+        self.val_reconstruction.update(reconstruction)
+        self.val_kl.update(kl)
+        self.log("val/reconstruction", self.val_reconstruction, add_dataloader_idx=False)
+        self.log("val/kl", self.val_kl, add_dataloader_idx=False)
         if self.objective.reports_own_bound:
             self.val_bound.update(self.objective.bound(self.vae, x))
             self.log(f"val/{self._bound_name()}", self.val_bound, add_dataloader_idx=False)

@@ -6,10 +6,8 @@ from __future__ import annotations
 from torch import Tensor
 
 from vaelab.errors import ConfigError
-from vaelab.objectives.objective import OBJECTIVES, TrainingObjective
+from vaelab.objectives.objective import OBJECTIVES, LogWeightBound
 from vaelab.probability.bounds import iwae_bound
-from vaelab.probability.estimators import weighted_log_weights
-from vaelab.probability.objectives import LatentVariableModel
 
 
 def ciwae_bound(log_weights: Tensor, mix: float) -> Tensor:
@@ -18,7 +16,7 @@ def ciwae_bound(log_weights: Tensor, mix: float) -> Tensor:
 
 
 @OBJECTIVES.register
-class CIWAE(TrainingObjective):
+class CIWAE(LogWeightBound):
     name = "ciwae"
 
     def check(self) -> None:
@@ -28,15 +26,5 @@ class CIWAE(TrainingObjective):
             raise ConfigError(f"model.ciwae_mix={mix} is invalid: expected 0 <= c <= 1 (1: the elbo, 0: the iwae bound)")
         self.mix = mix
 
-    def bound(self, model: LatentVariableModel, x: Tensor) -> Tensor:
-        sample = model.sample_latents(x, self.k)
-        log_likelihood, log_prior = model.generative_log_probs(x, sample.zs)
-        return ciwae_bound(log_likelihood + log_prior - sample.log_q, self.mix)
-
-    def training_loss(self, model: LatentVariableModel, x: Tensor, kl_weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        sample = model.sample_latents(x, self.k)
-        log_likelihood, log_prior = model.generative_log_probs(x, sample.zs)
-        log_ratio = log_prior - sample.log_q  # [k, batch]
-        bound = ciwae_bound(log_likelihood + log_ratio, self.mix)
-        surrogate = bound if kl_weight is None else ciwae_bound(weighted_log_weights(log_likelihood, log_ratio, kl_weight), self.mix)
-        return -surrogate.mean(), bound.detach()
+    def of_log_weights(self, log_weights: Tensor) -> Tensor:
+        return ciwae_bound(log_weights, self.mix)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from vaelab.errors import ConfigError
-from vaelab.objectives.objective import FREE_BITS_NEED, OBJECTIVES, TrainingObjective
+from vaelab.objectives.objective import FREE_BITS_NEED, OBJECTIVES, TrainingObjective, elbo_terms_of
 from vaelab.probability.estimators import weighted_log_weights
 from vaelab.probability.objectives import LatentVariableModel, elbo, elbo_terms
 
@@ -55,14 +55,16 @@ class ELBO(TrainingObjective):
     def bound(self, model: LatentVariableModel, x: Tensor) -> Tensor:
         return elbo(model, x, self.k, self.cfg.kl)
 
-    def training_loss(self, model: LatentVariableModel, x: Tensor, kl_weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def loss_bound_and_terms(
+        self, model: LatentVariableModel, x: Tensor, kl_weight: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         if self.cfg.free_bits > 0:
             return free_bits_loss(model, x, self.k, self.cfg.free_bits, kl_weight)
         stop_q = self.estimator != "reparam"
         log_likelihood, log_ratio = elbo_terms(model, x, self.k, self.cfg.kl, stop_q)  # [k, batch] each
         bound = (log_likelihood + log_ratio).mean(0)
         surrogate = bound if kl_weight is None else weighted_log_weights(log_likelihood, log_ratio, kl_weight).mean(0)
-        return -surrogate.mean(), bound.detach()
+        return -surrogate.mean(), bound.detach(), elbo_terms_of(log_likelihood, log_ratio)
 
 
 def free_bits_kl(kl_per_dimension: Tensor, floor: float) -> Tensor:
@@ -75,9 +77,9 @@ def free_bits_kl(kl_per_dimension: Tensor, floor: float) -> Tensor:
 
 def free_bits_loss(
     model: LatentVariableModel, x: Tensor, k: int, floor: float, kl_weight: Tensor | None = None
-) -> tuple[Tensor, Tensor]:
-    """The ELBO's loss with free bits on the top layer's analytic KL (:func:`free_bits_kl`), and
-    the true ELBO per example from the same samples, detached: (scalar, [batch]).
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The ELBO's loss with free bits on the top layer's analytic KL (:func:`free_bits_kl`), the
+    true ELBO per example from the same samples, detached, and its two terms: (scalar, [batch], [2, batch]).
 
     Loss: -(mean log p(x|z_1) + w * mean of the layers below's log p - log q) + w * sum_j max(floor,
     KL_j), w the KL weight (None: 1). The prior must split its KL by dimension (``kl_per_dimension``).
@@ -89,4 +91,5 @@ def free_bits_loss(
     bound = (log_likelihood + log_ratio_below - kl_dimensions.sum(-1)).mean(0)
     weight = 1.0 if kl_weight is None else kl_weight
     reconstruction = (log_likelihood + weight * log_ratio_below).mean()
-    return -reconstruction + weight * free_bits_kl(kl_dimensions, floor), bound.detach()
+    terms = elbo_terms_of(log_likelihood, log_ratio_below - kl_dimensions.sum(-1))
+    return -reconstruction + weight * free_bits_kl(kl_dimensions, floor), bound.detach(), terms

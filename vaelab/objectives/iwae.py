@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from vaelab.objectives.objective import OBJECTIVES, TrainingObjective
+from vaelab.objectives.objective import OBJECTIVES, TrainingObjective, elbo_terms_of
 from vaelab.probability.bounds import iwae_bound
 from vaelab.probability.estimators import dreg_surrogate, weighted_log_weights
 from vaelab.probability.objectives import LatentVariableModel, iwae
@@ -29,7 +29,9 @@ class IWAE(TrainingObjective):
     def bound(self, model: LatentVariableModel, x: Tensor) -> Tensor:
         return iwae(model, x, self.k)
 
-    def training_loss(self, model: LatentVariableModel, x: Tensor, kl_weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def loss_bound_and_terms(
+        self, model: LatentVariableModel, x: Tensor, kl_weight: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         sample = model.sample_latents(x, self.k, stop_q=self.estimator != "reparam")
         log_likelihood, log_prior = model.generative_log_probs(x, sample.zs)
         log_ratio = log_prior - sample.log_q  # [k, batch]
@@ -40,7 +42,7 @@ class IWAE(TrainingObjective):
             surrogate = bound  # reparam, or stl (biased here: Tucker et al. sec. 3)
         else:
             surrogate = iwae_bound(weighted_log_weights(log_likelihood, log_ratio, kl_weight))
-        return -surrogate.mean(), bound.detach()
+        return -surrogate.mean(), bound.detach(), elbo_terms_of(log_likelihood, log_ratio)
 
 
 def dreg_from_sample(model, x: Tensor, sample, log_likelihood: Tensor, log_ratio: Tensor, kl_weight: Tensor | None) -> Tensor:

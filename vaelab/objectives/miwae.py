@@ -8,7 +8,7 @@ from torch import Tensor
 
 from vaelab.errors import ConfigError
 from vaelab.objectives.iwae import IWAE
-from vaelab.objectives.objective import OBJECTIVES
+from vaelab.objectives.objective import OBJECTIVES, elbo_terms_of
 from vaelab.probability.bounds import in_groups, iwae_bound
 from vaelab.probability.estimators import dreg_surrogate, weighted_log_weights
 from vaelab.probability.objectives import LatentVariableModel
@@ -43,7 +43,9 @@ class MIWAE(IWAE):
         log_likelihood, log_prior = model.generative_log_probs(x, sample.zs)
         return miwae_bound(log_likelihood + log_prior - sample.log_q, self.m)
 
-    def training_loss(self, model: LatentVariableModel, x: Tensor, kl_weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def loss_bound_and_terms(
+        self, model: LatentVariableModel, x: Tensor, kl_weight: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         sample = model.sample_latents(x, self.m * self.k, stop_q=self.estimator != "reparam")
         log_likelihood, log_prior = model.generative_log_probs(x, sample.zs)
         log_ratio = log_prior - sample.log_q  # [m*k, batch]
@@ -60,4 +62,4 @@ class MIWAE(IWAE):
             surrogate = bound
         else:
             surrogate = miwae_bound(weighted_log_weights(log_likelihood, log_ratio, kl_weight), self.m)
-        return -surrogate.mean(), bound.detach()
+        return -surrogate.mean(), bound.detach(), elbo_terms_of(log_likelihood, log_ratio)

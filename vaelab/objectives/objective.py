@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
+import torch
 from torch import Tensor
 
 from vaelab.errors import ConfigError
@@ -83,7 +84,48 @@ class TrainingObjective:
         raise NotImplementedError
 
     def training_loss(self, model: LatentVariableModel, x: Tensor, kl_weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The loss and the true bound, (scalar, [batch])."""
+        loss, bound, _ = self.loss_bound_and_terms(model, x, kl_weight)
+        return loss, bound
+
+    def loss_bound_and_terms(
+        self, model: LatentVariableModel, x: Tensor, kl_weight: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """The loss, the true bound and the ELBO's two terms from the same samples (:func:`elbo_terms_of`)."""
         raise NotImplementedError
+
+
+def elbo_terms_of(log_likelihood: Tensor, log_ratio: Tensor | float) -> Tensor:
+    """[2, batch], detached: the reconstruction, the mean over samples of log p(x|z), and the KL,
+    that minus the mean log-weight (the sampled KL, or the closed-form one where ``log_ratio``
+    holds it), so that reconstruction - KL is the samples' ELBO. Inputs [k, batch] (``log_ratio``
+    may broadcast)."""
+    reconstruction = log_likelihood.detach().mean(0)
+    return torch.stack([reconstruction, reconstruction - (log_likelihood.detach() + log_ratio.detach()).mean(0)])
+
+
+class LogWeightBound(TrainingObjective):
+    """An objective whose bound is a function of the k log-weights of each example
+    (:meth:`of_log_weights`, [k, batch] -> [batch]), trained with the pathwise gradient of that
+    function of the KL-weighted log-weights."""
+
+    def of_log_weights(self, log_weights: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def bound(self, model: LatentVariableModel, x: Tensor) -> Tensor:
+        sample = model.sample_latents(x, self.k)
+        log_likelihood, log_prior = model.generative_log_probs(x, sample.zs)
+        return self.of_log_weights(log_likelihood + log_prior - sample.log_q)
+
+    def loss_bound_and_terms(
+        self, model: LatentVariableModel, x: Tensor, kl_weight: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        sample = model.sample_latents(x, self.k)
+        log_likelihood, log_prior = model.generative_log_probs(x, sample.zs)
+        log_ratio = log_prior - sample.log_q  # [k, batch]
+        bound = self.of_log_weights(log_likelihood + log_ratio)
+        surrogate = bound if kl_weight is None else self.of_log_weights(log_likelihood + kl_weight * log_ratio)
+        return -surrogate.mean(), bound.detach(), elbo_terms_of(log_likelihood, log_ratio)
 
 
 OBJECTIVES: Registry[type[TrainingObjective]] = Registry("model.objective", "vaelab.objectives")

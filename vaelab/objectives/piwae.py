@@ -6,7 +6,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from vaelab.objectives.miwae import MIWAE, miwae_bound
-from vaelab.objectives.objective import OBJECTIVES
+from vaelab.objectives.objective import OBJECTIVES, elbo_terms_of
 from vaelab.probability.bounds import iwae_bound
 from vaelab.probability.estimators import weighted_log_weights
 from vaelab.probability.objectives import LatentVariableModel
@@ -34,7 +34,9 @@ class PIWAE(MIWAE):
         log_likelihood, log_prior = model.generative_log_probs(x, sample.zs)
         return iwae_bound(log_likelihood + log_prior - sample.log_q)
 
-    def training_loss(self, model: LatentVariableModel, x: Tensor, kl_weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def loss_bound_and_terms(
+        self, model: LatentVariableModel, x: Tensor, kl_weight: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         sample = model.sample_latents(x, self.m * self.k)
         log_likelihood, log_prior = model.generative_log_probs(x, sample.zs)
         log_ratio = log_prior - sample.log_q  # [m*k, batch]
@@ -47,4 +49,4 @@ class PIWAE(MIWAE):
         # p: grad L_{MK}; q: grad MIWAE, whose p-part the fixed-z MIWAE takes away again. Its value is L_{MK}.
         surrogate = iwae_bound(log_w_fixed_z) + miwae_bound(log_w, self.m) - miwae_bound(log_w_fixed_z, self.m)
         bound = iwae_bound(log_likelihood + log_ratio)
-        return -surrogate.mean(), bound.detach()
+        return -surrogate.mean(), bound.detach(), elbo_terms_of(log_likelihood, log_ratio)

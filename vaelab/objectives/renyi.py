@@ -7,14 +7,12 @@ from __future__ import annotations
 from torch import Tensor
 
 from vaelab.errors import ConfigError
-from vaelab.objectives.objective import OBJECTIVES, TrainingObjective
+from vaelab.objectives.objective import OBJECTIVES, LogWeightBound
 from vaelab.probability.bounds import renyi_bound
-from vaelab.probability.estimators import weighted_log_weights
-from vaelab.probability.objectives import LatentVariableModel
 
 
 @OBJECTIVES.register
-class RenyiBound(TrainingObjective):
+class RenyiBound(LogWeightBound):
     name = "vr"
 
     def check(self) -> None:
@@ -27,15 +25,5 @@ class RenyiBound(TrainingObjective):
             )
         self.alpha = alpha
 
-    def bound(self, model: LatentVariableModel, x: Tensor) -> Tensor:
-        sample = model.sample_latents(x, self.k)
-        log_likelihood, log_prior = model.generative_log_probs(x, sample.zs)
-        return renyi_bound(log_likelihood + log_prior - sample.log_q, self.alpha)
-
-    def training_loss(self, model: LatentVariableModel, x: Tensor, kl_weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        sample = model.sample_latents(x, self.k)
-        log_likelihood, log_prior = model.generative_log_probs(x, sample.zs)
-        log_ratio = log_prior - sample.log_q  # [k, batch]
-        bound = renyi_bound(log_likelihood + log_ratio, self.alpha)
-        surrogate = bound if kl_weight is None else renyi_bound(weighted_log_weights(log_likelihood, log_ratio, kl_weight), self.alpha)
-        return -surrogate.mean(), bound.detach()
+    def of_log_weights(self, log_weights: Tensor) -> Tensor:
+        return renyi_bound(log_weights, self.alpha)

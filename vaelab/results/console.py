@@ -171,9 +171,15 @@ def step_bounds(trainer: pl.Trainer) -> str:
 
 
 def bound_label(name: str) -> str:
-    """A logged bound's name as printed: elbo -> ELBO, iwae5 -> IWAE k=5."""
-    match = re.fullmatch(r"iwae(\d+)", name)
-    return f"IWAE k={match[1]}" if match else name.upper()
+    """A logged bound's name as printed: elbo -> ELBO, iwae5 -> IWAE k=5, miwae2x5 -> MIWAE M=2 k=5."""
+    grouped = re.fullmatch(r"([a-z]+)(\d+)x(\d+)", name)
+    if grouped:
+        return f"{grouped[1].upper()} M={grouped[2]} k={grouped[3]}"
+    match = re.fullmatch(r"([a-z]+)(\d+)", name)
+    return f"{match[1].upper()} k={match[2]}" if match else name.upper()
+
+
+ELBO_TERMS = ("reconstruction", "kl")  # val/ terms of the ELBO: in metrics.csv, not on the epoch line
 
 
 DIAGNOSTIC_LABELS = {"kl": "KL", "mi": "MI", "active_units": "active"}  # the collapse diagnostics' val/ names
@@ -202,6 +208,8 @@ def epoch_line(trainer: pl.Trainer, epoch: int, step: int, seconds: float) -> st
         prefix, _, name = key.partition("/")
         if prefix == "train" and name.endswith("_epoch"):
             train.append(f"train {bound_label(name[: -len('_epoch')])} {float(metrics[key]):.2f}")
+        elif prefix == "val" and name in ELBO_TERMS:
+            continue
         elif prefix == "val" and diagnostic_text(name, float(metrics[key])) is not None:
             diagnostics.append(diagnostic_text(name, float(metrics[key])))
         elif prefix == "val":
