@@ -475,6 +475,7 @@ def test_bad_arguments():
         InMemoryBatches(numbered(5), batch_size=2, shuffle=False, seed=0, rank=2, world_size=2)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_batches_are_cut_on_the_gpu(tmp_path):
     write_frey(tmp_path, numbered_faces(100))
