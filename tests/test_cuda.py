@@ -54,7 +54,7 @@ def loss_and_gradients(step, module: VAEModule, x: torch.Tensor) -> tuple[float,
     (grads set to None, the step's function, ``backward``), without the update."""
     for parameter in module.parameters():
         parameter.grad = None
-    loss, bound_sum = step(x, None)
+    loss, bound_sum, _ = step(x, None)  # the third: the sums of the ELBO's terms
     loss.backward()
     return loss.item(), bound_sum.item(), [p.grad.clone() for p in module.parameters()]
 
