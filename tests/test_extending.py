@@ -24,7 +24,7 @@ from torch import distributions as D
 from tests.helpers import PROJECT, TINY_FIT, Command, run_forked, write_mnist
 from vaelab.config.schema import KLMode, ModelConfig, PriorConfig, PriorKind
 from vaelab.models.priors import Prior
-from vaelab.models.targets import load_class
+from vaelab.targets import load_class
 from vaelab.models.vae import VAE
 from vaelab.probability import objectives
 from vaelab.results.pictures import manifold_problem

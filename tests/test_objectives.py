@@ -226,3 +226,51 @@ def test_vaelab_fit_trains_each_new_objective_and_logs_its_bound(words, bound, t
         assert all(k > 0 for k in kl) and all(r < 0 for r in reconstruction), (split, kl, reconstruction)
     assert sum(train[-5:]) / 5 > train[0] + 20, train  # from about -580 at the first step to about -546
     assert min(val) > train[0] + 20, val
+
+
+TEMPERED_BOUND = '''
+from vaelab.objectives.objective import LogWeightBound
+from vaelab.probability.bounds import iwae_bound
+
+
+class TemperedBound(LogWeightBound):
+    """T log (1/K) sum_k w_k^(1/T): at T = 1 the IWAE bound, operation for operation."""
+
+    name = "tempered"
+
+    def check(self):
+        super().check()
+        self.temperature = float(self.args.get("temperature", 1.0))
+
+    def of_log_weights(self, log_weights):
+        return iwae_bound(log_weights / self.temperature) * self.temperature
+'''
+
+
+def test_an_objective_of_your_own_from_a_file_trains_as_the_built_in_one_it_equals(tiny_mnist, tmp_path):
+    """model.objective=path/file.py:Class with model.objective_args.*, from a folder outside
+    vaelab: at temperature 1 it is the IWAE bound, so its run logs the iwae run's numbers, step for
+    step, under its own name; mistakes are one line each."""
+    (tmp_path / "tempered.py").write_text(TEMPERED_BOUND)
+    torch.set_default_dtype(torch.float32)
+    common = [*exact_fit_words(1, 6, 1), tiny_mnist, "model.kl=mc", "model.k=3"]
+    main([*common, f"model.objective={tmp_path}/tempered.py:TemperedBound", "model.objective_args.temperature=1.0",
+          f"run.dir={tmp_path / 'own'}"])
+    main([*common, "model.objective=iwae", f"run.dir={tmp_path / 'iwae'}"])
+    own = [r["train/tempered3"] for r in metrics_rows(tmp_path / "own") if r.get("train/tempered3")]
+    builtin = [r["train/iwae3"] for r in metrics_rows(tmp_path / "iwae") if r.get("train/iwae3")]
+    assert len(own) == 6 and own == builtin
+
+    from vaelab.config import load_config
+    from vaelab.errors import ConfigError
+
+    for words, message in (
+        ([f"model.objective={tmp_path}/missing.py:TemperedBound"], "no file"),
+        ([f"model.objective={tmp_path}/tempered.py:LogWeightBound"], "has no name"),
+        ([f"model.objective={tmp_path}/tempered.py:iwae_bound"], "has no class iwae_bound"),
+        (["model.objective=vaelab.config.schema:ModelConfig"], "is not a vaelab.objectives.objective.TrainingObjective subclass"),
+        (["model.objective=iwae", "model.objective_args.temperature=2"], "model.objective_args is for an objective of your own"),
+    ):
+        with pytest.raises(ConfigError, match=message) as error:
+            load_config(["model.kl=mc", *words])
+        assert "\n" not in str(error.value)

@@ -157,7 +157,7 @@ class ModelConfig:
     init_std: float = _help("standard deviation of init=normal", 0.01)
     objective: str = _help(
         "training bound: elbo (K&W eq. 7/10), iwae (Burda et al. eq. 8), vr (Renyi, Li & Turner 2016), "
-        "miwae, ciwae, piwae (Rainforth et al. 2018); docs/objectives.md",
+        "miwae, ciwae, piwae (Rainforth et al. 2018), or one of your own as path/file.py:Class; docs/objectives.md",
         "elbo", choices="vaelab.objectives:OBJECTIVES",
     )
     k: int = _help("samples per example: averaged for elbo, importance-weighted for iwae (per group for miwae, piwae)", 1)
@@ -170,6 +170,11 @@ class ModelConfig:
     alpha: float = _help("vr: the Renyi divergence's order, 0 <= alpha < 1 (0: the iwae bound; towards 1: the elbo)", 0.5)
     m: int = _help("miwae, piwae: the number M of IWAE bounds of k samples each that are averaged", 1)
     ciwae_mix: float = _help("ciwae: c in c * ELBO + (1 - c) * IWAE, 0 <= c <= 1", 0.5)
+    objective_args: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "an objective of your own (model.objective=path/file.py:Class): its settings, as self.args",
+                  "lightning": False, "choices": None},
+    )
     beta: float = _help(
         "weight of the KL term (of log p(z) - log q(z|x) in the log-weights) in the training loss only; "
         "every reported bound has weight 1",

@@ -23,7 +23,7 @@ from vaelab.models.likelihoods import Decoder, build_likelihood
 from vaelab.models.networks import decoder_trunk, encoder_trunk, init_weights_, mlp
 from vaelab.models.posteriors import GaussianLayer, GaussianParams
 from vaelab.models.priors import MixturePrior, Prior, StandardNormalPrior, VampPrior
-from vaelab.models.targets import construct, load_class
+from vaelab.targets import construct, load_class
 from vaelab.probability.distributions import DiagonalGaussian
 from vaelab.probability.objectives import LatentSample
 

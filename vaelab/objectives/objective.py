@@ -44,11 +44,17 @@ class TrainingObjective:
         self.cfg = cfg
         self.k = cfg.k
         self.estimator = cfg.estimator.value
+        self.args = dict(cfg.objective_args)  # an objective of the user's reads its settings here
         self.check()
 
     def check(self) -> None:
         """Raise a one-line ConfigError for a setting this objective cannot train with."""
         cfg = self.cfg
+        if cfg.objective_args and ":" not in cfg.objective:
+            raise ConfigError(
+                f"model.objective_args is for an objective of your own (model.objective=path/file.py:Class); "
+                f"model.objective={cfg.objective} takes its settings as model keys (--help)"
+            )
         if cfg.free_bits > 0:
             raise ConfigError(FREE_BITS_NEED)
         if self.estimator not in self.estimators:
@@ -128,7 +134,7 @@ class LogWeightBound(TrainingObjective):
         return -surrogate.mean(), bound.detach(), elbo_terms_of(log_likelihood, log_ratio)
 
 
-OBJECTIVES: Registry[type[TrainingObjective]] = Registry("model.objective", "vaelab.objectives")
+OBJECTIVES: Registry[type[TrainingObjective]] = Registry("model.objective", "vaelab.objectives", base=TrainingObjective)
 
 
 def objective_for(cfg: ModelConfig) -> TrainingObjective:
