@@ -1,4 +1,4 @@
-"""AIS and BDMC (vaelab/probability/ais.py, vaelab/results/ais_scores.py) against the closed-form
+"""AIS and BDMC (vaelab/probability/ais.py, vaelab/evaluation/ais_scores.py) against the closed-form
 log p(x) of the linear-Gaussian VAE of tests/helpers/, in float64, and ``vaelab.evaluate
 eval.ais_steps=... eval.bdmc_images=...`` on a tiny fit. Tolerances: what seeds 0-4 gave, with
 room (docs/testing.md#tolerances-and-waits).
@@ -18,7 +18,7 @@ from vaelab.errors import ConfigError
 from vaelab.evaluate import EVAL_FILE, main
 from vaelab.fit import main as fit_main
 from vaelab.probability.ais import point_at, hmc_step, sigmoid_schedule
-from vaelab.results.ais_scores import AISSettings, ais_log_likelihoods, bdmc
+from vaelab.evaluation.ais_scores import AISSettings, ais_log_likelihoods, bdmc
 
 
 def test_sigmoid_schedule_runs_from_0_to_1_symmetrically():

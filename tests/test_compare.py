@@ -1,7 +1,7 @@
-"""``python -m vaelab.compare`` (vaelab/compare.py, vaelab/results/comparison.py) on the run
+"""``python -m vaelab.compare`` (vaelab/compare.py, vaelab/evaluation/comparison.py) on the run
 directories of real short fits laid out as a sweep's folder: the protocol blocks and why they
 stand apart, the order, the numbers against summary.json and eval.json, the files it writes, the
-published cells of presets (vaelab/results/published.py) and the one-line errors."""
+published cells of presets (vaelab/evaluation/published.py) and the one-line errors."""
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ from tests.helpers import PROJECT, write_mnist
 from vaelab.compare import main as compare_main
 from vaelab.config.compose import compose, parse_command_line
 from vaelab.evaluate import main as evaluate_main
-from vaelab.results.comparison import CURVES_SIZE, UNRECORDED, rank, read_runs
-from vaelab.results.protocol import BY_VALIDATION, LAST_EPOCH
-from vaelab.results.published import published_for
+from vaelab.evaluation.comparison import CURVES_SIZE, UNRECORDED, rank, read_runs
+from vaelab.evaluation.protocol import BY_VALIDATION, LAST_EPOCH
+from vaelab.evaluation.published import published_for
 
 # Two epochs of 3 steps on 300 tiny MNIST images, tested on 50 images with 10 importance samples.
 WORDS = [

@@ -134,7 +134,7 @@ def test_a_saved_config_takes_dotted_overrides_and_refuses_group_choices():
 
 
 def test_a_malformed_or_missing_saved_config_is_one_line(tmp_path):
-    from vaelab.results.run_dir import load_saved_config
+    from vaelab.training.run_dir import load_saved_config
 
     with pytest.raises(VaelabError, match=r"config.yaml is missing, so the run's data and settings are unknown$"):
         load_saved_config(tmp_path)

@@ -1,4 +1,4 @@
-"""What ``python -m vaelab.fit`` prints (vaelab/results/console.py), in a pipe and on a terminal.
+"""What ``python -m vaelab.fit`` prints (vaelab/training/console.py), in a pipe and on a terminal.
 
 A real fit of tiny MNIST files, in a new Python process: 35 training images in minibatches of 5
 are 7 optimizer steps an epoch, taken 3 per Lightning call (3, 3 and a partial last call of 1),

@@ -21,7 +21,7 @@ from vaelab.config.schema import EvalConfig, ModelConfig, OptimConfig
 from vaelab.fit import main
 from vaelab.models.compiled import CompiledForBatchSize
 from vaelab.models.module import VAEModule
-from vaelab.results.scores import importance_scores
+from vaelab.evaluation.scores import importance_scores
 
 pytestmark = [
     pytest.mark.cuda,

@@ -27,7 +27,7 @@ from vaelab.data.idx import IMAGE_MAGIC
 from vaelab.errors import ConfigError, DataError
 from vaelab.fit import main
 from vaelab.models.vae import VAE
-from vaelab.results.pictures import PAD, image_grids, interpolation_grids
+from vaelab.evaluation.pictures import PAD, image_grids, interpolation_grids
 
 
 needs_fashion_mnist = pytest.mark.skipif(

@@ -33,9 +33,9 @@ from vaelab.fit import main as fit_main
 from vaelab.models import compiled
 from vaelab.models.compiled import importance_estimates, should_compile_estimates
 from vaelab.models.vae import VAE
-from vaelab.results.loggers import wandb_run_id
-from vaelab.results.pictures import PALETTE, lerp, manifold_points, slerp
-from vaelab.results.scores import active_units, bits_per_dim, score
+from vaelab.training.loggers import wandb_run_id
+from vaelab.evaluation.pictures import PALETTE, lerp, manifold_points, slerp
+from vaelab.evaluation.scores import active_units, bits_per_dim, score
 
 ERROR_PREFIX = "vaelab.evaluate: error:"
 

@@ -26,8 +26,8 @@ import torch
 
 from tests.helpers import PROJECT, Command, assert_same_training_state, exact_fit_words, metrics_rows, run_forked, write_mnist
 from vaelab.data.batches import InMemoryBatches
-from vaelab.results.rank_noise import seed_rank_generators, seed_test_samples
-from vaelab.results.resume import ExactResume, IntervalCheckpoint, random_states
+from vaelab.training.rank_noise import seed_rank_generators, seed_test_samples
+from vaelab.training.resume import ExactResume, IntervalCheckpoint, random_states
 
 EPOCHS, STEPS_PER_EPOCH, STEPS_PER_CALL = 3, 10, 3  # calls of 3, 3, 3 and 1 steps per epoch
 # data.root is added by the tiny_mnist fixture: 600 training images, 100 of them for validation
@@ -39,7 +39,7 @@ WORDS = [
 # of optimizer step $KILL_AT_STEP (numbered from 0) is logged: inside a training_step call.
 KILLED_AT_STEP = """
 import os, signal
-from vaelab.results.loggers import AppendingCSVLogger
+from vaelab.training.loggers import AppendingCSVLogger
 
 kill_at, log_metrics = int(os.environ["KILL_AT_STEP"]), AppendingCSVLogger.log_metrics
 
@@ -210,7 +210,7 @@ def test_interval_checkpoints_round_steps_up_to_whole_calls_and_skip_epoch_ends(
 
 def test_interval_checkpoints_by_minutes(tmp_path, monkeypatch):
     clock = SimpleNamespace(now=1000.0)
-    monkeypatch.setattr("vaelab.results.resume.time.monotonic", lambda: clock.now)
+    monkeypatch.setattr("vaelab.training.resume.time.monotonic", lambda: clock.now)
     trainer = FakeTrainer(batches=6)
     callback = IntervalCheckpoint(tmp_path / "last.ckpt", every_n_steps=None, every_minutes=10)
     callback.on_train_start(trainer, None)
@@ -220,11 +220,11 @@ def test_interval_checkpoints_by_minutes(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_a_run_resumed_from_its_sigusr1_checkpoint_is_the_uninterrupted_run(tmp_path, tiny_mnist):
-    """The checkpoint vaelab.cluster writes on SIGUSR1 (here in this process, without SLURM)
+    """The checkpoint vaelab.training.slurm_requeue writes on SIGUSR1 (here in this process, without SLURM)
     resumes the run exactly, as ``last.ckpt`` does."""
     import pytorch_lightning as pl
 
-    from vaelab.cluster import SlurmRequeue
+    from vaelab.training.slurm_requeue import SlurmRequeue
     from vaelab.config.compose import compose, parse_command_line
     from vaelab.fit import build_run, main
 

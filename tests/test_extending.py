@@ -27,7 +27,7 @@ from vaelab.models.priors import Prior
 from vaelab.targets import load_class
 from vaelab.models.vae import VAE
 from vaelab.probability import objectives
-from vaelab.results.pictures import manifold_problem
+from vaelab.evaluation.pictures import manifold_problem
 
 EXAMPLE = PROJECT / "examples" / "laplace_prior.py"
 TARGET = f"{EXAMPLE}:LaplacePrior"  # absolute: whatever the working directory

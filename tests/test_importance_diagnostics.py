@@ -75,7 +75,7 @@ def test_too_few_samples_for_a_pareto_fit_give_none():
 
 
 def test_the_warning_names_the_heavy_tailed_images_and_the_remedy():
-    from vaelab.results.scores import importance_diagnostics, unreliable_estimate_warning
+    from vaelab.evaluation.scores import importance_diagnostics, unreliable_estimate_warning
 
     k = torch.tensor([0.2, 0.75, 0.9, 0.5], dtype=torch.float64)
     diagnostics = importance_diagnostics(torch.tensor([3.0, 1.0, 4.0, 2.0]), k)
@@ -89,7 +89,7 @@ def test_the_warning_names_the_heavy_tailed_images_and_the_remedy():
 
 
 def test_the_bound_order_is_checked_in_order_of_k_and_its_break_named():
-    from vaelab.results.scores import bound_order, bound_order_warning
+    from vaelab.evaluation.scores import bound_order, bound_order_warning
 
     good = bound_order(-110.0, {50: -107.0, 5: -108.5}, -106.0, 5000)
     assert good["chain"] == "L_1 <= L_5 <= L_50 <= L_5000" and good["holds"] and bound_order_warning(good) is None

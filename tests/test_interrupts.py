@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from tests.helpers import PROJECT, assert_same_training_state, exact_fit_words, metrics_rows, write_mnist
-from vaelab.results.checkpoints import checkpoint_problem
+from vaelab.training.checkpoints import checkpoint_problem
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +47,7 @@ import os, time
 from pathlib import Path
 
 from vaelab import interrupts
-from vaelab.results.resume import SignalCheckpoint
+from vaelab.training.resume import SignalCheckpoint
 
 marker = Path(os.environ.get("HOLD_MARKER", "held"))
 

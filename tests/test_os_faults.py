@@ -27,9 +27,9 @@ import torch
 from tests.helpers import PROJECT, write_mnist
 from vaelab.evaluate import main as evaluate_main
 from vaelab.fit import main as fit_main
-from vaelab.results.atomic import PARTIAL_PREFIX
-from vaelab.results.checkpoints import checkpoint_problem
-from vaelab.results.run_dir import RESULT_FILES
+from vaelab.files.atomic import PARTIAL_PREFIX
+from vaelab.training.checkpoints import checkpoint_problem
+from vaelab.training.run_dir import RESULT_FILES
 
 ELSEWHERE = "or pass run.dir=<a folder elsewhere>"
 IN_THE_WAY = f"move it out of the way, {ELSEWHERE}"
@@ -322,7 +322,7 @@ def test_a_full_disk_leaves_no_half_row_in_metrics_csv(mounts, tmp_path):
     disk.mkdir()
     fill = (
         "import csv, sys; from pathlib import Path; from vaelab.errors import ResultsWriteError; "
-        "from vaelab.results.loggers import AppendingCSVLogger\n"
+        "from vaelab.training.loggers import AppendingCSVLogger\n"
         "logger, step = AppendingCSVLogger(Path(sys.argv[1])), 0\n"
         "try:\n"
         "    while True:\n"

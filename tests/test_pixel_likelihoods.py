@@ -28,7 +28,7 @@ from vaelab.fit import main as fit_main
 from vaelab.models.likelihoods import DiscretizedLogisticLikelihood
 from vaelab.models.vae import VAE
 from vaelab.probability import pixel_densities as pd
-from vaelab.results.scores import bits_per_dim, discrete_bits_per_dim
+from vaelab.evaluation.scores import bits_per_dim, discrete_bits_per_dim
 
 LEVELS = torch.arange(256, dtype=torch.float64) / 255
 # logits from lambda ~ 1e-13 to 1 - 1e-13, and around lambda = 1/2 on both sides of the series' switch

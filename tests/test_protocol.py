@@ -7,7 +7,7 @@ import torch
 
 from vaelab.config import load_config
 from vaelab.config.compose import to_object
-from vaelab.results.protocol import BY_VALIDATION, comparable_key, protocol
+from vaelab.evaluation.protocol import BY_VALIDATION, comparable_key, protocol
 
 
 def cfg_of(*words):

@@ -26,10 +26,10 @@ from vaelab.errors import CheckpointError, RunDirInUseError, out_of_memory_messa
 from vaelab.evaluate import main as evaluate_main
 from vaelab.fit import build_run
 from vaelab.fit import main as fit_main
-from vaelab.results.atomic import PARTIAL_PREFIX, remove_leftovers
-from vaelab.results.checkpoints import AtomicCheckpointIO, checkpoint_problem
-from vaelab.results.run_dir import find_checkpoint
-from vaelab.results.run_lock import LOCK_FILE, one_writer
+from vaelab.files.atomic import PARTIAL_PREFIX, remove_leftovers
+from vaelab.training.checkpoints import AtomicCheckpointIO, checkpoint_problem
+from vaelab.training.run_dir import find_checkpoint
+from vaelab.training.run_lock import LOCK_FILE, one_writer
 
 from tests.helpers import MNIST_RAW, PROJECT, TINY_FIT, needs_mnist
 
@@ -96,7 +96,7 @@ def test_a_failed_checkpoint_write_leaves_the_previous_file_whole(tmp_path):
 WRITER = """
 import sys, torch
 from pathlib import Path
-from vaelab.results.checkpoints import AtomicCheckpointIO
+from vaelab.training.checkpoints import AtomicCheckpointIO
 io, path, i = AtomicCheckpointIO(), Path(sys.argv[1]), 0
 while True:
     io.save_checkpoint({"step": i, "weights": torch.full((4_000_000,), float(i))}, path)

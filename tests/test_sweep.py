@@ -405,7 +405,7 @@ from pathlib import Path
 
 if os.environ.get("HOLD_RUN"):
     from vaelab import interrupts
-    from vaelab.results.resume import SignalCheckpoint
+    from vaelab.training.resume import SignalCheckpoint
 
     marker, check = Path(os.environ["HOLD_MARKER"]), SignalCheckpoint.on_train_batch_end
 

@@ -7,7 +7,7 @@ import pytest
 from tests.helpers import SHARED_DATA, TINY_FIT, needs_mnist
 from vaelab.config.schema import LoggerConfig, WandbMode
 from vaelab.fit import main
-from vaelab.results.loggers import wandb_mode, wandb_run_id
+from vaelab.training.loggers import wandb_mode, wandb_run_id
 
 
 @pytest.mark.slow

@@ -32,9 +32,9 @@ from vaelab.errors import VaelabError
 from vaelab.evaluate import EVAL_FILE, choose_device, load_config, load_vae
 from vaelab.fit import compose_fit, fit
 from vaelab.models.vae import VAE
-from vaelab.results.run_dir import find_checkpoint
-from vaelab.results.scores import importance_scores
-from vaelab.results.summary import SUMMARY_FILE
+from vaelab.training.run_dir import find_checkpoint
+from vaelab.evaluation.scores import importance_scores
+from vaelab.evaluation.summary import SUMMARY_FILE
 
 METRICS_FILE = "metrics.csv"
 

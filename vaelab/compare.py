@@ -4,8 +4,8 @@
 folder: every run directory below it). A table on stdout and ``comparison.md``,
 ``comparison.csv`` and ``comparison_curves.png`` in ``--out`` (default: the one folder given
 when it is not itself a run, e.g. the sweep's folder; else the current directory). Runs are
-ranked by test log p(x) only within a block of one protocol (vaelab.results.protocol); see
-vaelab.results.comparison for which file each number comes from. Every user error is one line
+ranked by test log p(x) only within a block of one protocol (vaelab.evaluation.protocol); see
+vaelab.evaluation.comparison for which file each number comes from. Every user error is one line
 on stderr and exit status 2. Documented in docs/compare.md.
 """
 
@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 from vaelab.errors import ConfigError, run_command
-from vaelab.results.comparison import rank, read_runs, terminal_table, write_comparison
-from vaelab.results.summary import SUMMARY_FILE
+from vaelab.evaluation.comparison import rank, read_runs, terminal_table, write_comparison
+from vaelab.evaluation.summary import SUMMARY_FILE
 
 PROG = "vaelab.compare"
 

@@ -11,7 +11,21 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from vaelab.interrupts import Interrupted
+
+
+class Interrupted(BaseException):
+    """A command stopped for SIGINT or SIGTERM; its message is the one line to print.
+
+    A BaseException, as KeyboardInterrupt is: no ``except Exception`` on the way out swallows it."""
+
+    def __init__(self, signum: int, message: str, at_once: bool = False) -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.at_once = at_once  # a second signal, or one outside training: no checkpoint was waited for
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum
 
 
 class VaelabError(Exception):

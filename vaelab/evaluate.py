@@ -19,16 +19,16 @@ was in training, with every constant of every density included):
 * ``active_units``: per stochastic layer, the units u with Cov_x(E_{q(u|x)}[u]) above
   ``eval.active_threshold`` (0.01: Burda et al. section 5.2), the variance over the evaluated
   test images. For z_1, E_q[z_1|x] is the encoder's mean; for a higher layer it is averaged over
-  ``eval.posterior_mean_samples`` draws of the layers below (``vaelab.results.scores``).
+  ``eval.posterior_mean_samples`` draws of the layers below (``vaelab.evaluation.scores``).
 * ``bits_per_dim``: -test_ll / (D log 2) for a likelihood that is a probability of the stored
   values (logistic on the 256 levels; bernoulli on binarized data), else null: see
-  ``vaelab.results.scores.discrete_bits_per_dim``.
+  ``vaelab.evaluation.scores.discrete_bits_per_dim``.
 * ``ais`` and ``bdmc`` (``eval.ais_steps`` > 0, ``eval.bdmc_images`` > 0): annealed importance
   sampling's stochastic lower bound of log p(x) on the first ``eval.ais_images`` images, and
-  BDMC's lower and upper bounds on images simulated from the model (``vaelab.results.ais_scores``).
+  BDMC's lower and upper bounds on images simulated from the model (``vaelab.evaluation.ais_scores``).
 * ``test_bits_per_dim``: grey levels (``data.binarize=none``) under a density on [0, 1]
   (gaussian, gaussian_learned, continuous_bernoulli), put on the 8-bit scale by convention: see
-  ``vaelab.results.scores.bits_per_dim``.
+  ``vaelab.evaluation.scores.bits_per_dim``.
 
 Pictures, PNG files in the run directory named ``eval_<name>.png`` (the fit's own
 ``samples.png`` and ``reconstructions.png`` are left alone): ``samples``, ``reconstructions``,
@@ -62,14 +62,14 @@ from vaelab.data import build_datamodule
 from vaelab.errors import CheckpointError, ConfigError, ResultsWriteError, VaelabError, first_line, run_command, warn
 from vaelab.models.module import VAEModule
 from vaelab.models.vae import VAE
-from vaelab.results.loggers import wandb_mode, wandb_run_id
-from vaelab.results.pictures import image_grids, interpolation_grids, latent_scatter, manifold_grid, manifold_problem, save_grids
-from vaelab.results.atomic import write_atomically
-from vaelab.results.checkpoints import checkpoint_problem
-from vaelab.results.protocol import BY_VALIDATION, LAST_CHECKPOINT, protocol
-from vaelab.results.run_dir import check_writable, find_checkpoint, load_saved_config
-from vaelab.results.ais_scores import AISSettings, ais_log_likelihoods, bdmc
-from vaelab.results.scores import (
+from vaelab.training.loggers import wandb_mode, wandb_run_id
+from vaelab.evaluation.pictures import image_grids, interpolation_grids, latent_scatter, manifold_grid, manifold_problem, save_grids
+from vaelab.files.atomic import write_atomically
+from vaelab.training.checkpoints import checkpoint_problem
+from vaelab.evaluation.protocol import BY_VALIDATION, LAST_CHECKPOINT, protocol
+from vaelab.training.run_dir import check_writable, find_checkpoint, load_saved_config
+from vaelab.evaluation.ais_scores import AISSettings, ais_log_likelihoods, bdmc
+from vaelab.evaluation.scores import (
     active_units, bits_per_dim, bound_order, bound_order_warning, discrete_bits_per_dim, importance_diagnostics,
     likelihood_is_discrete, mean, score, std_error, unreliable_estimate_warning,
 )

@@ -28,20 +28,20 @@ from vaelab.config.compose import CommandLine, compose, compose_saved, parse_com
 from vaelab.config.help import help_text
 from vaelab.config.plain import to_plain
 from vaelab.config.schema import Binarize, DatasetKind, DecoderKind, FitConfig, KLMode, TrainerConfig
-from vaelab.cluster import SlurmRequeue
+from vaelab.training.slurm_requeue import SlurmRequeue
 from vaelab.data import VAEDataModule, build_datamodule
 from vaelab.errors import ConfigError, ResultsWriteError, run_command, warn
-from vaelab.interrupts import SignalStop
+from vaelab.training.interrupts import SignalStop
 from vaelab.models.module import VAEModule
 from vaelab.objectives import objective_for
-from vaelab.results.checkpoints import AtomicCheckpointIO
-from vaelab.results.clock import TrainingClock
-from vaelab.results.console import StepProgressBar, console_callbacks, silence_lightning
-from vaelab.results.pictures import image_grids, save_grids
-from vaelab.results.rank_noise import seed_test_samples
-from vaelab.results.resume import ExactResume, IntervalCheckpoint, SignalCheckpoint
-from vaelab.results.loggers import build_loggers
-from vaelab.results.run_dir import (
+from vaelab.training.checkpoints import AtomicCheckpointIO
+from vaelab.training.clock import TrainingClock
+from vaelab.training.console import StepProgressBar, console_callbacks, silence_lightning
+from vaelab.evaluation.pictures import image_grids, save_grids
+from vaelab.training.rank_noise import seed_test_samples
+from vaelab.training.resume import ExactResume, IntervalCheckpoint, SignalCheckpoint
+from vaelab.training.loggers import build_loggers
+from vaelab.training.run_dir import (
     CHECKPOINT_DIR,
     LAST_CHECKPOINT,
     ConfigWriter,
@@ -51,10 +51,10 @@ from vaelab.results.run_dir import (
     find_resume_point,
     unwritable_run_dir_fix,
 )
-from vaelab.results.run_lock import one_writer
-from vaelab.results.protocol import BY_VALIDATION, LAST_EPOCH, protocol
-from vaelab.results.scores import discrete_bits_per_dim, importance_diagnostics, std_error, unreliable_estimate_warning
-from vaelab.results.summary import summary_lines, write_summary
+from vaelab.training.run_lock import one_writer
+from vaelab.evaluation.protocol import BY_VALIDATION, LAST_EPOCH, protocol
+from vaelab.evaluation.scores import discrete_bits_per_dim, importance_diagnostics, std_error, unreliable_estimate_warning
+from vaelab.evaluation.summary import summary_lines, write_summary
 
 RESUME_KEY = "run.resume="
 # Lightning compares its count of training_step calls with log_every_n_steps; VAEModule
@@ -196,8 +196,8 @@ def build_run(cfg_node: DictConfig) -> Run:
 def fit(cfg_node: DictConfig, resume_checkpoint: Path | None = None) -> dict:
     """Train, test on the best checkpoint, write pictures and ``summary.json``; return the summary.
 
-    Ctrl-C or SIGTERM stops it with :class:`vaelab.interrupts.Interrupted`: during training after
-    a checkpoint where the run resumes exactly (vaelab/interrupts.py)."""
+    Ctrl-C or SIGTERM stops it with :class:`vaelab.training.interrupts.Interrupted`: during training after
+    a checkpoint where the run resumes exactly (vaelab/training/interrupts.py)."""
     with SignalStop():
         return fit_run(build_run(cfg_node), resume_checkpoint)
 
@@ -271,7 +271,7 @@ def _scored_images(per_image: dict) -> int:
 
 def _test_diagnostics(per_image: dict, samples: int) -> dict:
     """summary.json's standard error of test_ll over the images and the importance-sampling
-    diagnostics of its weights (vaelab.results.scores), with one warning if they say it is unreliable."""
+    diagnostics of its weights (vaelab.evaluation.scores), with one warning if they say it is unreliable."""
     if per_image.get("ll") is None:
         return {}
     diagnostics = {"test_ll_se": std_error(per_image["ll"]), **importance_diagnostics(per_image["ess"], per_image["pareto_k"])}

@@ -8,7 +8,7 @@ environment, so every rank builds the same run and adds the same callbacks:
   generators: callbacks run in order, this one after ``ExactResume``), the global generators'
   states and the first numbers each of them would draw;
 * with ``$REQUEUE_AT_STEP``, :class:`SignalAtStep` makes every rank send itself SIGUSR1 after the
-  ``training_step`` call that reaches that optimizer step, and :class:`vaelab.cluster.SlurmRequeue`
+  ``training_step`` call that reaches that optimizer step, and :class:`vaelab.training.slurm_requeue.SlurmRequeue`
   (checking after every call) writes ``<run dir>/hpc_ckpt_1.ckpt`` and stops the run, as it does
   before a SLURM requeue (here no SLURM: it warns that it could not requeue).
 """
@@ -25,7 +25,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from vaelab.cluster import SlurmRequeue
+from vaelab.training.slurm_requeue import SlurmRequeue
 from vaelab.config.compose import compose, parse_command_line
 from vaelab.fit import build_run, fit_run
 

@@ -50,7 +50,7 @@ HOLD_TIMEOUT = 300  # seconds a held job waits for its signal before it trains o
 # `python -m vaelab.fit`, held after optimizer step $HOLD_AT_STEP (first start of the job only)
 # until SIGUSR1 has set vaelab's requeue flag or SIGTERM (as when SLURM requeues a job) vaelab's
 # interrupt flag; then vaelab's own checks for the signals run as usual: the SIGTERM checkpoint
-# (vaelab.results.resume.SignalCheckpoint) right after that step, SlurmRequeue's at its next check.
+# (vaelab.training.resume.SignalCheckpoint) right after that step, SlurmRequeue's at its next check.
 # Rank 0 writes $HOLD_MARKER once held. Used as $VAELAB_PYTHON: slurm/*.sbatch run
 # "$VAELAB_PYTHON -m vaelab.fit ...".
 HELD_FIT = """\
@@ -59,8 +59,8 @@ import os, runpy, sys, time
 from pathlib import Path
 
 from vaelab import interrupts
-from vaelab.cluster import SlurmRequeue
-from vaelab.results.resume import SignalCheckpoint
+from vaelab.training.slurm_requeue import SlurmRequeue
+from vaelab.training.resume import SignalCheckpoint
 
 hold_at, marker = int(os.environ["HOLD_AT_STEP"]), Path(os.environ["HOLD_MARKER"])
 first_start = os.environ.get("SLURM_RESTART_COUNT", "0") == "0"

@@ -67,7 +67,7 @@ def batch_diagnostics(vae: VAE, x: Tensor, generator: torch.Generator, mean_samp
 
 class UnitVariances(Metric):
     """Every unit's variance over the examples seen, divisor N, in float64 (Cov_x(E_q[u|x])'s
-    diagonal, as :func:`vaelab.results.scores.active_units`): sums of m and m^2 and the count,
+    diagonal, as :func:`vaelab.evaluation.scores.active_units`): sums of m and m^2 and the count,
     added up across DDP ranks."""
 
     full_state_update = False

@@ -11,7 +11,7 @@ bound (Grosse, Ghahramani & Adams 2015, BDMC, section 3).
 
 Everything here is over two functions of a flat latent z [..., d] (d: all layers side by side):
 ``log_prior(z)`` and ``log_likelihood(z)``, each [...]; the VAE's are in
-:mod:`vaelab.results.ais_scores`. The random draws come from torch's global generator.
+:mod:`vaelab.evaluation.ais_scores`. The random draws come from torch's global generator.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from datetime import datetime
 from pathlib import Path
 
 from vaelab.errors import ResultsWriteError, SweepError, run_command
-from vaelab.interrupts import SignalStop
+from vaelab.training.interrupts import SignalStop
 from vaelab.sweep.command import check_extra_words
 from vaelab.sweep.engine import load_sweep
 from vaelab.sweep.runner import Runner

@@ -4,7 +4,7 @@ The run's console output goes to a file. While it runs, a check is asked every P
 whether to stop it (early termination); a run to stop gets SIGTERM, then SIGKILL if it has not
 exited KILL_AFTER_SECONDS later. The run has a session of its own, so a Ctrl-C at the terminal
 reaches the runner alone, which passes each SIGINT or SIGTERM it gets on to the run: vaelab.fit
-then stops at a checkpoint it can continue from (vaelab/interrupts.py). On Linux the run also
+then stops at a checkpoint it can continue from (vaelab/training/interrupts.py). On Linux the run also
 gets SIGTERM when the runner dies, however it dies (kill -9 included).
 """
 
@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vaelab.results.write_faults import writing
+from vaelab.files.write_faults import writing
 
 # Environment variables through which wandb agent puts its runs into a W&B sweep: the runs
 # of the offline runner belong to no W&B sweep, so they are not passed on.

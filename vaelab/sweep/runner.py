@@ -10,11 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vaelab.interrupts import Interrupted, signal_name
-from vaelab.results.write_faults import writing
+from vaelab.training.interrupts import Interrupted, signal_name
+from vaelab.files.write_faults import writing
 from vaelab.sweep.command import build_command, check_vaelab_command, param_values, vaelab_words, write_args_json_file
 from vaelab.sweep.engine import Engine
-from vaelab.results.run_lock import wait_for_writer
+from vaelab.training.run_lock import wait_for_writer
 from vaelab.sweep.process import KILL_AFTER_SECONDS, supervise
 from vaelab.sweep.runs import (
     METRICS_FILE,

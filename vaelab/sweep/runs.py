@@ -21,9 +21,9 @@ from typing import Any
 import yaml
 
 from vaelab.errors import SweepError
-from vaelab.results.atomic import write_atomically
-from vaelab.results.summary import SUMMARY_FILE
-from vaelab.results.write_faults import writing
+from vaelab.files.atomic import write_atomically
+from vaelab.evaluation.summary import SUMMARY_FILE
+from vaelab.files.write_faults import writing
 
 SWEEP_COPY = "sweep.yaml"
 RESULTS_CSV = "results.csv"

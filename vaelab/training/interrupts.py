@@ -2,9 +2,9 @@
 
 Lightning turns Ctrl-C (KeyboardInterrupt) into exit status 1 without a checkpoint, and its
 SIGTERM handler broadcasts to the other DDP ranks from inside the handler, which can hang
-(Lightning issue #21406, as for SIGUSR1 in :mod:`vaelab.cluster`). While a fit runs,
+(Lightning issue #21406, as for SIGUSR1 in :mod:`vaelab.training.slurm_requeue`). While a fit runs,
 :class:`SignalStop` handles SIGINT and SIGTERM instead: during training the first signal is
-only recorded, and :class:`vaelab.results.resume.SignalCheckpoint` stops the run after the next
+only recorded, and :class:`vaelab.training.resume.SignalCheckpoint` stops the run after the next
 ``training_step`` call, where it resumes exactly; a second signal, or one outside training
 (data loading, the test), stops at once. Either way :class:`Interrupted` ends the command
 with one line and exit status 130 (SIGINT) or 143 (SIGTERM), as a shell reports them.
@@ -17,26 +17,13 @@ import threading
 from pathlib import Path
 from types import FrameType
 
+from vaelab.errors import Interrupted  # noqa: F401 (the exception these handlers raise)
+
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def signal_name(signum: int) -> str:
     return signal.Signals(signum).name
-
-
-class Interrupted(BaseException):
-    """A command stopped for SIGINT or SIGTERM; its message is the one line to print.
-
-    A BaseException, as KeyboardInterrupt is: no ``except Exception`` on the way out swallows it."""
-
-    def __init__(self, signum: int, message: str, at_once: bool = False) -> None:
-        super().__init__(message)
-        self.signum = signum
-        self.at_once = at_once  # a second signal, or one outside training: no checkpoint was waited for
-
-    @property
-    def exit_status(self) -> int:
-        return 128 + self.signum
 
 
 _active: list[SignalStop] = []  # the handlers in force, innermost last

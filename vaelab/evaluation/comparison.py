@@ -6,7 +6,7 @@ A run's test numbers come from its ``eval.json`` (``vaelab.evaluate``) where it 
 ``summary.json`` (the fit's test), with the protocol block of the same file; active units come
 from eval.json only, training numbers (epochs, steps, seconds) from summary.json. Numbers that no
 file holds are left empty, never estimated. Runs are ranked together only when their protocols
-share :data:`vaelab.results.protocol.COMPARABLE_KEYS`.
+share :data:`vaelab.evaluation.protocol.COMPARABLE_KEYS`.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from pathlib import Path
 import yaml
 
 from vaelab.errors import VaelabError
-from vaelab.results.atomic import replace_atomically, write_atomically
-from vaelab.results.protocol import COMPARABLE_KEYS, comparable_key
-from vaelab.results.published import PublishedNumber, published_for
-from vaelab.results.summary import SUMMARY_FILE
+from vaelab.files.atomic import replace_atomically, write_atomically
+from vaelab.evaluation.protocol import COMPARABLE_KEYS, comparable_key
+from vaelab.evaluation.published import PublishedNumber, published_for
+from vaelab.evaluation.summary import SUMMARY_FILE
 
 # The files of a run directory read here, as vaelab.fit and vaelab.evaluate name them (their
 # modules import Lightning, which a table does not need).

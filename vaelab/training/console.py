@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from vaelab.models.priors import MixturePrior, StandardNormalPrior, VampPrior
 from vaelab.models.vae import VAE
-from vaelab.results.clock import TrainingClock
+from vaelab.training.clock import TrainingClock
 
 # Lightning's and torch's log records that say nothing about this run a user could act on
 # (logger name -> messages, by their start): vaelab prints its own device line and results.
@@ -40,7 +40,7 @@ NOISE_RECORDS = {
         "You are using a CUDA device (",
     ),
     "pytorch_lightning.accelerators.cuda": ("LOCAL_RANK: ",),  # every rank's CUDA_VISIBLE_DEVICES
-    # a SIGTERM during the test, which vaelab reports in its own line (vaelab/interrupts.py)
+    # a SIGTERM during the test, which vaelab reports in its own line (vaelab/training/interrupts.py)
     "pytorch_lightning.trainer.connectors.signal_connector": ("[rank: ",),
     "torch.utils.cpp_extension": ("No CUDA runtime is found",),  # torch.compile on a CPU-only machine
 }

@@ -22,7 +22,7 @@ from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
 from vaelab.models.vae import VAE
-from vaelab.results.atomic import replace_atomically
+from vaelab.files.atomic import replace_atomically
 
 PAD = 2  # pixels between the images of a grid, in white
 

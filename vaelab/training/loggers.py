@@ -13,8 +13,8 @@ from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
 from vaelab.config.schema import LoggerConfig, LoggerKind, WandbMode
 from vaelab.errors import ResultsWriteError
-from vaelab.results.atomic import replace_atomically
-from vaelab.results.write_faults import writing
+from vaelab.files.atomic import replace_atomically
+from vaelab.files.write_faults import writing
 
 
 class _AppendingWriter(ExperimentWriter):

@@ -16,8 +16,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from vaelab.errors import RunDirInUseError
-from vaelab.results.atomic import remove_leftovers
-from vaelab.results.write_faults import writing
+from vaelab.files.atomic import remove_leftovers
+from vaelab.files.write_faults import writing
 
 LOCK_FILE = ".lock"
 

@@ -1,11 +1,11 @@
 """Checkpoint files: written whole or not at all, and checked whole before they are loaded.
 
 Lightning writes every checkpoint through the strategy's ``CheckpointIO``: ModelCheckpoint's
-``last.ckpt`` and ``best-*.ckpt``, the SLURM ``hpc_ckpt_<n>.ckpt`` of :mod:`vaelab.cluster`, any
+``last.ckpt`` and ``best-*.ckpt``, the SLURM ``hpc_ckpt_<n>.ckpt`` of :mod:`vaelab.training.slurm_requeue`, any
 ``trainer.save_checkpoint``. Lightning's own ``TorchCheckpointIO`` writes to a temporary file in
 ``$TMPDIR`` and moves it, which across file systems is a copy into the target: a kill or a full
 disk then leaves a truncated checkpoint. :class:`AtomicCheckpointIO` writes beside the target
-and renames (:func:`vaelab.results.atomic.replace_atomically`).
+and renames (:func:`vaelab.files.atomic.replace_atomically`).
 
 A checkpoint is a zip archive (``torch.save``): :func:`checkpoint_problem` says why a file is
 not a whole one (cut short: no central directory; corrupt: a member fails its CRC-32).
@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from vaelab.results.atomic import replace_atomically
-from vaelab.results.write_faults import writing
+from vaelab.files.atomic import replace_atomically
+from vaelab.files.write_faults import writing
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

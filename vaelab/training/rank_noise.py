@@ -5,7 +5,7 @@ so that the initial weights are the same everywhere. Left there, the ranks' glob
 generators would also stay equal, and each rank would draw the same dynamic binarization
 and reparameterization noise for its different examples. A run of several processes
 therefore reseeds every rank from (seed, rank) before its first training step
-(:class:`vaelab.results.resume.ExactResume`) and before testing; a single process never
+(:class:`vaelab.training.resume.ExactResume`) and before testing; a single process never
 reseeds, so its numbers are those it always drew.
 """
 

@@ -15,9 +15,9 @@ from omegaconf import DictConfig, OmegaConf
 from vaelab.config.compose import load_yaml
 from vaelab.config.schema import FitConfig
 from vaelab.errors import CheckpointError, ResultsWriteError, warn
-from vaelab.results.atomic import probe_write, write_atomically
-from vaelab.results.checkpoints import checkpoint_problem
-from vaelab.results.write_faults import write_error
+from vaelab.files.atomic import probe_write, write_atomically
+from vaelab.training.checkpoints import checkpoint_problem
+from vaelab.files.write_faults import write_error
 
 CONFIG_FILE = "config.yaml"
 # The launching process exports its run directory here, so that the DDP worker processes

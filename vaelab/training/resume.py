@@ -23,9 +23,9 @@ import torch
 from pytorch_lightning.utilities import rank_zero_warn
 from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
 
-from vaelab.interrupts import Interrupted, active, signal_name
-from vaelab.results.loggers import AppendingCSVLogger
-from vaelab.results.rank_noise import seed_rank_generators
+from vaelab.training.interrupts import Interrupted, active, signal_name
+from vaelab.training.loggers import AppendingCSVLogger
+from vaelab.training.rank_noise import seed_rank_generators
 
 # The callback state's generator states: a list by global rank (one entry in one process).
 RANK_STATES = "random_states_per_rank"
@@ -68,7 +68,7 @@ class ExactResume(pl.Callback):
     The generators are set just before the first training step of a session (building the
     model, Lightning's set-up and the sanity check draw numbers before it): on resume, to this
     rank's states in the checkpoint; in a fresh run of several processes, seeded from
-    (``seed``, rank) (:mod:`vaelab.results.rank_noise`), so that the ranks draw their own
+    (``seed``, rank) (:mod:`vaelab.training.rank_noise`), so that the ranks draw their own
     noise; a single process leaves them as seeding and building the model left them.
     Validation draws from the same generators, after training.
 

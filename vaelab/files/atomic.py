@@ -12,7 +12,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 
-from vaelab.results.write_faults import writing
+from vaelab.files.write_faults import writing
 
 # Temporary files are named ".partial-<pid>-<random>.tmp", never after their target: Lightning
 # takes any name holding "hpc_ckpt_" for an hpc checkpoint (and reads a version from its digits),

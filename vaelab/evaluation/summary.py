@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from vaelab.results.atomic import write_atomically
+from vaelab.files.atomic import write_atomically
 
 SUMMARY_FILE = "summary.json"
 

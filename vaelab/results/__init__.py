@@ -1,1 +1,0 @@
-"""What a run leaves behind: its directory, metrics loggers, clock, pictures and summary."""
