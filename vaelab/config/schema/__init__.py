@@ -1,0 +1,59 @@
+"""Typed schema of a vaelab run.
+
+OmegaConf checks types against these dataclasses while a config is composed (an unknown
+key or a string where a number belongs fails there); ``__post_init__`` checks ranges when
+the composed config is turned into these objects. Each ``help`` string is shown by
+``python -m vaelab.fit --help``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from vaelab.config.schema.data import BINARY_DATASETS, COLOUR_DATASETS, Binarize, DataConfig, DatasetKind
+from vaelab.config.schema.evaluation import EvalConfig
+from vaelab.config.schema.fields import _help
+from vaelab.config.schema.model import (
+    Activation, DecoderKind, Estimator, Init, KLMode, ModelConfig, NetConfig, NetKind, PosteriorConfig, PosteriorKind,
+    PriorConfig, PriorKind, StochasticLayerConfig,
+)
+from vaelab.config.schema.training import (
+    AcceleratorKind, LoggerConfig, LoggerKind, LRSchedule, OptimConfig, OptimizerKind, TrainerConfig, WandbMode,
+)
+from vaelab.errors import ConfigError
+
+__all__ = [
+    "AcceleratorKind", "Activation", "BINARY_DATASETS", "Binarize", "COLOUR_DATASETS", "DataConfig", "DatasetKind",
+    "DecoderKind", "Estimator", "EvalConfig", "FitConfig", "Init", "KLMode", "LRSchedule", "LoggerConfig", "LoggerKind",
+    "ModelConfig", "NetConfig", "NetKind", "OptimConfig", "OptimizerKind", "PosteriorConfig", "PosteriorKind",
+    "PriorConfig", "PriorKind", "RunConfig", "StochasticLayerConfig", "TrainerConfig", "WandbMode",
+]
+
+
+@dataclass
+class RunConfig:
+    dir: Optional[str] = _help("run directory (null: runs/<data>-<model>/<timestamp>)", None)
+    resume: Optional[str] = _help("checkpoint file or run directory to continue", None)
+
+
+@dataclass
+class FitConfig:
+    seed: int = _help("seed of initialisation, shuffling and sampling", 0)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    posterior: PosteriorConfig = field(default_factory=PosteriorConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    net: NetConfig = field(default_factory=NetConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self) -> None:
+        if self.model.decoder is DecoderKind.logistic and self.data.binarize is not Binarize.none:
+            raise ConfigError(
+                f"model=logistic is a probability of the 256 grey levels but data.binarize={self.data.binarize.value}; "
+                "add data.binarize=none"
+            )
