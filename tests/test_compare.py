@@ -79,7 +79,9 @@ def test_runs_are_ranked_within_a_protocol_and_a_different_one_stands_apart(swee
         assert float(three[key]) == evaluation[key], key
     assert (three["active_units"], three["latent_dims"]) == (str(evaluation["active_units"][0]), "2")
     assert float(three["kl"]) == evaluation["test_kl"]  # eval.json's test KL; the others have none
-    assert all(r["kl"] == "" for r in rows if r["run"] != "run-003")
+    for name in ("run-001", "run-002"):  # without eval.json: the last val/kl of metrics.csv
+        last_kl = [r["val/kl"] for r in csv.DictReader(open(sweep / name / "metrics.csv")) if r.get("val/kl")][-1]
+        assert float(by_name[name]["kl"]) == float(last_kl), name
     assert all(r["published_test_ll"] == "" for r in rows)  # no preset
     assert by_name["run-002"]["protocol.variant"].startswith("seeded static binarization")
 

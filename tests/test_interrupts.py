@@ -46,7 +46,7 @@ HELD = """
 import os, time
 from pathlib import Path
 
-from vaelab import interrupts
+from vaelab.training import interrupts
 from vaelab.training.resume import SignalCheckpoint
 
 marker = Path(os.environ.get("HOLD_MARKER", "held"))

@@ -404,7 +404,7 @@ import os, runpy, sys, time
 from pathlib import Path
 
 if os.environ.get("HOLD_RUN"):
-    from vaelab import interrupts
+    from vaelab.training import interrupts
     from vaelab.training.resume import SignalCheckpoint
 
     marker, check = Path(os.environ["HOLD_MARKER"]), SignalCheckpoint.on_train_batch_end

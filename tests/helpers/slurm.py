@@ -58,7 +58,7 @@ HELD_FIT = """\
 import os, runpy, sys, time
 from pathlib import Path
 
-from vaelab import interrupts
+from vaelab.training import interrupts
 from vaelab.training.slurm_requeue import SlurmRequeue
 from vaelab.training.resume import SignalCheckpoint
 

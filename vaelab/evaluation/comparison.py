@@ -166,9 +166,10 @@ def read_curve(rows: list[dict], epochs: int | None, train_seconds: float | None
 
 
 def _kl(rows: list[dict]) -> float | None:
-    """The last KL that metrics.csv logs (a column named .../kl), if it logs one: for runs
-    without eval.json's test KL."""
-    columns = [c for c in (rows[0] if rows else {}) if c.rsplit("/", 1)[-1] == "kl"]
+    """The last validation KL that metrics.csv logs (``val/kl``, or another column named .../kl
+    where it has none), if it logs one: for runs without eval.json's test KL."""
+    logged = list(rows[0]) if rows else []
+    columns = ["val/kl"] if "val/kl" in logged else [c for c in logged if c.rsplit("/", 1)[-1] == "kl"]
     values = [_number(row.get(c)) for row in rows for c in columns]
     values = [v for v in values if v is not None]
     return values[-1] if values else None
