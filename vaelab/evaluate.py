@@ -68,7 +68,7 @@ from vaelab.files.atomic import write_atomically
 from vaelab.training.checkpoints import checkpoint_problem
 from vaelab.evaluation.protocol import BY_VALIDATION, LAST_CHECKPOINT, protocol
 from vaelab.training.run_dir import check_writable, find_checkpoint, load_saved_config
-from vaelab.evaluation.ais_scores import AISSettings, ais_log_likelihoods, bdmc
+from vaelab.evaluation.ais_scores import annealed_bounds
 from vaelab.evaluation.scores import (
     active_units, bits_per_dim, bound_order, bound_order_warning, discrete_bits_per_dim, importance_diagnostics,
     likelihood_is_discrete, mean, score, std_error, unreliable_estimate_warning,
@@ -166,6 +166,33 @@ def evaluate(cfg: FitConfig, run_dir: Path, checkpoint: Path, why: str = "as giv
     check_writable(run_dir, (EVAL_FILE,))  # an unwritable run directory fails now, not after the scoring
     device = choose_device(cfg)
     vae, model_dim = load_vae(checkpoint, device)
+    data, test, labels = _test_images(cfg, model_dim)
+    e = cfg.eval
+    torch.manual_seed(cfg.seed)
+    scores = score(vae, test, e.ll_samples, e.iwae_k, e.chunk_size, e.batch_size, e.posterior_mean_samples, e.compile)
+    order = bound_order(mean(scores.elbo), {k: mean(v) for k, v in scores.iwae.items()}, mean(scores.ll), e.ll_samples)
+    for warning in (bound_order_warning(order),
+                    unreliable_estimate_warning(importance_diagnostics(scores.ess, scores.pareto_k), e.ll_samples, len(test))):
+        if warning:
+            warn(warning)
+    pictures = save_grids(_pictures(vae, test, labels, scores, data.image_shape, cfg), run_dir, prefix=PICTURE_PREFIX)
+    annealed = annealed_bounds(vae, test, scores.ll, cfg) if e.ais_steps else {"ais": None, "bdmc": None}
+    results = {
+        "run_dir": str(run_dir), "checkpoint": str(checkpoint), "checkpoint_choice": why, "device": str(device),
+        **_scores_json(cfg, vae, data, scores, order, _checkpoint_rule(checkpoint), len(test)),
+        **annealed,
+        "pictures": {name: str(path) for name, path in pictures.items()},
+        "seconds": time.perf_counter() - started,
+    }
+    write_atomically(run_dir / EVAL_FILE, json.dumps(results, indent=2) + "\n")
+    if cfg.logger.name is LoggerKind.wandb:
+        _log_to_wandb(cfg, run_dir, results, pictures)
+    return results
+
+
+def _test_images(cfg: FitConfig, model_dim: int):
+    """The data module, the test images to score (``trainer.limit_test_batches`` batches of them,
+    or all) and their labels (None without); one line if the model takes other data."""
     data = build_datamodule(cfg.data, cfg.seed, cfg.eval.batch_size)
     data.prepare_data()
     data.setup("test")
@@ -177,48 +204,43 @@ def evaluate(cfg: FitConfig, run_dir: Path, checkpoint: Path, why: str = "as giv
         )
     limit = cfg.trainer.limit_test_batches
     count = len(data.test_data) if limit is None else min(len(data.test_data), limit * cfg.eval.batch_size)
-    test = data.test_data[:count]
     labels = None if data.test_labels is None else data.test_labels[:count].cpu()
+    return data, data.test_data[:count], labels
 
+
+def _pictures(vae, test: torch.Tensor, labels, scores, image_shape, cfg: FitConfig) -> dict:
+    """Samples, reconstructions and interpolations; with a 2-dimensional top layer, its manifold
+    and the scatter of the test images' posterior means."""
     e = cfg.eval
-    torch.manual_seed(cfg.seed)
-    scores = score(vae, test, e.ll_samples, e.iwae_k, e.chunk_size, e.batch_size, e.posterior_mean_samples, e.compile)
-    counts, variances = active_units(scores.posterior_means, e.active_threshold)
-    order = bound_order(mean(scores.elbo), {k: mean(v) for k, v in scores.iwae.items()}, mean(scores.ll), e.ll_samples)
-    if bound_order_warning(order):
-        warn(bound_order_warning(order))
-    unreliable = unreliable_estimate_warning(importance_diagnostics(scores.ess, scores.pareto_k), e.ll_samples, count)
-    if unreliable:
-        warn(unreliable)
-    # a density of grey levels; the Bernoulli "likelihood" of grey levels is not normalised
-    decoder, binary = vae.cfg.decoder, cfg.data.binary
-    density = not binary and decoder is not DecoderKind.bernoulli and not likelihood_is_discrete(decoder, binary)
-    test_ll = mean(scores.ll)
-
     with torch.inference_mode():
-        grids: dict = image_grids(vae, test, data.image_shape, e.num_images, cfg.seed)
-        pairs = min(e.interpolation_pairs, count // 2)
+        grids: dict = image_grids(vae, test, image_shape, e.num_images, cfg.seed)
+        pairs = min(e.interpolation_pairs, len(test) // 2)
         grids.update(
-            interpolation_grids(vae, test[: 2 * pairs], scores.posterior_means[-1][: 2 * pairs], data.image_shape, e.interpolation_steps)
+            interpolation_grids(vae, test[: 2 * pairs], scores.posterior_means[-1][: 2 * pairs], image_shape, e.interpolation_steps)
         )
         if vae.top_latent_dim == 2:
             problem = manifold_problem(vae)
             if problem is None:
-                grids["manifold"] = manifold_grid(vae, data.image_shape, e.manifold_size)
+                grids["manifold"] = manifold_grid(vae, image_shape, e.manifold_size)
             else:
                 warn(f"no eval_manifold.png: {problem}")
             layer = len(scores.posterior_means)
             grids["latent_scatter"] = latent_scatter(
                 scores.posterior_means[-1], labels, axis_names=(f"E_q[z{layer}|x]_1", f"E_q[z{layer}|x]_2"), seed=cfg.seed
             )
-    pictures = save_grids(grids, run_dir, prefix=PICTURE_PREFIX)
-    annealed = annealed_bounds(vae, test, scores.ll, cfg) if e.ais_steps else {"ais": None, "bdmc": None}
+    return grids
 
-    results = {
-        "run_dir": str(run_dir),
-        "checkpoint": str(checkpoint),
-        "checkpoint_choice": why,
-        "device": str(device),
+
+def _scores_json(cfg: FitConfig, vae, data, scores, order: dict, checkpoint_rule: str, count: int) -> dict:
+    """eval.json's description of the data and its scores."""
+    e = cfg.eval
+    data_dim = math.prod(data.image_shape)
+    counts, variances = active_units(scores.posterior_means, e.active_threshold)
+    # a density of grey levels; the Bernoulli "likelihood" of grey levels is not normalised
+    decoder, binary = vae.cfg.decoder, cfg.data.binary
+    density = not binary and decoder is not DecoderKind.bernoulli and not likelihood_is_discrete(decoder, binary)
+    test_ll = mean(scores.ll)
+    return {
         "data": cfg.data.name.value,
         "binarize": cfg.data.binarize.value,
         "model": vae.cfg.decoder.value,
@@ -230,7 +252,7 @@ def evaluate(cfg: FitConfig, run_dir: Path, checkpoint: Path, why: str = "as giv
         "test_ll": test_ll,
         "test_ll_se": std_error(scores.ll),
         **importance_diagnostics(scores.ess, scores.pareto_k),
-        "protocol": protocol(cfg, data, _checkpoint_rule(checkpoint), count, data.source.binary),
+        "protocol": protocol(cfg, data, checkpoint_rule, count, data.source.binary),
         "test_elbo": mean(scores.elbo),
         "test_iwae": {str(k): mean(v) for k, v in scores.iwae.items()},
         "test_kl": mean(scores.kl),
@@ -242,14 +264,7 @@ def evaluate(cfg: FitConfig, run_dir: Path, checkpoint: Path, why: str = "as giv
         "latent_dims": [m.shape[1] for m in scores.posterior_means],
         "active_threshold": e.active_threshold,
         "unit_variances": [v.tolist() for v in variances],
-        **annealed,
-        "pictures": {name: str(path) for name, path in pictures.items()},
-        "seconds": time.perf_counter() - started,
     }
-    write_atomically(run_dir / EVAL_FILE, json.dumps(results, indent=2) + "\n")
-    if cfg.logger.name is LoggerKind.wandb:
-        _log_to_wandb(cfg, run_dir, results, pictures)
-    return results
 
 
 def _checkpoint_rule(checkpoint: Path) -> str:
@@ -257,35 +272,6 @@ def _checkpoint_rule(checkpoint: Path) -> str:
     if checkpoint.name.startswith("best-"):
         return BY_VALIDATION
     return LAST_CHECKPOINT if checkpoint.name == "last.ckpt" else f"as given ({checkpoint.name})"
-
-
-def annealed_bounds(vae: VAE, test: torch.Tensor, ll: torch.Tensor, cfg: FitConfig) -> dict:
-    """eval.json's ``ais`` (forward AIS on the first eval.ais_images test images, beside L_S on the
-    same images) and ``bdmc`` (both bounds on eval.bdmc_images simulated images, or None); seeded
-    anew, after every other draw, so no other number depends on them."""
-    e = cfg.eval
-    settings = AISSettings(e.ais_steps, e.ais_chains, e.ais_leapfrog, e.ais_step_size)
-    budget = {"steps": e.ais_steps, "chains": e.ais_chains, "leapfrog": e.ais_leapfrog, "step_size": e.ais_step_size, "schedule": "sigmoid"}
-    torch.manual_seed(cfg.seed)
-    started = time.perf_counter()
-    n = min(e.ais_images, len(test))
-    forward = ais_log_likelihoods(vae, test[:n], settings, e.batch_size)
-    ais = {
-        **budget, "images": n, "test_ll": mean(forward.log_likelihood), "test_ll_se": std_error(forward.log_likelihood),
-        "ll_samples_same_images": mean(ll[:n]), "minus_ll_samples": mean(forward.log_likelihood - ll[:n].double()),
-        "acceptance": mean(forward.acceptance), "final_step_size": mean(forward.step_size),
-        "seconds": time.perf_counter() - started,
-    }
-    if not e.bdmc_images:
-        return {"ais": ais, "bdmc": None}
-    started = time.perf_counter()
-    both = bdmc(vae, e.bdmc_images, settings, e.batch_size)
-    return {"ais": ais, "bdmc": {
-        **budget, "images": e.bdmc_images, "lower": mean(both.lower), "upper": mean(both.upper),
-        "gap": mean(both.upper.double() - both.lower.double()),
-        "acceptance_forward": mean(both.acceptance_forward), "acceptance_reverse": mean(both.acceptance_reverse),
-        "seconds": time.perf_counter() - started,
-    }}
 
 
 def _wandb_id(run_dir: Path) -> str:

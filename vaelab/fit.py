@@ -119,20 +119,7 @@ def build_run(cfg_node: DictConfig) -> Run:
     cfg = to_object(cfg_node)
     run_dir = choose_run_dir(cfg)
     cfg_node.run.dir = str(run_dir)
-    on_signal = SignalCheckpoint(run_dir, run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT)  # Ctrl-C, SIGTERM
-    if cfg.data.name is DatasetKind.mnist and cfg.data.binarize is Binarize.static:
-        rank_zero_warn(
-            "data.binarize=static is one seeded draw, not Larochelle & Murray's fixed binarization that "
-            "published static-MNIST tables use (numbers differ by 1-2 nats); for those use data=binarized_mnist"
-        )
-    if cfg.model.decoder is DecoderKind.bernoulli and not cfg.data.binary:
-        rank_zero_warn(
-            "model=bernoulli on continuous data: the Bernoulli log-likelihood of grey levels is not a "
-            "normalised density, so its nats are not comparable with published ones"
-        )
-    objective_warning = objective_for(cfg.model).warning()
-    if objective_warning:
-        rank_zero_warn(objective_warning)
+    _warn_about_the_data_and_objective(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     t = cfg.trainer
     datamodule = build_datamodule(
@@ -153,6 +140,32 @@ def build_run(cfg_node: DictConfig) -> Run:
         net=to_plain(cfg_node.net),
         posterior=to_plain(cfg_node.posterior),
     )
+    _warn_about_a_sampled_kl(cfg, module)
+    callbacks, checkpoint, clock = _callbacks(cfg, cfg_node, run_dir)
+    loggers = build_loggers(cfg.logger, run_dir, f"{run_dir.parent.name}/{run_dir.name}", to_plain(cfg_node))
+    trainer = _trainer(cfg, run_dir, callbacks, loggers)
+    return Run(cfg, run_dir, datamodule, module, trainer, checkpoint, clock)
+
+
+def _warn_about_the_data_and_objective(cfg: FitConfig) -> None:
+    """One warning for each setting that trains but whose numbers a user could misread."""
+    if cfg.data.name is DatasetKind.mnist and cfg.data.binarize is Binarize.static:
+        rank_zero_warn(
+            "data.binarize=static is one seeded draw, not Larochelle & Murray's fixed binarization that "
+            "published static-MNIST tables use (numbers differ by 1-2 nats); for those use data=binarized_mnist"
+        )
+    if cfg.model.decoder is DecoderKind.bernoulli and not cfg.data.binary:
+        rank_zero_warn(
+            "model=bernoulli on continuous data: the Bernoulli log-likelihood of grey levels is not a "
+            "normalised density, so its nats are not comparable with published ones"
+        )
+    objective_warning = objective_for(cfg.model).warning()
+    if objective_warning:
+        rank_zero_warn(objective_warning)
+
+
+def _warn_about_a_sampled_kl(cfg: FitConfig, module: VAEModule) -> None:
+    """model.kl=analytic where the built model has no closed-form KL: say that it is sampled."""
     if cfg.model.kl is KLMode.analytic and not module.vae.prior.has_closed_form_kl:
         rank_zero_warn(
             f"prior={cfg.prior.name.value} has no closed-form KL to the posterior: the ELBO samples "
@@ -163,7 +176,13 @@ def build_run(cfg_node: DictConfig) -> Run:
             f"posterior={cfg.posterior.name.value} (a flow) has no closed-form KL to the prior: the ELBO samples "
             "log p(z) - log q(z|x) with every log-determinant (as model.kl=mc does), in training and validation"
         )
-    validates = cfg.data.val_size > 0 and cfg.trainer.limit_val_batches != 0  # else no val/elbo to pick by
+
+
+def _callbacks(cfg: FitConfig, cfg_node: DictConfig, run_dir: Path) -> tuple[list, ModelCheckpoint, TrainingClock]:
+    """The callbacks of a fit: config.yaml, the best and last checkpoints, checkpoints within an
+    epoch and on a signal, exact resume, the clock, early stopping; and the two the run keeps."""
+    t = cfg.trainer
+    validates = cfg.data.val_size > 0 and t.limit_val_batches != 0  # else no val/elbo to pick by
     checkpoint = ModelCheckpoint(
         dirpath=run_dir / CHECKPOINT_DIR,
         filename="best-epoch{epoch}" if validates else "epoch{epoch}",
@@ -178,6 +197,7 @@ def build_run(cfg_node: DictConfig) -> Run:
     within_epoch = IntervalCheckpoint(
         run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT, t.checkpoint_every_n_steps, t.checkpoint_every_minutes
     )
+    on_signal = SignalCheckpoint(run_dir, run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT)  # Ctrl-C, SIGTERM
     clock = TrainingClock()
     callbacks = [ConfigWriter(run_dir, cfg_node), checkpoint, within_epoch, on_signal, ExactResume(cfg.seed), clock]
     if t.early_stop_patience is not None:
@@ -188,9 +208,7 @@ def build_run(cfg_node: DictConfig) -> Run:
             )
         # after each validation, on the same bound the best checkpoint is picked by
         callbacks.append(EarlyStopping("val/elbo", patience=t.early_stop_patience, mode="max", check_on_train_epoch_end=False))
-    loggers = build_loggers(cfg.logger, run_dir, f"{run_dir.parent.name}/{run_dir.name}", to_plain(cfg_node))
-    trainer = _trainer(cfg, run_dir, callbacks, loggers)
-    return Run(cfg, run_dir, datamodule, module, trainer, checkpoint, clock)
+    return callbacks, checkpoint, clock
 
 
 def fit(cfg_node: DictConfig, resume_checkpoint: Path | None = None) -> dict:

@@ -5,6 +5,7 @@ p(z_l|z_{l+1})), as Wu et al. 2017 do, so no posterior density is needed; the an
 HMC transitions are :mod:`vaelab.probability.ais`'s, over all layers' latents side by side.
 
 * ``ais_log_likelihoods``: per test image, forward AIS's log p-hat(x), a stochastic lower bound.
+* ``annealed_bounds``: both, as eval.json's ``ais`` and ``bdmc``.
 * ``bdmc``: on images simulated from the model, (z, x) ~ p(z) p(x|z), the forward bound and the
   reverse bound started at the exact posterior sample z (Grosse et al. 2015): they bracket log
   p(x) of each simulated image, so their gap bounds AIS's error on such data.
@@ -12,11 +13,14 @@ HMC transitions are :mod:`vaelab.probability.ais`'s, over all layers' latents si
 
 from __future__ import annotations
 
+import time
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
+from vaelab.config.schema import FitConfig
+from vaelab.evaluation.scores import mean, std_error
 from vaelab.models.vae import VAE
 from vaelab.probability.ais import AnnealingResult, ais_log_marginal, anneal, reverse_ais_upper_bound, sigmoid_schedule
 
@@ -113,3 +117,32 @@ def bdmc(vae: VAE, images: int, settings: AISSettings, batch_size: int = 100) ->
             )
             results.append((ais_log_marginal(forward), reverse_ais_upper_bound(reverse), forward.acceptance.mean(0), reverse.acceptance.mean(0), x))
     return BDMCScores(*(torch.cat([r[i].cpu() for r in results]) for i in range(5)))
+
+
+def annealed_bounds(vae: VAE, test: Tensor, ll: Tensor, cfg: FitConfig) -> dict:
+    """eval.json's ``ais`` (forward AIS on the first eval.ais_images test images, beside L_S on the
+    same images) and ``bdmc`` (both bounds on eval.bdmc_images simulated images, or None); seeded
+    anew, after every other draw, so no other number depends on them."""
+    e = cfg.eval
+    settings = AISSettings(e.ais_steps, e.ais_chains, e.ais_leapfrog, e.ais_step_size)
+    budget = {"steps": e.ais_steps, "chains": e.ais_chains, "leapfrog": e.ais_leapfrog, "step_size": e.ais_step_size, "schedule": "sigmoid"}
+    torch.manual_seed(cfg.seed)
+    started = time.perf_counter()
+    n = min(e.ais_images, len(test))
+    forward = ais_log_likelihoods(vae, test[:n], settings, e.batch_size)
+    ais = {
+        **budget, "images": n, "test_ll": mean(forward.log_likelihood), "test_ll_se": std_error(forward.log_likelihood),
+        "ll_samples_same_images": mean(ll[:n]), "minus_ll_samples": mean(forward.log_likelihood - ll[:n].double()),
+        "acceptance": mean(forward.acceptance), "final_step_size": mean(forward.step_size),
+        "seconds": time.perf_counter() - started,
+    }
+    if not e.bdmc_images:
+        return {"ais": ais, "bdmc": None}
+    started = time.perf_counter()
+    both = bdmc(vae, e.bdmc_images, settings, e.batch_size)
+    return {"ais": ais, "bdmc": {
+        **budget, "images": e.bdmc_images, "lower": mean(both.lower), "upper": mean(both.upper),
+        "gap": mean(both.upper.double() - both.lower.double()),
+        "acceptance_forward": mean(both.acceptance_forward), "acceptance_reverse": mean(both.acceptance_reverse),
+        "seconds": time.perf_counter() - started,
+    }}

@@ -187,6 +187,9 @@ def _ticks(low: float, high: float, count: int = 5) -> list[float]:
     return [first + i * step for i in range(int((high - first) / step + 1e-9) + 1)]
 
 
+POINT_RADIUS = 1.6  # pixels: thousands of points on a 640-pixel plot stay distinguishable
+
+
 def latent_scatter(
     points: Tensor,
     labels: Tensor | None = None,
@@ -236,18 +239,22 @@ def latent_scatter(
     draw.text((left, top - 4), axis_names[1], fill="black", font=font, anchor="lb")
 
     order = torch.randperm(len(points), generator=torch.Generator().manual_seed(seed))
-    radius = 1.6
     for index in order.tolist():
         x, y = points[index].tolist()
         if not (math.isfinite(x) and math.isfinite(y)):
             continue
         colour = PALETTE[0] if labels is None else PALETTE[int(labels[index]) % len(PALETTE)]
         px, py = to_pixel(x, y)
-        draw.ellipse([px - radius, py - radius, px + radius, py + radius], fill=colour)
+        draw.ellipse([px - POINT_RADIUS, py - POINT_RADIUS, px + POINT_RADIUS, py + POINT_RADIUS], fill=colour)
 
     if labels is not None:
-        for row, label in enumerate(sorted(set(int(v) for v in labels.tolist()))):
-            x, y = width - legend - 4, top + 8 + 16 * row
-            draw.rectangle([x, y - 5, x + 10, y + 5], fill=PALETTE[label % len(PALETTE)])
-            draw.text((x + 16, y), str(label), fill="black", font=font, anchor="lm")
+        _draw_legend(draw, labels, width - legend - 4, top + 8, font)
     return image
+
+
+def _draw_legend(draw: ImageDraw.ImageDraw, labels: Tensor, x: int, y: int, font) -> None:
+    """One row per label from (x, y) down: its colour and its value."""
+    for row, label in enumerate(sorted(set(int(v) for v in labels.tolist()))):
+        row_y = y + 16 * row
+        draw.rectangle([x, row_y - 5, x + 10, row_y + 5], fill=PALETTE[label % len(PALETTE)])
+        draw.text((x + 16, row_y), str(label), fill="black", font=font, anchor="lm")
