@@ -57,7 +57,7 @@ import torch
 
 from vaelab.config.compose import compose_saved, parse_command_line, to_object
 from vaelab.config.help import _key_lines
-from vaelab.config.schema import AcceleratorKind, DecoderKind, EvalConfig, FitConfig, LoggerKind
+from vaelab.config.schema import AcceleratorKind, EvalConfig, FitConfig, LoggerKind
 from vaelab.data import build_datamodule
 from vaelab.errors import CheckpointError, ConfigError, ResultsWriteError, VaelabError, first_line, run_command, warn
 from vaelab.models.module import VAEModule
@@ -69,10 +69,8 @@ from vaelab.training.checkpoints import checkpoint_problem
 from vaelab.evaluation.protocol import BY_VALIDATION, LAST_CHECKPOINT, protocol
 from vaelab.training.run_dir import check_writable, find_checkpoint, load_saved_config
 from vaelab.evaluation.ais_scores import annealed_bounds
-from vaelab.evaluation.scores import (
-    active_units, bits_per_dim, bound_order, bound_order_warning, discrete_bits_per_dim, importance_diagnostics,
-    likelihood_is_discrete, mean, score, std_error, unreliable_estimate_warning,
-)
+from vaelab.evaluation.test_numbers import test_numbers
+from vaelab.evaluation.scores import active_units, bound_order, bound_order_warning, mean, score
 
 PROG = "vaelab.evaluate"
 EVAL_FILE = "eval.json"
@@ -171,15 +169,17 @@ def evaluate(cfg: FitConfig, run_dir: Path, checkpoint: Path, why: str = "as giv
     torch.manual_seed(cfg.seed)
     scores = score(vae, test, e.ll_samples, e.iwae_k, e.chunk_size, e.batch_size, e.posterior_mean_samples, e.compile)
     order = bound_order(mean(scores.elbo), {k: mean(v) for k, v in scores.iwae.items()}, mean(scores.ll), e.ll_samples)
-    for warning in (bound_order_warning(order),
-                    unreliable_estimate_warning(importance_diagnostics(scores.ess, scores.pareto_k), e.ll_samples, len(test))):
-        if warning:
-            warn(warning)
+    if bound_order_warning(order):
+        warn(bound_order_warning(order))
+    numbers = test_numbers(
+        mean(scores.ll), mean(scores.elbo), e.ll_samples, math.prod(data.image_shape), vae.cfg.decoder, cfg.data.binary,
+        scores.ll, scores.ess, scores.pareto_k,
+    )
     pictures = save_grids(_pictures(vae, test, labels, scores, data.image_shape, cfg), run_dir, prefix=PICTURE_PREFIX)
     annealed = annealed_bounds(vae, test, scores.ll, cfg) if e.ais_steps else {"ais": None, "bdmc": None}
     results = {
         "run_dir": str(run_dir), "checkpoint": str(checkpoint), "checkpoint_choice": why, "device": str(device),
-        **_scores_json(cfg, vae, data, scores, order, _checkpoint_rule(checkpoint), len(test)),
+        **_scores_json(cfg, vae, data, scores, numbers, order, _checkpoint_rule(checkpoint), len(test)),
         **annealed,
         "pictures": {name: str(path) for name, path in pictures.items()},
         "seconds": time.perf_counter() - started,
@@ -231,35 +231,24 @@ def _pictures(vae, test: torch.Tensor, labels, scores, image_shape, cfg: FitConf
     return grids
 
 
-def _scores_json(cfg: FitConfig, vae, data, scores, order: dict, checkpoint_rule: str, count: int) -> dict:
-    """eval.json's description of the data and its scores."""
+def _scores_json(cfg: FitConfig, vae, data, scores, numbers: dict, order: dict, checkpoint_rule: str, count: int) -> dict:
+    """eval.json's description of the data and its scores (``numbers``: :func:`test_numbers`'s)."""
     e = cfg.eval
-    data_dim = math.prod(data.image_shape)
     counts, variances = active_units(scores.posterior_means, e.active_threshold)
-    # a density of grey levels; the Bernoulli "likelihood" of grey levels is not normalised
-    decoder, binary = vae.cfg.decoder, cfg.data.binary
-    density = not binary and decoder is not DecoderKind.bernoulli and not likelihood_is_discrete(decoder, binary)
-    test_ll = mean(scores.ll)
     return {
         "data": cfg.data.name.value,
         "binarize": cfg.data.binarize.value,
         "model": vae.cfg.decoder.value,
-        "data_dim": data_dim,
+        "data_dim": math.prod(data.image_shape),
         "test_images": count,
         "test_set_size": len(data.test_data),
-        "ll_samples": e.ll_samples,
         "seed": cfg.seed,
-        "test_ll": test_ll,
-        "test_ll_se": std_error(scores.ll),
-        **importance_diagnostics(scores.ess, scores.pareto_k),
+        **numbers,
         "protocol": protocol(cfg, data, checkpoint_rule, count, data.source.binary),
-        "test_elbo": mean(scores.elbo),
         "test_iwae": {str(k): mean(v) for k, v in scores.iwae.items()},
         "test_kl": mean(scores.kl),
         "test_reconstruction": mean(scores.reconstruction),
         "bound_order": order,
-        "bits_per_dim": discrete_bits_per_dim(test_ll, data_dim, decoder, binary),
-        "test_bits_per_dim": bits_per_dim(test_ll, data_dim) if density else None,
         "active_units": counts,
         "latent_dims": [m.shape[1] for m in scores.posterior_means],
         "active_threshold": e.active_threshold,

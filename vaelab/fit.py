@@ -53,7 +53,7 @@ from vaelab.training.run_dir import (
 )
 from vaelab.training.run_lock import one_writer
 from vaelab.evaluation.protocol import BY_VALIDATION, LAST_EPOCH, protocol
-from vaelab.evaluation.scores import discrete_bits_per_dim, importance_diagnostics, std_error, unreliable_estimate_warning
+from vaelab.evaluation.test_numbers import test_numbers
 from vaelab.evaluation.summary import summary_lines, write_summary
 
 RESUME_KEY = "run.resume="
@@ -249,13 +249,13 @@ def _fit(run: Run, resume_checkpoint: Path | None) -> dict:
     best = checkpoint.best_model_path or checkpoint.last_model_path
     seed_test_samples(cfg.seed, trainer.global_rank, trainer.world_size)  # in one process, vaelab.evaluate's samples
     tested = trainer.test(run.module, datamodule=run.datamodule, ckpt_path=best, verbose=False)[0]
+    per_image = run.module.test_per_image
     summary = {
         "run_dir": str(run.run_dir),
-        "test_elbo": tested["test/elbo"],
-        "test_ll": tested["test/ll"],
-        "bits_per_dim": discrete_bits_per_dim(tested["test/ll"], run.module.vae.data_dim, cfg.model.decoder, cfg.data.binary),
-        "ll_samples": cfg.eval.ll_samples,
-        **_test_diagnostics(run.module.test_per_image, cfg.eval.ll_samples),
+        **test_numbers(
+            tested["test/ll"], tested["test/elbo"], cfg.eval.ll_samples, run.module.vae.data_dim, cfg.model.decoder,
+            cfg.data.binary, per_image.get("ll"), per_image.get("ess"), per_image.get("pareto_k"),
+        ),
         "protocol": protocol(
             cfg, run.datamodule, BY_VALIDATION if checkpoint.best_model_score is not None else LAST_EPOCH,
             _scored_images(run.module.test_per_image), run.datamodule.source.binary,
@@ -285,18 +285,6 @@ def _fit(run: Run, resume_checkpoint: Path | None) -> dict:
 
 def _scored_images(per_image: dict) -> int:
     return 0 if per_image.get("ll") is None else len(per_image["ll"])
-
-
-def _test_diagnostics(per_image: dict, samples: int) -> dict:
-    """summary.json's standard error of test_ll over the images and the importance-sampling
-    diagnostics of its weights (vaelab.evaluation.scores), with one warning if they say it is unreliable."""
-    if per_image.get("ll") is None:
-        return {}
-    diagnostics = {"test_ll_se": std_error(per_image["ll"]), **importance_diagnostics(per_image["ess"], per_image["pareto_k"])}
-    unreliable = unreliable_estimate_warning(diagnostics, samples, len(per_image["ll"]))
-    if unreliable:
-        warn(unreliable)
-    return diagnostics
 
 
 @rank_zero_only
