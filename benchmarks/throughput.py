@@ -144,7 +144,7 @@ class PlainVAE(nn.Module):
     def __init__(self, cfg: FitConfig) -> None:
         super().__init__()
         m = cfg.model
-        networks = conv_networks if cfg.net.name.value == "conv" else mlp_networks
+        networks = conv_networks if cfg.net.name == "conv" else mlp_networks
         self.encoder, width, decoder, heads = networks(cfg, self.heads)
         self.mean, self.log_var = nn.Linear(width, m.latent_dim), nn.Linear(width, m.latent_dim)
         self.build_posterior(cfg, width)
@@ -400,19 +400,19 @@ class PlainLogisticVAE(PlainVAE):
 def plain_model(cfg: FitConfig) -> PlainVAE:
     """The plain model of the scenario's one non-default part."""
     parts = {
-        PlainVampVAE: cfg.prior.name.value == "vamp",
-        PlainMixturePriorVAE: cfg.prior.name.value == "mog",
-        PlainPlanarVAE: cfg.posterior.name.value == "planar",
-        PlainIAFVAE: cfg.posterior.name.value == "iaf",
+        PlainVampVAE: cfg.prior.name == "vamp",
+        PlainMixturePriorVAE: cfg.prior.name == "mog",
+        PlainPlanarVAE: cfg.posterior.name == "planar",
+        PlainIAFVAE: cfg.posterior.name == "iaf",
         PlainHierarchyVAE: len(cfg.model.upper_layers) > 0,
-        PlainContinuousBernoulliVAE: cfg.model.decoder.value == "continuous_bernoulli",
-        PlainLogisticVAE: cfg.model.decoder.value == "logistic",
+        PlainContinuousBernoulliVAE: cfg.model.decoder == "continuous_bernoulli",
+        PlainLogisticVAE: cfg.model.decoder == "logistic",
     }
     chosen = [cls for cls, used in parts.items() if used]
     if cfg.model.objective not in ("elbo", "iwae"):
         raise NotImplementedError(f"no plain loop for model.objective={cfg.model.objective}")
-    if len(chosen) > 1 or (cfg.model.decoder.value not in ("bernoulli", "continuous_bernoulli", "logistic")):
-        raise NotImplementedError(f"no plain model combines {[cls.__name__ for cls in chosen]} / {cfg.model.decoder.value}")
+    if len(chosen) > 1 or (cfg.model.decoder not in ("bernoulli", "continuous_bernoulli", "logistic")):
+        raise NotImplementedError(f"no plain model combines {[cls.__name__ for cls in chosen]} / {cfg.model.decoder}")
     return (chosen[0] if chosen else PlainVAE)(cfg)
 
 

@@ -44,7 +44,7 @@ def trained(tmp_path_factory) -> vaelab.Run:
 @pytest.mark.slow
 def test_a_trained_run_gives_its_config_summary_and_metrics(trained):
     run = trained
-    assert run.config.model.latent_dim == 4 and run.config.model.decoder.value == "bernoulli"
+    assert run.config.model.latent_dim == 4 and run.config.model.decoder == "bernoulli"
     assert run.checkpoint.parent == run.dir / "checkpoints" and run.checkpoint.name.startswith("best-epoch")
     summary = json.loads((run.dir / "summary.json").read_text())
     assert run.summary == summary and summary["epochs"] == 2 and summary["steps"] == 8

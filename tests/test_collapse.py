@@ -16,7 +16,7 @@ import torch
 
 from tests.helpers import TINY_FIT, linear_gaussian_vae, metrics_rows, needs_mnist, sample_x, set_posterior, two_layer_linear_vae
 from vaelab.config.schema import (
-    DecoderKind, KLMode, ModelConfig, OptimConfig, PosteriorConfig, PosteriorKind, PriorConfig, PriorKind,
+    KLMode, ModelConfig, OptimConfig, PosteriorConfig, PriorConfig,
 )
 from vaelab.errors import ConfigError
 from vaelab.fit import main
@@ -107,9 +107,9 @@ def test_kl_per_layer_sums_to_the_kl_of_the_elbo_from_the_same_draws(model):
             for parameter in vae.encoders.parameters():
                 parameter.add_(0.3 * torch.randn_like(parameter))
     else:
-        cfg = ModelConfig(decoder=DecoderKind.gaussian, latent_dim=3, hidden=[5], sigma=0.5)
-        prior = PriorConfig(name=PriorKind.mog, components=4) if model == "mixture prior" else None
-        flow = PosteriorConfig(name=PosteriorKind.planar, flow_length=3) if model == "planar flow" else None
+        cfg = ModelConfig(decoder="gaussian", latent_dim=3, hidden=[5], sigma=0.5)
+        prior = PriorConfig(name="mog", components=4) if model == "mixture prior" else None
+        flow = PosteriorConfig(name="planar", flow_length=3) if model == "planar flow" else None
         vae = VAE(cfg, 6, prior, None, flow)
     vae = vae.double()
     x = torch.randn(7, 6, dtype=torch.float64)
@@ -178,7 +178,7 @@ def test_free_bits_loss_has_the_plain_gradient_above_the_floor_and_reports_the_t
         assert torch.allclose(got, expected, atol=1e-10, rtol=0)
     torch.manual_seed(SEED)
     assert bound.tolist() == pytest.approx(objectives.elbo(vae, x, 1, KLMode.analytic).tolist(), abs=1e-10)
-    cfg = ModelConfig(decoder=DecoderKind.gaussian, latent_dim=3, hidden=[], sigma=0.5, free_bits=floor)
+    cfg = ModelConfig(decoder="gaussian", latent_dim=3, hidden=[], sigma=0.5, free_bits=floor)
     torch.manual_seed(SEED)
     loss_via_config, _ = objective_for(cfg).training_loss(vae, x)
     assert float(loss_via_config.detach()) == pytest.approx(float(loss.detach()), abs=1e-12)

@@ -7,26 +7,26 @@ from vaelab.config import load_config
 from vaelab.config.compose import GROUPS, compose_saved, group_options, parse_command_line, to_object
 from vaelab.config.help import help_text
 from vaelab.config.plain import from_plain, to_plain
-from vaelab.config.schema import Binarize, DatasetKind, DecoderKind, EvalConfig, ModelConfig, OptimConfig
+from vaelab.config.schema import Binarize, EvalConfig, ModelConfig, OptimConfig
 from vaelab.objectives import objective_for
 from vaelab.errors import ConfigError, VaelabError
 
 
 def test_defaults_are_a_bernoulli_500_500_20_vae_trained_by_adam_on_binarized_mnist():
     _, cfg = load_config([])
-    assert cfg.model.decoder is DecoderKind.bernoulli
+    assert cfg.model.decoder == "bernoulli"
     assert cfg.model.hidden == [500, 500] and cfg.model.latent_dim == 20
     assert cfg.model.activation.value == "softplus"
     assert cfg.optim.name.value == "adam" and cfg.optim.lr == 1e-3
-    assert cfg.data.name is DatasetKind.mnist and cfg.data.batch_size == 100
+    assert cfg.data.name == "mnist" and cfg.data.batch_size == 100
     assert cfg.data.binarize is Binarize.dynamic
     assert cfg.eval.ll_samples == 5000
 
 
 def test_group_choice_and_dotted_overrides_win_in_order():
     _, cfg = load_config(["model=gaussian_learned", "data=frey", "model.latent_dim=5", "model.latent_dim=7"])
-    assert cfg.model.decoder is DecoderKind.gaussian_learned
-    assert cfg.data.name is DatasetKind.frey and cfg.data.binarize is Binarize.none
+    assert cfg.model.decoder == "gaussian_learned"
+    assert cfg.data.name == "frey" and cfg.data.binarize is Binarize.none
     assert cfg.model.latent_dim == 7
 
 

@@ -15,7 +15,7 @@ import torch
 from lightning_fabric.utilities.data import _set_sampler_epoch
 
 from tests.helpers import SHARED_DATA, idx_bytes, needs_frey, needs_mnist, write_mnist
-from vaelab.config.schema import Binarize, DataConfig, DatasetKind
+from vaelab.config.schema import Binarize, DataConfig
 from vaelab.data import InMemoryBatches, VAEDataModule, build_datamodule, frey, mnist
 from vaelab.data.frey import load_frey
 from vaelab.data.mnist import IMAGE_MAGIC, LABEL_MAGIC, load_mnist, verify_mnist_md5
@@ -169,7 +169,7 @@ def test_frey_truncated(tmp_path, keep):
 
 def frey_module(root: Path, **overrides) -> VAEDataModule:
     settings = {
-        "name": DatasetKind.frey,
+        "name": "frey",
         "root": str(root),
         "download": False,
         "binarize": Binarize.none,
@@ -315,7 +315,7 @@ def test_frey_split_depends_on_the_split_seed_only(tmp_path):
 
     def split(split_seed: int, seed: int = 0) -> list[list[int]]:
         dm = build_datamodule(
-            DataConfig(name=DatasetKind.frey, root=str(tmp_path), download=False, binarize=Binarize.none,
+            DataConfig(name="frey", root=str(tmp_path), download=False, binarize=Binarize.none,
                        val_size=20, test_size=30, split_seed=split_seed),
             seed=seed,
         )  # fmt: skip

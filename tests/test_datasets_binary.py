@@ -20,9 +20,9 @@ from tests.helpers.binary_datasets import (
     write_caltech,
     write_omniglot,
 )
-from vaelab.config.schema import Binarize, DataConfig, DatasetKind
+from vaelab.config.schema import Binarize, DataConfig
 from vaelab.data import build_datamodule, files, omniglot
-from vaelab.data.registry import DATASETS
+from vaelab.data.splits import DATASETS
 from vaelab.errors import ConfigError, DataError
 from vaelab.fit import main as fit_main
 
@@ -35,7 +35,7 @@ def tiny_counts(request, monkeypatch):
 
 
 def loaded(root, name: str, **overrides):
-    settings = {"name": DatasetKind(name), "root": str(root), "download": False, "binarize": Binarize.none}
+    settings = {"name": name, "root": str(root), "download": False, "binarize": Binarize.none}
     dm = build_datamodule(DataConfig(**{**settings, **overrides}), seed=0)
     dm.prepare_data()
     dm.setup()
@@ -58,7 +58,7 @@ def test_binarized_mnist_is_the_three_official_files(tmp_path):
     dm = loaded(tmp_path, "binarized_mnist", val_size=AMAT_ROWS["valid"])
     for data, split in ((dm.train_data, "train"), (dm.val_data, "valid"), (dm.test_data, "test")):
         assert data.dtype == torch.float32 and torch.equal(data, torch.from_numpy(arrays[split]).float())
-    assert dm.image_shape == (1, 28, 28) and dm.binary and DATASETS[DatasetKind.binarized_mnist].image_shape == (1, 28, 28)
+    assert dm.image_shape == (1, 28, 28) and dm.binary and DATASETS["binarized_mnist"].image_shape == (1, 28, 28)
     assert loaded(tmp_path, "binarized_mnist", val_size=0).val_data.shape == (0, 784)
 
 
@@ -66,7 +66,7 @@ def test_binarized_mnist_refuses_carving_and_binarizing(tmp_path):
     write_binarized_mnist(tmp_path)
     message = one_line(ConfigError, loaded, tmp_path, "binarized_mnist", val_size=3)
     assert "official file of 5 images" in message and "or 0 for no validation" in message
-    message = one_line(ConfigError, DataConfig, name=DatasetKind.binarized_mnist, binarize=Binarize.dynamic)
+    message = one_line(ConfigError, DataConfig, name="binarized_mnist", binarize=Binarize.dynamic)
     assert message == "data.binarize=dynamic is invalid: expected none for binarized_mnist (its files are binary already)"
 
 
@@ -241,7 +241,7 @@ def test_failed_download_names_the_url_and_folder(tmp_path, monkeypatch):
         raise RuntimeError("<urlopen error [Errno -2]\nName or service not known>")
 
     monkeypatch.setattr(files, "download_url", no_network)
-    config = DataConfig(name=DatasetKind.omniglot, root=str(tmp_path), download=True, val_size=8)
+    config = DataConfig(name="omniglot", root=str(tmp_path), download=True, val_size=8)
     message = one_line(DataError, build_datamodule(config, seed=0).prepare_data)
     assert message.startswith(f"could not download {omniglot.URL} to {tmp_path / 'Omniglot' / 'chardata.mat'} (")
     assert "Name or service not known" in message and f"fetch it by hand into {tmp_path / 'Omniglot'}" in message

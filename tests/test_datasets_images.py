@@ -19,7 +19,7 @@ from torchvision.datasets import CIFAR10, FashionMNIST
 
 from tests.helpers import SHARED_DATA, idx_bytes
 from tests.helpers.tiny_datasets import cifar_batch, write_cifar10, write_fashion_mnist
-from vaelab.config.schema import Binarize, DataConfig, DatasetKind, DecoderKind, ModelConfig, NetConfig, NetKind
+from vaelab.config.schema import Binarize, DataConfig, ModelConfig, NetConfig
 from vaelab.data import build_datamodule, cifar10, fashion_mnist
 from vaelab.data.cifar10 import load_cifar10, verify_cifar10_md5
 from vaelab.data.fashion_mnist import load_fashion_mnist, verify_fashion_mnist_md5
@@ -50,7 +50,7 @@ def one_line_error(call, *args, error=DataError, **kwargs) -> str:
 
 
 def datamodule(root, name: str, **fields):
-    cfg = DataConfig(name=DatasetKind(name), root=str(root), download=False, **fields)
+    cfg = DataConfig(name=name, root=str(root), download=False, **fields)
     dm = build_datamodule(cfg, seed=0)
     dm.prepare_data()
     dm.setup("fit")
@@ -180,9 +180,9 @@ def test_cifar10_splits_are_disjoint_complete_and_seeded(tmp_path):
 
 def test_cifar10_takes_grey_levels_only():
     for binarize in (Binarize.dynamic, Binarize.static):
-        message = one_line_error(DataConfig, name=DatasetKind.cifar10, binarize=binarize, error=ConfigError)
+        message = one_line_error(DataConfig, name="cifar10", binarize=binarize, error=ConfigError)
         assert f"data.binarize={binarize.value} is invalid" in message and "none for cifar10" in message
-    assert "null for cifar10" in one_line_error(DataConfig, name=DatasetKind.cifar10, binarize=Binarize.none, test_size=5, error=ConfigError)
+    assert "null for cifar10" in one_line_error(DataConfig, name="cifar10", binarize=Binarize.none, test_size=5, error=ConfigError)
 
 
 def test_missing_cifar10_names_the_files_and_folder(tmp_path):
@@ -258,10 +258,10 @@ def test_cifar10_download_is_md5_checked(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("shape", [(3, 32, 32), (1, 28, 28), (1, 28, 20)])
-@pytest.mark.parametrize("net", [NetKind.conv, NetKind.mlp])
+@pytest.mark.parametrize("net", ["conv", "mlp"])
 def test_networks_take_channels_by_height_by_width(shape, net):
     torch.manual_seed(0)
-    cfg = ModelConfig(decoder=DecoderKind.gaussian_learned, latent_dim=3, hidden=[8], sigmoid_mean=True)
+    cfg = ModelConfig(decoder="gaussian_learned", latent_dim=3, hidden=[8], sigmoid_mean=True)
     vae = VAE(cfg, shape, net=NetConfig(name=net, channels=[4, 8], dense=16))
     x = torch.rand(5, math.prod(shape))
     assert vae.image_shape == shape
@@ -270,7 +270,7 @@ def test_networks_take_channels_by_height_by_width(shape, net):
 
 def tiny_vae(shape):
     torch.manual_seed(0)
-    cfg = ModelConfig(decoder=DecoderKind.gaussian, latent_dim=2, hidden=[8], sigmoid_mean=True)
+    cfg = ModelConfig(decoder="gaussian", latent_dim=2, hidden=[8], sigmoid_mean=True)
     return VAE(cfg, shape).eval()
 
 

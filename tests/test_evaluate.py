@@ -27,7 +27,7 @@ from tests.helpers import (
     needs_mnist,
     set_posterior,
 )
-from vaelab.config.schema import DecoderKind, ModelConfig, StochasticLayerConfig
+from vaelab.config.schema import ModelConfig, StochasticLayerConfig
 from vaelab.evaluate import EVAL_FILE, main
 from vaelab.fit import main as fit_main
 from vaelab.models import compiled
@@ -142,7 +142,7 @@ def test_active_units_on_constructed_encoders(float64):
     """z_1 = (0, 0.005**0.5 s, 0.02**0.5 s, s + ...) for a +-1 signal s, so the variances over
     the data are 0, 0.005, 0.02 and >= 1; z_2 = A z_1 + a with A picking none, z_1[2] and 2 z_1[3]."""
     cfg = ModelConfig(
-        decoder=DecoderKind.gaussian, latent_dim=4, hidden=[], sigmoid_mean=False,
+        decoder="gaussian", latent_dim=4, hidden=[], sigmoid_mean=False,
         upper_layers=[StochasticLayerConfig(hidden=[], latent_dim=3)],
     )
     vae = VAE(cfg, DATA_DIM)

@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 from torch import distributions as D
 
 from tests.helpers import PROJECT, TINY_FIT, Command, run_forked, write_mnist
-from vaelab.config.schema import KLMode, ModelConfig, PriorConfig, PriorKind
+from vaelab.config.schema import KLMode, ModelConfig, PriorConfig
 from vaelab.models.priors import Prior
 from vaelab.targets import load_class
 from vaelab.models.vae import VAE
@@ -119,7 +119,7 @@ def test_the_prior_has_no_closed_form_kl_and_default_scale_one():
 
 def custom_vae(latent_dim: int = 3) -> VAE:
     cfg = ModelConfig(latent_dim=latent_dim, hidden=[16])
-    prior = PriorConfig(name=PriorKind.custom, target=TARGET, args={"scale": 0.5})
+    prior = PriorConfig(name="custom", target=TARGET, args={"scale": 0.5})
     return VAE(cfg, 12, prior=prior)
 
 

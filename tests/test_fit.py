@@ -29,7 +29,7 @@ from tests.helpers import (
 from vaelab.config import load_config
 from vaelab.config.compose import GROUPS, group_options
 from vaelab.config.plain import to_plain
-from vaelab.config.schema import Binarize, DataConfig, DecoderKind, EvalConfig, OptimConfig
+from vaelab.config.schema import Binarize, DataConfig, EvalConfig, OptimConfig
 from vaelab.data import build_datamodule
 from vaelab.fit import main
 from vaelab.models.module import VAEModule
@@ -164,7 +164,7 @@ def q_and_likelihood(vae) -> tuple:
     from the decoder's outputs (logits, or mean and log-variance)."""
 
     def likelihood(z: torch.Tensor) -> D.Distribution:
-        if vae.cfg.decoder is DecoderKind.bernoulli:
+        if vae.cfg.decoder == "bernoulli":
             return D.Bernoulli(logits=vae.decoder.params(z), validate_args=False)  # grey levels too (frey)
         mean, log_var = vae.decoder.params(z)
         return D.Normal(mean, torch.exp(0.5 * log_var).expand_as(mean))

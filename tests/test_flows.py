@@ -23,7 +23,7 @@ import torch
 from tests.helpers.gradients import gradient_groups, paired_t
 
 from vaelab.config.schema import (
-    DecoderKind, Estimator, KLMode, ModelConfig, PosteriorConfig, PosteriorKind, StochasticLayerConfig,
+    Estimator, KLMode, ModelConfig, PosteriorConfig, StochasticLayerConfig,
 )
 from vaelab.models.vae import VAE
 from vaelab.probability.densities import gaussian_log_prob
@@ -35,8 +35,8 @@ LATENT, DATA, BATCH = 3, 4, 3
 
 
 def flow_vae(name: str, length: int = 3) -> VAE:
-    cfg = ModelConfig(decoder=DecoderKind.gaussian, sigma=0.7, latent_dim=LATENT, hidden=[5], kl=KLMode.mc)
-    posterior = PosteriorConfig(name=PosteriorKind(name), flow_length=length, iaf_hidden=[6, 6], context=2)
+    cfg = ModelConfig(decoder="gaussian", sigma=0.7, latent_dim=LATENT, hidden=[5], kl=KLMode.mc)
+    posterior = PosteriorConfig(name=name, flow_length=length, iaf_hidden=[6, 6], context=2)
     torch.manual_seed(0)
     vae = VAE(cfg, DATA, posterior=posterior)
     with torch.no_grad():  # away from zero-initialised biases, so every step bends z
@@ -150,9 +150,9 @@ def test_estimator_has_the_mean_of_reparam_with_a_flow(name, estimator, objectiv
 
 def test_in_a_hierarchy_the_flow_feeds_the_layer_above_and_the_top_kl_stays_closed_form():
     cfg = ModelConfig(
-        decoder=DecoderKind.gaussian, sigma=0.7, latent_dim=LATENT, hidden=[5], upper_layers=[StochasticLayerConfig(hidden=[4], latent_dim=2)]
+        decoder="gaussian", sigma=0.7, latent_dim=LATENT, hidden=[5], upper_layers=[StochasticLayerConfig(hidden=[4], latent_dim=2)]
     )
-    vae = VAE(cfg, DATA, posterior=PosteriorConfig(name=PosteriorKind.planar, flow_length=2))
+    vae = VAE(cfg, DATA, posterior=PosteriorConfig(name="planar", flow_length=2))
     assert vae.has_closed_form_kl and not flow_vae("planar").has_closed_form_kl
     x = torch.randn(BATCH, DATA)
     torch.manual_seed(1)

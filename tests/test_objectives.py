@@ -268,7 +268,7 @@ def test_an_objective_of_your_own_from_a_file_trains_as_the_built_in_one_it_equa
         ([f"model.objective={tmp_path}/missing.py:TemperedBound"], "no file"),
         ([f"model.objective={tmp_path}/tempered.py:LogWeightBound"], "has no name"),
         ([f"model.objective={tmp_path}/tempered.py:iwae_bound"], "has no class iwae_bound"),
-        (["model.objective=vaelab.config.schema:ModelConfig"], "is not a vaelab.objectives.objective.TrainingObjective subclass"),
+        (["model.objective=vaelab.config.schema:ModelConfig"], "is not a vaelab.objectives.TrainingObjective subclass"),
         (["model.objective=iwae", "model.objective_args.temperature=2"], "model.objective_args is for an objective of your own"),
     ):
         with pytest.raises(ConfigError, match=message) as error:

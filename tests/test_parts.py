@@ -25,15 +25,13 @@ from vaelab.config.compose import CommandLine, compose_saved, to_object
 from vaelab.config.plain import from_plain, net_of_older_run
 from vaelab.config.schema import (
     Activation,
-    DecoderKind,
     Estimator,
     Init,
     KLMode,
     ModelConfig,
     NetConfig,
-    NetKind,
     PriorConfig,
-    PriorKind,
+   
     StochasticLayerConfig,
 )
 from vaelab.models.compiled import training_step_flops
@@ -206,14 +204,14 @@ PSEUDO = torch.tensor(  # some outside [0, 1], where the hard tanh clips them
 )
 
 
-def tiny_vae(prior: PriorKind = PriorKind.vamp, upper: bool = False, **model) -> VAE:
+def tiny_vae(prior: str = "vamp", upper: bool = False, **model) -> VAE:
     upper_layers = [StochasticLayerConfig(hidden=[3], latent_dim=LATENT)] if upper else []
     cfg = ModelConfig(latent_dim=3 if upper else LATENT, hidden=HIDDEN, upper_layers=upper_layers, **model)
     return VAE(cfg, DATA, prior=PriorConfig(name=prior, components=K))
 
 
 def vamp_vae(upper: bool = False, **model) -> VAE:
-    vae = tiny_vae(PriorKind.vamp, upper, **model)
+    vae = tiny_vae("vamp", upper, **model)
     perturb_(vae)
     with torch.no_grad():
         vae.prior.pseudo_inputs.copy_(PSEUDO)
@@ -263,7 +261,7 @@ def test_vamp_prior_of_two_layers_follows_the_encoders_means_to_the_top():
 
 @pytest.mark.parametrize("upper", [False, True])
 def test_vamp_prior_registers_the_pseudo_inputs_once_and_not_the_encoder(upper):
-    vae = tiny_vae(PriorKind.vamp, upper)
+    vae = tiny_vae("vamp", upper)
     keys = list(vae.state_dict())
     assert [key for key in keys if key.startswith("prior.")] == ["prior.pseudo_inputs"]
     assert [key for key in keys if "pseudo" in key] == ["prior.pseudo_inputs"]
@@ -272,11 +270,11 @@ def test_vamp_prior_registers_the_pseudo_inputs_once_and_not_the_encoder(upper):
     named = list(vae.named_parameters(remove_duplicate=False))
     assert len({id(p) for _, p in named}) == len(named), "a parameter is registered twice"
     assert len(keys) == len(named) + len(list(vae.buffers()))
-    standard = tiny_vae(PriorKind.standard, upper)
+    standard = tiny_vae("standard", upper)
     assert sum(p.numel() for _, p in named) == sum(p.numel() for p in standard.parameters()) + K * DATA
     # a state dict restores the prior, pseudo-inputs and encoder together
     perturb_(vae, skip="")
-    copy = tiny_vae(PriorKind.vamp, upper)
+    copy = tiny_vae("vamp", upper)
     copy.load_state_dict(vae.state_dict())
     z = torch.randn(5, LATENT)
     torch.testing.assert_close(copy.prior.log_prob(z), vae.prior.log_prob(z))
@@ -287,22 +285,22 @@ def test_vamp_prior_registers_the_pseudo_inputs_once_and_not_the_encoder(upper):
 
 NETS = {
     "mlp, two layers": (dict(upper=True), DATA, None),
-    "conv": (dict(upper=False), (1, 12, 10), NetConfig(name=NetKind.conv, channels=[3, 4], dense=6)),
+    "conv": (dict(upper=False), (1, 12, 10), NetConfig(name="conv", channels=[3, 4], dense=6)),
 }
 
 
-@pytest.mark.parametrize("prior", [PriorKind.vamp, PriorKind.mog])
+@pytest.mark.parametrize("prior", ["vamp", "mog"])
 @pytest.mark.parametrize("net", list(NETS))
 def test_a_mixture_prior_leaves_the_networks_initialisation_as_it_is(prior, net):
     options, data_shape, net_cfg = NETS[net]
     upper = [StochasticLayerConfig(hidden=[3], latent_dim=2)] if options["upper"] else []
     cfg = ModelConfig(latent_dim=3, hidden=[4], upper_layers=upper)
 
-    def build(kind: PriorKind) -> VAE:
+    def build(kind: str) -> VAE:
         torch.manual_seed(123)
         return VAE(cfg, data_shape, prior=PriorConfig(name=kind, components=K), net=net_cfg)
 
-    standard, mixture = build(PriorKind.standard), build(prior)
+    standard, mixture = build("standard"), build(prior)
     networks = {name: p for name, p in mixture.named_parameters() if not name.startswith("prior.")}
     assert len(list(mixture.prior.parameters())) > 0
     assert networks.keys() == dict(standard.named_parameters()).keys()
@@ -316,7 +314,7 @@ def test_a_mixture_prior_leaves_the_networks_initialisation_as_it_is(prior, net)
 X = (torch.rand(4, DATA, generator=torch.Generator().manual_seed(5)) > 0.5).double()
 
 
-@pytest.mark.parametrize("prior", [PriorKind.mog, PriorKind.vamp])
+@pytest.mark.parametrize("prior", ["mog", "vamp"])
 @pytest.mark.parametrize("upper", [False, True])
 def test_elbo_samples_the_kl_when_the_prior_has_no_closed_form(prior, upper):
     vae = tiny_vae(prior, upper)
@@ -332,7 +330,7 @@ def test_elbo_samples_the_kl_when_the_prior_has_no_closed_form(prior, upper):
 
 @pytest.mark.parametrize("upper", [False, True])
 def test_standard_prior_elbo_analytic_and_sampled_agree_in_expectation(upper):
-    vae = tiny_vae(PriorKind.standard, upper)
+    vae = tiny_vae("standard", upper)
     perturb_(vae, scale=0.1)  # more would give p(z_1|z_2) tiny variances: heavy-tailed log-weights
     assert objectives.analytic_kl(vae, KLMode.analytic) and not objectives.analytic_kl(vae, KLMode.mc)
     rows = 20_000  # one x, many independent draws: every row has its own samples
@@ -405,15 +403,15 @@ def test_estimators_are_unbiased_with_a_vamp_prior(estimator, objective, k):
 SHAPES = [(1, 28, 28), (1, 28, 20), (2, 27, 13)]
 
 
-def conv_vae(shape, decoder=DecoderKind.bernoulli, channels=(4, 8), activation=Activation.relu, **model) -> VAE:
+def conv_vae(shape, decoder="bernoulli", channels=(4, 8), activation=Activation.relu, **model) -> VAE:
     cfg = ModelConfig(latent_dim=3, hidden=[7], decoder=decoder, **model)
-    return VAE(cfg, shape, net=NetConfig(name=NetKind.conv, channels=list(channels), dense=16, activation=activation))
+    return VAE(cfg, shape, net=NetConfig(name="conv", channels=list(channels), dense=16, activation=activation))
 
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_conv_networks_keep_the_sample_dimensions_and_read_every_pixel(shape):
     # softplus: a ReLU unit that is off for this one image would hide a pixel that is wired in
-    vae = conv_vae(shape, decoder=DecoderKind.gaussian_learned, activation=Activation.softplus)
+    vae = conv_vae(shape, decoder="gaussian_learned", activation=Activation.softplus)
     pixels = math.prod(shape)
     x = torch.rand(3, 2, pixels)
     features = vae.encoders[0].trunk(x)
@@ -450,9 +448,9 @@ def activations_of(module: nn.Module) -> set[type]:
 
 def test_conv_trunks_take_net_activation_and_mlps_model_activation():
     model = ModelConfig(latent_dim=3, hidden=[7], activation=Activation.softplus)
-    conv = VAE(model, (1, 12, 10), net=NetConfig(name=NetKind.conv, channels=[3, 4], dense=6))
+    conv = VAE(model, (1, 12, 10), net=NetConfig(name="conv", channels=[3, 4], dense=6))
     assert activations_of(conv.encoders[0].trunk) == activations_of(conv.decoder.trunk) == {nn.ReLU}
-    tanh = NetConfig(name=NetKind.conv, channels=[3, 4], dense=6, activation=Activation.tanh)
+    tanh = NetConfig(name="conv", channels=[3, 4], dense=6, activation=Activation.tanh)
     assert activations_of(VAE(model, (1, 12, 10), net=tanh).encoders[0].trunk) == {nn.Tanh}
     assert activations_of(VAE(model, (1, 12, 10), net=NetConfig()).encoders[0].trunk) == {nn.Softplus}
 
@@ -506,24 +504,24 @@ def previous_formula(vae: VAE, batch: int) -> int:
     return 6 * (linear_products(vae.encoders[0], batch) + sum(linear_products(m, batch * vae.cfg.k) for m in per_sample))
 
 
-@pytest.mark.parametrize("prior", [PriorKind.standard, PriorKind.vamp])
+@pytest.mark.parametrize("prior", ["standard", "vamp"])
 @pytest.mark.parametrize("upper", [False, True])
 def test_training_step_flops_of_an_mlp_vae_count_every_linear_layer(upper, prior):
     """N(0, I): exactly the previous version's count. VampPrior: that and, once per step, the
     encoders' pass over the K pseudo-inputs (along the means to the top layer)."""
     layers = [StochasticLayerConfig(hidden=[6, 4], latent_dim=2)] if upper else []
-    cfg = ModelConfig(latent_dim=3, hidden=[7, 5], k=3, upper_layers=layers, decoder=DecoderKind.gaussian_learned)
+    cfg = ModelConfig(latent_dim=3, hidden=[7, 5], k=3, upper_layers=layers, decoder="gaussian_learned")
     vae = VAE(cfg, 11, prior=PriorConfig(name=prior, components=K))
     assert len(vae.encoders) == (2 if upper else 1)
-    pseudo_inputs = 6 * sum(linear_products(encoder, K) for encoder in vae.encoders) if prior is PriorKind.vamp else 0
+    pseudo_inputs = 6 * sum(linear_products(encoder, K) for encoder in vae.encoders) if prior == "vamp" else 0
     for batch in (4, 10):
         assert training_step_flops(vae, batch) == previous_formula(vae, batch) + pseudo_inputs
 
 
-@pytest.mark.parametrize("prior", [PriorKind.standard, PriorKind.vamp])
+@pytest.mark.parametrize("prior", ["standard", "vamp"])
 def test_training_step_flops_of_a_conv_vae_count_the_convolutions_and_leave_no_trace(prior):
     cfg = ModelConfig(latent_dim=3, hidden=[7], k=3)
-    vae = VAE(cfg, (1, 12, 10), prior=PriorConfig(name=prior, components=K), net=NetConfig(name=NetKind.conv, channels=[3, 4], dense=6))
+    vae = VAE(cfg, (1, 12, 10), prior=PriorConfig(name=prior, components=K), net=NetConfig(name="conv", channels=[3, 4], dense=6))
     state = torch.get_rng_state()
     flops = training_step_flops(vae, 4)
     assert torch.equal(torch.get_rng_state(), state), "training_step_flops drew from the global RNG"

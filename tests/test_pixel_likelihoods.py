@@ -20,12 +20,12 @@ from torch import distributions as D
 
 from tests.helpers import TINY_FIT, needs_frey, needs_mnist
 from vaelab.config.compose import load_config
-from vaelab.config.schema import Binarize, DecoderKind, ModelConfig
+from vaelab.config.schema import Binarize, ModelConfig
 from vaelab.errors import ConfigError
 from vaelab.evaluate import EVAL_FILE
 from vaelab.evaluate import main as evaluate_main
 from vaelab.fit import main as fit_main
-from vaelab.models.likelihoods import DiscretizedLogisticLikelihood
+from vaelab.models.likelihoods import LIKELIHOODS, DiscretizedLogisticLikelihood
 from vaelab.models.vae import VAE
 from vaelab.probability import pixel_densities as pd
 from vaelab.evaluation.scores import bits_per_dim, discrete_bits_per_dim
@@ -141,7 +141,7 @@ def test_discretized_logistic_mean_and_samples_on_the_levels(float64):
 
 def test_logistic_decoder_of_a_three_channel_image(float64):
     """C x H x W data of any channel count: each dimension an independent mixture."""
-    vae = VAE(ModelConfig(decoder=DecoderKind.logistic, mixtures=2, latent_dim=4, hidden=[16]), (3, 4, 5))
+    vae = VAE(ModelConfig(decoder="logistic", mixtures=2, latent_dim=4, hidden=[16]), (3, 4, 5))
     x = torch.randint(0, 256, (2, 60)) / 255
     log_w = vae.log_weights(x, k=3)
     assert log_w.shape == (3, 2) and bool(torch.isfinite(log_w).all())
@@ -161,10 +161,10 @@ def test_logistic_refuses_binarized_data():
 
 
 def test_bits_per_dim_only_for_discrete_likelihoods():
-    assert discrete_bits_per_dim(-784 * math.log(2), 784, DecoderKind.logistic, False) == pytest.approx(1.0, abs=1e-12)
-    assert discrete_bits_per_dim(-100.0, 784, DecoderKind.bernoulli, True) == pytest.approx(100 / (784 * math.log(2)))
-    for decoder in (DecoderKind.bernoulli, DecoderKind.continuous_bernoulli, DecoderKind.gaussian_learned):
-        assert discrete_bits_per_dim(-100.0, 784, decoder, False) is None
+    assert discrete_bits_per_dim(-784 * math.log(2), 784, LIKELIHOODS["logistic"], False) == pytest.approx(1.0, abs=1e-12)
+    assert discrete_bits_per_dim(-100.0, 784, LIKELIHOODS["bernoulli"], True) == pytest.approx(100 / (784 * math.log(2)))
+    for decoder in ("bernoulli", "continuous_bernoulli", "gaussian_learned"):
+        assert discrete_bits_per_dim(-100.0, 784, LIKELIHOODS[decoder], False) is None
 
 
 def fit_and_evaluate(run_dir, words: list[str]) -> tuple[dict, dict]:

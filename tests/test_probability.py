@@ -16,7 +16,7 @@ from tests.helpers import (
     set_posterior,
     two_layer_linear_vae,
 )
-from vaelab.config.schema import Activation, DecoderKind, KLMode, ModelConfig
+from vaelab.config.schema import Activation, KLMode, ModelConfig
 from vaelab.models.likelihoods import BernoulliLikelihood, Decoder, GaussianLikelihood
 from vaelab.models.networks.mlp import MLPDecoderTrunk
 from vaelab.models.vae import VAE
@@ -140,7 +140,7 @@ def test_learned_variance_is_floor_plus_softplus_where_the_floor_binds(sigmoid_m
     variance read back from it equals the expected one to 1e-12."""
     floor, data_dim = 0.02, 8
     cfg = ModelConfig(
-        decoder=DecoderKind.gaussian_learned, latent_dim=2, hidden=[5], var_floor=floor, sigmoid_mean=sigmoid_mean
+        decoder="gaussian_learned", latent_dim=2, hidden=[5], var_floor=floor, sigmoid_mean=sigmoid_mean
     )
     vae = VAE(cfg, data_dim)
     mean_bias = torch.linspace(-1.0, 1.0, data_dim)

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from vaelab.config.compose import parse_command_line
-from vaelab.config.schema import DecoderKind, FitConfig
+from vaelab.config.schema import FitConfig
 from vaelab.data import build_datamodule
 from vaelab.errors import VaelabError
 from vaelab.evaluate import EVAL_FILE, choose_device, load_config, load_vae
@@ -87,7 +87,7 @@ class Run:
     ``dir``: the run directory. ``checkpoint``: the checkpoint file the model was loaded from.
     ``config``: the saved ``config.yaml`` with any overrides of :func:`load_run`, typed
     (:class:`~vaelab.config.schema.FitConfig`: ``run.config.model.latent_dim``, enums such as
-    ``run.config.model.decoder.value``). ``model``: the trained :class:`Model`, in eval mode.
+    ``run.config.model.decoder``). ``model``: the trained :class:`Model`, in eval mode.
     ``summary``, ``evaluation`` and ``metrics`` read their files when asked, so they follow a
     run that is still training.
     """
@@ -200,7 +200,7 @@ class Model:
         samples = e.ll_samples if samples is None else samples
         if not (isinstance(samples, int) and samples >= 1):
             raise VaelabError(f"samples={samples!r}: the number of importance samples per image must be an integer >= 1")
-        if self.vae.cfg.decoder is DecoderKind.bernoulli and not bool(((x == 0) | (x == 1)).all()):
+        if self.vae.decoder.likelihood.binary_data and not bool(((x == 0) | (x == 1)).all()):
             warnings.warn(
                 "a Bernoulli model scored grey levels: these nats are a cross-entropy, not a normalised "
                 "log-likelihood, and not comparable with published ones (score binary images, e.g. run.test_images())",
@@ -242,7 +242,7 @@ class Model:
     def __repr__(self) -> str:
         cfg = self.vae.cfg
         return (
-            f"Model(model={cfg.decoder.value}, prior={self.vae.prior_cfg.name.value}, net={self.vae.net_cfg.name.value}, "
+            f"Model(model={cfg.decoder}, prior={self.vae.prior_cfg.name}, net={self.vae.net_cfg.name}, "
             f"latent_dim={cfg.latent_dim}, image_shape={self.image_shape}, device={self.device})"
         )
 

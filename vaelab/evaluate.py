@@ -172,7 +172,7 @@ def evaluate(cfg: FitConfig, run_dir: Path, checkpoint: Path, why: str = "as giv
     if bound_order_warning(order):
         warn(bound_order_warning(order))
     numbers = test_numbers(
-        mean(scores.ll), mean(scores.elbo), e.ll_samples, math.prod(data.image_shape), vae.cfg.decoder, cfg.data.binary,
+        mean(scores.ll), mean(scores.elbo), e.ll_samples, math.prod(data.image_shape), type(vae.decoder.likelihood), cfg.data.binary,
         scores.ll, scores.ess, scores.pareto_k,
     )
     pictures = save_grids(_pictures(vae, test, labels, scores, data.image_shape, cfg), run_dir, prefix=PICTURE_PREFIX)
@@ -199,7 +199,7 @@ def _test_images(cfg: FitConfig, model_dim: int):
     data_dim = math.prod(data.image_shape)
     if model_dim != data_dim:
         raise ConfigError(
-            f"the checkpoint's model takes {model_dim}-dimensional data but data.name={cfg.data.name.value} "
+            f"the checkpoint's model takes {model_dim}-dimensional data but data.name={cfg.data.name} "
             f"has {data_dim} dimensions; evaluate on the run's own data"
         )
     limit = cfg.trainer.limit_test_batches
@@ -236,9 +236,9 @@ def _scores_json(cfg: FitConfig, vae, data, scores, numbers: dict, order: dict, 
     e = cfg.eval
     counts, variances = active_units(scores.posterior_means, e.active_threshold)
     return {
-        "data": cfg.data.name.value,
+        "data": cfg.data.name,
         "binarize": cfg.data.binarize.value,
-        "model": vae.cfg.decoder.value,
+        "model": vae.cfg.decoder,
         "data_dim": math.prod(data.image_shape),
         "test_images": count,
         "test_set_size": len(data.test_data),

@@ -27,7 +27,7 @@ from pytorch_lightning.utilities.warnings import PossibleUserWarning
 from vaelab.config.compose import CommandLine, compose, compose_saved, parse_command_line, to_object
 from vaelab.config.help import help_text
 from vaelab.config.plain import to_plain
-from vaelab.config.schema import Binarize, DatasetKind, DecoderKind, FitConfig, KLMode, TrainerConfig
+from vaelab.config.schema import Binarize, FitConfig, KLMode, TrainerConfig
 from vaelab.training.slurm_requeue import SlurmRequeue
 from vaelab.data import VAEDataModule, build_datamodule
 from vaelab.errors import ConfigError, ResultsWriteError, run_command, warn
@@ -149,12 +149,10 @@ def build_run(cfg_node: DictConfig) -> Run:
 
 def _warn_about_the_data_and_objective(cfg: FitConfig) -> None:
     """One warning for each setting that trains but whose numbers a user could misread."""
-    if cfg.data.name is DatasetKind.mnist and cfg.data.binarize is Binarize.static:
-        rank_zero_warn(
-            "data.binarize=static is one seeded draw, not Larochelle & Murray's fixed binarization that "
-            "published static-MNIST tables use (numbers differ by 1-2 nats); for those use data=binarized_mnist"
-        )
-    if cfg.model.decoder is DecoderKind.bernoulli and not cfg.data.binary:
+    note = cfg.data.source.static_binarization_note
+    if note and cfg.data.binarize is Binarize.static:
+        rank_zero_warn(note)
+    if cfg.model.likelihood.binary_data and not cfg.data.binary:
         rank_zero_warn(
             "model=bernoulli on continuous data: the Bernoulli log-likelihood of grey levels is not a "
             "normalised density, so its nats are not comparable with published ones"
@@ -168,12 +166,12 @@ def _warn_about_a_sampled_kl(cfg: FitConfig, module: VAEModule) -> None:
     """model.kl=analytic where the built model has no closed-form KL: say that it is sampled."""
     if cfg.model.kl is KLMode.analytic and not module.vae.prior.has_closed_form_kl:
         rank_zero_warn(
-            f"prior={cfg.prior.name.value} has no closed-form KL to the posterior: the ELBO samples "
+            f"prior={cfg.prior.name} has no closed-form KL to the posterior: the ELBO samples "
             "log p(z) - log q(z|x) (as model.kl=mc does), in training and validation"
         )
     elif cfg.model.kl is KLMode.analytic and not module.vae.has_closed_form_kl:
         rank_zero_warn(
-            f"posterior={cfg.posterior.name.value} (a flow) has no closed-form KL to the prior: the ELBO samples "
+            f"posterior={cfg.posterior.name} (a flow) has no closed-form KL to the prior: the ELBO samples "
             "log p(z) - log q(z|x) with every log-determinant (as model.kl=mc does), in training and validation"
         )
 
@@ -253,7 +251,7 @@ def _fit(run: Run, resume_checkpoint: Path | None) -> dict:
     summary = {
         "run_dir": str(run.run_dir),
         **test_numbers(
-            tested["test/ll"], tested["test/elbo"], cfg.eval.ll_samples, run.module.vae.data_dim, cfg.model.decoder,
+            tested["test/ll"], tested["test/elbo"], cfg.eval.ll_samples, run.module.vae.data_dim, cfg.model.likelihood,
             cfg.data.binary, per_image.get("ll"), per_image.get("ess"), per_image.get("pareto_k"),
         ),
         "protocol": protocol(
@@ -266,12 +264,12 @@ def _fit(run: Run, resume_checkpoint: Path | None) -> dict:
         "best_val_elbo": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None,
         "steps": trainer.global_step,
         "world_size": trainer.world_size,
-        "model": cfg.model.decoder.value,
-        "prior": cfg.prior.name.value,
-        "net": cfg.net.name.value,
-        "posterior": cfg.posterior.name.value,
+        "model": cfg.model.decoder,
+        "prior": cfg.prior.name,
+        "net": cfg.net.name,
+        "posterior": cfg.posterior.name,
         "val_kl": "analytic" if run.module.vae.has_closed_form_kl else "mc",
-        "data": cfg.data.name.value,
+        "data": cfg.data.name,
         "seed": cfg.seed,
     }
     try:

@@ -23,7 +23,7 @@ import pytest
 import torch
 from torch import distributions as D
 
-from vaelab.config.schema import DecoderKind, ModelConfig, StochasticLayerConfig
+from vaelab.config.schema import ModelConfig, StochasticLayerConfig
 from vaelab.data.mnist import IMAGE_MAGIC, LABEL_MAGIC
 from vaelab.models.vae import VAE
 from vaelab.probability.densities import kl_to_standard_normal
@@ -121,7 +121,7 @@ DATA_DIM, LATENT_DIM, SIGMA = 6, 3, 0.5
 def linear_gaussian_vae() -> VAE:
     """The decoder is linear with orthogonal columns of W (so W^T W, hence the exact posterior
     covariance, is diagonal); the encoder is left as initialised (see :func:`set_posterior`)."""
-    cfg = ModelConfig(decoder=DecoderKind.gaussian, latent_dim=LATENT_DIM, hidden=[], sigma=SIGMA, sigmoid_mean=False)
+    cfg = ModelConfig(decoder="gaussian", latent_dim=LATENT_DIM, hidden=[], sigma=SIGMA, sigmoid_mean=False)
     vae = VAE(cfg, DATA_DIM)
     q, _ = torch.linalg.qr(torch.randn(DATA_DIM, LATENT_DIM))
     with torch.no_grad():
@@ -168,7 +168,7 @@ Z1, Z2 = 3, 2
 
 def two_layer_linear_vae() -> VAE:
     cfg = ModelConfig(
-        decoder=DecoderKind.gaussian, latent_dim=Z1, hidden=[], sigma=SIGMA, sigmoid_mean=False,
+        decoder="gaussian", latent_dim=Z1, hidden=[], sigma=SIGMA, sigmoid_mean=False,
         upper_layers=[StochasticLayerConfig(hidden=[], latent_dim=Z2)],
     )
     vae = VAE(cfg, DATA_DIM)

@@ -35,7 +35,7 @@ def _type_name(tp: object) -> str:
 def _choices(registry: str) -> str:
     """The names registered in ``registry`` (``module:attribute``), as an enum's values are shown."""
     module, attribute = registry.split(":")
-    return "|".join(getattr(importlib.import_module(module), attribute).names())
+    return "|".join(getattr(importlib.import_module(module), attribute).choices())
 
 
 def _default(f: dataclasses.Field) -> object:

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from vaelab.config.schema import DataConfig
 from vaelab.data.files import REFETCH, ensure_files
-from vaelab.data.splits import DatasetSource, Splits
+from vaelab.data.splits import DATASETS, DatasetSource, Splits
 from vaelab.errors import ConfigError, DataError
 
 URL = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/"
@@ -76,6 +76,6 @@ def binarized_mnist_splits(cfg: DataConfig, generator: torch.Generator) -> Split
     return Splits(train=train, val=valid if cfg.val_size else valid[:0], test=test)
 
 
-SOURCE = DatasetSource(
-    image_shape=(1, 28, 28), binary=True, ensure=ensure_binarized_mnist, load=binarized_mnist_splits
-)
+SOURCE = DATASETS.register(DatasetSource(
+    name="binarized_mnist", image_shape=(1, 28, 28), binary=True, ensure=ensure_binarized_mnist, load=binarized_mnist_splits,
+))

@@ -11,7 +11,7 @@ import torch
 
 from vaelab.config.schema import DataConfig
 from vaelab.data.files import REFETCH, ensure_files, read_mat_arrays
-from vaelab.data.splits import DatasetSource, Splits, from_column_major
+from vaelab.data.splits import DATASETS, DatasetSource, Splits, from_column_major
 from vaelab.errors import ConfigError, DataError
 
 URL = "https://people.cs.umass.edu/~marlin/data/caltech101_silhouettes_28_split1.mat"
@@ -43,6 +43,6 @@ def caltech_splits(cfg: DataConfig, generator: torch.Generator) -> Splits:
     return Splits(train=train, val=val if cfg.val_size else val[:0], test=test)
 
 
-SOURCE = DatasetSource(
-    image_shape=(1, 28, 28), binary=True, ensure=ensure_caltech_silhouettes, load=caltech_splits
-)
+SOURCE = DATASETS.register(DatasetSource(
+    name="caltech_silhouettes", image_shape=(1, 28, 28), binary=True, ensure=ensure_caltech_silhouettes, load=caltech_splits,
+))

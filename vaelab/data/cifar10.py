@@ -23,7 +23,7 @@ from torchvision.datasets.utils import download_and_extract_archive
 
 from vaelab.config.schema import DataConfig
 from vaelab.data.idx import REFETCH, ImageArrays
-from vaelab.data.splits import DatasetSource, Splits, carve_validation, flatten
+from vaelab.data.splits import DATASETS, DatasetSource, Splits, carve_validation, flatten
 from vaelab.errors import DataError
 
 IMAGE_SHAPE = (3, 32, 32)
@@ -139,4 +139,7 @@ def cifar10_splits(cfg: DataConfig, generator: torch.Generator) -> Splits:
     return carve_validation(pool, test, cfg.val_size, generator, test_labels=arrays.test_labels.long())
 
 
-SOURCE = DatasetSource(image_shape=IMAGE_SHAPE, binary=False, ensure=ensure_cifar10, load=cifar10_splits)
+SOURCE = DATASETS.register(DatasetSource(
+    name="cifar10", image_shape=IMAGE_SHAPE, binary=False, ensure=ensure_cifar10, load=cifar10_splits,
+    continuous="colour levels",
+))

@@ -8,7 +8,7 @@ from torch import Tensor
 
 from vaelab.config.schema import Binarize, DataConfig
 from vaelab.data.batches import InMemoryBatches
-from vaelab.data.registry import dataset_source
+from vaelab.data.splits import dataset_for
 
 
 class VAEDataModule(pl.LightningDataModule):
@@ -46,7 +46,7 @@ class VAEDataModule(pl.LightningDataModule):
         # The sets scored after every training epoch, in the order of val_dataloader's loaders:
         # the validation split, and the test set too for test-set learning curves.
         self.validation_sets = (["val"] if cfg.val_size > 0 else []) + (["test"] if track_test else [])
-        self.source = dataset_source(cfg.name)
+        self.source = dataset_for(cfg)
         self.image_shape = self.source.image_shape  # C x H x W, the order of the C*H*W values of a row
         self.binary = cfg.binary
         self.train_data: Tensor | None = None

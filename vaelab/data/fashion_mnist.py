@@ -11,7 +11,7 @@ from torchvision.datasets import FashionMNIST
 
 from vaelab.config.schema import DataConfig
 from vaelab.data.idx import IdxFiles, ImageArrays, ensure_idx, load_idx, verify_md5
-from vaelab.data.splits import DatasetSource, Splits, carve_validation, flatten
+from vaelab.data.splits import DATASETS, DatasetSource, Splits, carve_validation, flatten
 
 IMAGE_SIZE = (28, 28)
 
@@ -48,4 +48,6 @@ def fashion_mnist_splits(cfg: DataConfig, generator: torch.Generator) -> Splits:
     return carve_validation(pool, test, cfg.val_size, generator, test_labels=arrays.test_labels.long())
 
 
-SOURCE = DatasetSource(image_shape=(1, *IMAGE_SIZE), binary=False, ensure=ensure_fashion_mnist, load=fashion_mnist_splits)
+SOURCE = DATASETS.register(DatasetSource(
+    name="fashion_mnist", image_shape=(1, *IMAGE_SIZE), binary=False, ensure=ensure_fashion_mnist, load=fashion_mnist_splits,
+))

@@ -11,7 +11,7 @@ from torch import Tensor
 from torchvision.datasets.utils import download_url
 
 from vaelab.config.schema import DataConfig
-from vaelab.data.splits import DatasetSource, Splits, flatten, split_order
+from vaelab.data.splits import DATASETS, DatasetSource, Splits, flatten, split_order
 from vaelab.errors import DataError
 
 URL = "https://cs.nyu.edu/~roweis/data/frey_rawface.mat"
@@ -80,4 +80,7 @@ def frey_splits(cfg: DataConfig, generator: torch.Generator) -> Splits:
     )
 
 
-SOURCE = DatasetSource(image_shape=(1, *IMAGE_SIZE), binary=False, ensure=ensure_frey, load=frey_splits)
+SOURCE = DATASETS.register(DatasetSource(
+    name="frey", image_shape=(1, *IMAGE_SIZE), binary=False, ensure=ensure_frey, load=frey_splits,
+    continuous="grey levels", own_test_split=False,
+))

@@ -10,7 +10,7 @@ import torch
 
 from vaelab.config.schema import DataConfig
 from vaelab.data.files import REFETCH, ensure_files, read_mat_arrays
-from vaelab.data.splits import DatasetSource, Splits, carve_validation, from_column_major
+from vaelab.data.splits import DATASETS, DatasetSource, Splits, carve_validation, from_column_major
 from vaelab.errors import DataError
 
 URL = "https://github.com/yburda/iwae/raw/master/datasets/OMNIGLOT/chardata.mat"
@@ -37,4 +37,6 @@ def omniglot_splits(cfg: DataConfig, generator: torch.Generator) -> Splits:
     return carve_validation(pool, test, cfg.val_size, generator)
 
 
-SOURCE = DatasetSource(image_shape=(1, 28, 28), binary=False, ensure=ensure_omniglot, load=omniglot_splits)
+SOURCE = DATASETS.register(DatasetSource(
+    name="omniglot", image_shape=(1, 28, 28), binary=False, ensure=ensure_omniglot, load=omniglot_splits,
+))

@@ -46,7 +46,7 @@ def protocol(
     """The protocol block of ``cfg``'s test numbers on ``datamodule``'s splits (set up)."""
     d = cfg.data
     return {
-        "data": d.name.value,
+        "data": d.name,
         "variant": data_variant(cfg, tuple(datamodule.image_shape), binary_files),
         "binarize": d.binarize.value,
         "splits": {

@@ -10,7 +10,7 @@
   ``importance_diagnostics``, with ``unreliable_estimate_warning`` where k-hat > 0.7.
 * ``active_units``: Burda et al.'s count of the latent units that the data use (section 5.2).
 * ``discrete_bits_per_dim``: -log P(x) / (D log 2) where the likelihood is a probability of the
-  stored values (``likelihood_is_discrete``), else None.
+  stored values (``vaelab.models.likelihoods.is_discrete``), else None.
 * ``bits_per_dim``: nats per image of a density on [0, 1] put on the 8-bit scale of the
   density-estimation literature (a convention, not a bound here: see its docstring).
 * ``mean`` and ``std_error``: over the images, in float64.
@@ -27,7 +27,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from vaelab.config.schema import DecoderKind, KLMode
+from vaelab.config.schema import KLMode
+from vaelab.models.likelihoods import Likelihood, is_discrete
 from vaelab.models.compiled import importance_estimates, should_compile_estimates
 from vaelab.models.vae import VAE
 from vaelab.probability.objectives import elbo_terms
@@ -195,18 +196,11 @@ def active_units(posterior_means: list[Tensor], threshold: float = 0.01) -> tupl
     return [int((v > threshold).sum()) for v in variances], variances
 
 
-def likelihood_is_discrete(decoder: DecoderKind, binary: bool) -> bool:
-    """Whether log p(x|z) is the log-probability of the data as stored: the discretized logistic on
-    the 256 levels, or the Bernoulli on binary data (binarized, or binary files:
-    ``DataConfig.binary``). The other likelihoods are densities."""
-    return decoder is DecoderKind.logistic or (decoder is DecoderKind.bernoulli and binary)
-
-
-def discrete_bits_per_dim(ll_nats: float, data_dim: int, decoder: DecoderKind, binary: bool) -> float | None:
+def discrete_bits_per_dim(ll_nats: float, data_dim: int, likelihood: type[Likelihood], binary: bool) -> float | None:
     """bpd = -ll / (D log 2), the bits per dimension of a code built from p(x) (the number of
     PixelCNN++ and of the 8-bit literature), for a discrete likelihood; None for a density, whose
     nats are not a probability of the stored values."""
-    if not likelihood_is_discrete(decoder, binary):
+    if not is_discrete(likelihood, binary):
         return None
     return -ll_nats / (data_dim * math.log(2))
 

@@ -90,7 +90,7 @@ class VAEModule(pl.LightningModule):
         posterior_cfg = from_plain(PosteriorConfig, posterior or {})
         self.vae = VAE(self.model_cfg, tuple(image_shape), prior_cfg, net_cfg, posterior_cfg)
         self.objective = objective_for(self.model_cfg)
-        self.objective.check_model(self.vae, f"prior={prior_cfg.name.value} with posterior={posterior_cfg.name.value}")
+        self.objective.check_model(self.vae, f"prior={prior_cfg.name} with posterior={posterior_cfg.name}")
         # Means over every evaluated example, reduced exactly across DDP ranks (sums and counts).
         self.val_elbo, self.val_bound, self.curve_test_elbo = MeanMetric(), MeanMetric(), MeanMetric()
         self.val_reconstruction, self.val_kl = MeanMetric(), MeanMetric()  # the validation ELBO's two terms
@@ -99,7 +99,7 @@ class VAEModule(pl.LightningModule):
         self.collapse: CollapseDiagnostics | None = None
         if self.eval_cfg.collapse_diagnostics:
             latent_dims = [encoder.out_features for encoder in self.vae.encoders]
-            self.collapse = CollapseDiagnostics(latent_dims, mutual_information=not posterior_cfg.is_flow)
+            self.collapse = CollapseDiagnostics(latent_dims, mutual_information=self.vae.encoders[0].gaussian)
         self._diagnostic_generator: torch.Generator | None = None
         self._step_loss = self._loss_and_bound_sum
         self._bound_sum: Tensor | None = None  # the epoch's training bound, summed on the device

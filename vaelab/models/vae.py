@@ -4,7 +4,7 @@ Generative model: p(z_L) the prior (:mod:`vaelab.models.priors`), p(z_l | z_{l+1
 Gaussians, p(x | z_1) the decoder (a network trunk and a likelihood,
 :mod:`vaelab.models.likelihoods`). Recognition model: q(z_1 | x) on the encoder network, then
 q(z_{l+1} | z_l) (:mod:`vaelab.models.posteriors`); q(z_1 | x) may be a normalizing flow
-(:mod:`vaelab.models.flows`, ``posterior=planar|iaf``), the layers above stay Gaussian. With one layer and N(0, I) this is Kingma
+(:mod:`vaelab.models.posteriors.flow`, ``posterior=planar|iaf``), the layers above stay Gaussian. With one layer and N(0, I) this is Kingma
 & Welling's model; with more, Burda et al.'s (section 5). The bounds built from these members
 are in :mod:`vaelab.probability.objectives`.
 """
@@ -16,14 +16,11 @@ import math
 import torch
 from torch import Tensor, nn
 
-from vaelab.config.schema import ModelConfig, NetConfig, PosteriorConfig, PriorConfig, PriorKind
-from vaelab.errors import ConfigError
-from vaelab.models.flows import FlowPosterior, build_flow
-from vaelab.models.likelihoods import Decoder, build_likelihood
-from vaelab.models.networks import decoder_trunk, encoder_trunk, init_weights_, mlp
-from vaelab.models.posteriors import GaussianLayer, GaussianParams
-from vaelab.models.priors import MixturePrior, Prior, StandardNormalPrior, VampPrior
-from vaelab.targets import construct, load_class
+from vaelab.config.schema import ModelConfig, NetConfig, PosteriorConfig, PriorConfig
+from vaelab.models.likelihoods import Decoder
+from vaelab.models.networks import build_network, init_weights_, mlp
+from vaelab.models.posteriors import POSTERIORS, GaussianLayer, GaussianParams
+from vaelab.models.priors import PRIORS, Prior
 from vaelab.probability.distributions import DiagonalGaussian
 from vaelab.probability.objectives import LatentSample
 
@@ -54,7 +51,8 @@ class VAE(nn.Module):
         self.image_shape = image_shape_of(data_shape)
         self.data_dim = math.prod(self.image_shape)
         # q(z_1|x), q(z_2|z_1), ...; p(z_1|z_2), ... mirror the upper ones, and the decoder p(x|z_1).
-        trunk = encoder_trunk(self.net_cfg, cfg, self.image_shape)
+        network = build_network(self.net_cfg, cfg)
+        trunk = network.encoder(self.image_shape)
         encoders = [build_posterior(self.posterior_cfg, cfg, trunk)]
         generative = []
         sizes = [cfg.latent_dim] + [layer.latent_dim for layer in cfg.upper_layers]
@@ -65,8 +63,8 @@ class VAE(nn.Module):
             hidden = list(reversed(layer.hidden))
             generative.append(GaussianLayer(mlp(sizes[below + 1], hidden, cfg.activation), _width(hidden, sizes[below + 1]), sizes[below]))
         self.generative_layers = nn.ModuleList(generative)
-        trunk = decoder_trunk(self.net_cfg, cfg, self.image_shape)
-        self.decoder = Decoder(trunk, build_likelihood(cfg, trunk.head))
+        trunk = network.decoder(cfg.latent_dim, self.image_shape)
+        self.decoder = Decoder(trunk, cfg.likelihood.from_config(cfg, trunk.head))
         self.apply(lambda module: init_weights_(module, cfg.init, cfg.init_std))
         # the prior last, so its own initial draws leave the networks' initialisation as it is
         self.prior = build_prior(self.prior_cfg, self.top_latent_dim, self.data_dim, self.top_posterior_along_means)
@@ -128,7 +126,7 @@ class VAE(nn.Module):
     def has_closed_form_kl(self) -> bool:
         """Whether KL(q(z_L|.) || p(z_L)) has a closed form: the prior has one and q(z_L|.) is
         Gaussian (a flow posterior on a single layer is not)."""
-        return self.prior.has_closed_form_kl and (len(self.encoders) > 1 or not self.posterior_cfg.is_flow)
+        return self.prior.has_closed_form_kl and (len(self.encoders) > 1 or self.encoders[0].gaussian)
 
     def top_posterior_along_means(self, x: Tensor) -> DiagonalGaussian:
         """q(z_L | z_{L-1}) at z_{L-1} = mu_{L-1}(... mu_1(x)), the encoders' mean path; q(z_1|x) for
@@ -148,7 +146,7 @@ class VAE(nn.Module):
         """E_q[z_l | x] for each stochastic layer l: [batch, latent_l] each.
 
         z_1: the encoder's mean, exactly (a flow posterior: the flow applied to the base mean,
-        :class:`~vaelab.models.flows.FlowDistribution`). Above: E_{q(z_{l-1}|x)}[mu_l(z_{l-1})], averaged over
+        :class:`~vaelab.models.posteriors.flow.FlowDistribution`). Above: E_{q(z_{l-1}|x)}[mu_l(z_{l-1})], averaged over
         ``samples`` joint draws of the layers below (following the means upwards instead,
         mu_l(mu_{l-1}(...)), is exact only for linear encoders). ``generator``: those draws are its own;
         ``first``: q(z_1|x)'s parameters, if computed already.
@@ -185,24 +183,10 @@ def _width(hidden: list[int], in_features: int) -> int:
 
 
 def build_posterior(cfg: PosteriorConfig, model: ModelConfig, trunk: nn.Module) -> GaussianLayer:
-    """q(z_1|x) on the encoder trunk: a Gaussian layer, or with ``posterior.name`` a flow on its Gaussian."""
-    if not cfg.is_flow:
-        return GaussianLayer(trunk, trunk.width, model.latent_dim)
-    flow = build_flow(cfg, trunk.width, model.latent_dim, model.activation)
-    return FlowPosterior(trunk, trunk.width, model.latent_dim, flow)
+    """q(z_1|x) on the encoder trunk: the posterior ``posterior.name`` names (or with ``posterior.name=custom``, a flow ``posterior.target`` names)."""
+    return POSTERIORS.chosen(cfg.name, cfg.target, "posterior.target").posterior(cfg, model, trunk)
 
 
 def build_prior(cfg: PriorConfig, latent_dim: int, data_dim: int, posterior_of) -> Prior:
-    """The prior ``prior.name`` names over a ``latent_dim``-dimensional top layer."""
-    if cfg.name is PriorKind.standard:
-        return StandardNormalPrior(latent_dim)
-    if cfg.name is PriorKind.vamp:
-        return VampPrior(latent_dim, data_dim, cfg.components, cfg.pseudo_init_mean, cfg.pseudo_init_std, posterior_of)
-    if cfg.name is PriorKind.mog:
-        return MixturePrior(latent_dim, cfg.components)
-    if cfg.name is PriorKind.custom:
-        cls = load_class(cfg.target, "prior.target")
-        if not issubclass(cls, Prior):
-            raise ConfigError(f"prior.target={cfg.target}: {cls.__name__} is not a vaelab.models.priors.Prior subclass")
-        return construct(cls, "prior.args", latent_dim=latent_dim, **cfg.args)
-    raise NotImplementedError(f"prior.name={cfg.name.value} has no branch in build_prior")
+    """The prior ``prior.name`` names (or with ``prior.name=custom``, ``prior.target``) over a ``latent_dim``-dimensional top layer."""
+    return PRIORS.chosen(cfg.name, cfg.target, "prior.target").from_config(cfg, latent_dim, data_dim, posterior_of)

@@ -1,5 +1,5 @@
 """Invertible transforms of normalizing-flow posteriors with their log-determinants: pure
-functions of tensors (the networks that produce their parameters are in :mod:`vaelab.models.flows`).
+functions of tensors (the networks that produce their parameters are in :mod:`vaelab.models.posteriors`).
 
 A flow maps z_0 ~ N(mean, diag(exp(log_var))) through z_k = f_k(z_{k-1}); the density of
 z_K is log q_K(z_K) = log N(z_0) - sum_k log|det df_k/dz_{k-1}| (Rezende & Mohamed 2015, eq. 6).

@@ -21,7 +21,6 @@ from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm
 from pytorch_lightning.utilities.warnings import PossibleUserWarning
 from tqdm import tqdm
 
-from vaelab.models.priors import MixturePrior, StandardNormalPrior, VampPrior
 from vaelab.models.vae import VAE
 from vaelab.training.clock import TrainingClock
 
@@ -279,22 +278,21 @@ def device_line(trainer: pl.Trainer, pl_module: pl.LightningModule) -> str:
 def model_parts(vae: VAE) -> list[tuple[str, int]]:
     """(part, parameters) for each part of the VAE; each parameter is counted once, in the
     first part that holds it, so the counts sum to the model's."""
-    net, layers = vae.net_cfg.name.value, len(vae.encoders)
+    net, layers = vae.net_cfg.name, len(vae.encoders)
     parts: list[tuple[str, torch.nn.Module | torch.nn.Parameter | None]] = [
         (f"encoder network ({net}): x -> features of q(z1|x)", vae.encoders[0].trunk),
         (f"stochastic layer z1 ({vae.encoders[0].out_features}): mean and log-variance of q(z1|x)", torch.nn.ModuleList([vae.encoders[0].mean, vae.encoders[0].log_var])),
     ]
     flow = getattr(vae.encoders[0], "flow", None)
     if flow is not None:
-        p = vae.posterior_cfg
-        parts.append((f"posterior flow ({p.name.value}, {p.flow_length} steps) on z1", flow))
+        parts.append((f"posterior flow ({flow.describe()}) on z1", flow))
     for upper in range(1, layers):
         size = vae.encoders[upper].out_features
         parts.append((f"stochastic layer z{upper + 1} ({size}): q(z{upper + 1}|z{upper})", vae.encoders[upper]))
         parts.append((f"stochastic layer z{upper + 1} ({size}): p(z{upper}|z{upper + 1})", vae.generative_layers[upper - 1]))
     parts.append((f"decoder network ({net}): z1 -> features of p(x|z1)", vae.decoder.trunk))
-    parts.append((f"likelihood ({vae.cfg.decoder.value}): output layers of p(x|z1)", vae.decoder.likelihood))
-    parts.append((f"prior: {prior_name(vae.prior)}", vae.prior))
+    parts.append((f"likelihood ({vae.cfg.decoder}): output layers of p(x|z1)", vae.decoder.likelihood))
+    parts.append((f"prior: {vae.prior.describe()}", vae.prior))
     counted: set[int] = set()
     rows = []
     for name, part in parts:
@@ -306,16 +304,6 @@ def model_parts(vae: VAE) -> list[tuple[str, int]]:
     if rest:
         rows.append(("other", rest))
     return rows
-
-
-def prior_name(prior: torch.nn.Module) -> str:
-    if isinstance(prior, StandardNormalPrior):
-        return "N(0, I)"
-    if isinstance(prior, VampPrior):
-        return f"VampPrior, {len(prior.pseudo_inputs)} pseudo-inputs"
-    if isinstance(prior, MixturePrior):
-        return f"mixture of {len(prior.logits)} Gaussians (weights, means, log-variances)"
-    return type(prior).__name__
 
 
 def parts_lines(vae: VAE, step_flops: int | None = None) -> list[str]:

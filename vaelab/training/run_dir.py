@@ -37,7 +37,7 @@ def choose_run_dir(cfg: FitConfig) -> Path:
     if os.environ.get(RUN_DIR_ENV):
         return Path(os.environ[RUN_DIR_ENV])
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-    return Path("runs") / f"{cfg.data.name.value}-{cfg.model.decoder.value}" / stamp
+    return Path("runs") / f"{part_name(cfg.data.source)}-{part_name(cfg.model.likelihood)}" / stamp
 
 
 @contextmanager

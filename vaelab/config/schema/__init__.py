@@ -11,12 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from vaelab.config.schema.data import BINARY_DATASETS, COLOUR_DATASETS, Binarize, DataConfig, DatasetKind
+from vaelab.config.schema.data import Binarize, DataConfig
 from vaelab.config.schema.evaluation import EvalConfig
 from vaelab.config.schema.fields import _help
 from vaelab.config.schema.model import (
-    Activation, DecoderKind, Estimator, Init, KLMode, ModelConfig, NetConfig, NetKind, PosteriorConfig, PosteriorKind,
-    PriorConfig, PriorKind, StochasticLayerConfig,
+    Activation, Estimator, Init, KLMode, ModelConfig, NetConfig, PosteriorConfig,
+    PriorConfig, StochasticLayerConfig,
 )
 from vaelab.config.schema.training import (
     AcceleratorKind, LoggerConfig, LoggerKind, LRSchedule, OptimConfig, OptimizerKind, TrainerConfig, WandbMode,
@@ -24,10 +24,10 @@ from vaelab.config.schema.training import (
 from vaelab.errors import ConfigError
 
 __all__ = [
-    "AcceleratorKind", "Activation", "BINARY_DATASETS", "Binarize", "COLOUR_DATASETS", "DataConfig", "DatasetKind",
-    "DecoderKind", "Estimator", "EvalConfig", "FitConfig", "Init", "KLMode", "LRSchedule", "LoggerConfig", "LoggerKind",
-    "ModelConfig", "NetConfig", "NetKind", "OptimConfig", "OptimizerKind", "PosteriorConfig", "PosteriorKind",
-    "PriorConfig", "PriorKind", "RunConfig", "StochasticLayerConfig", "TrainerConfig", "WandbMode",
+    "AcceleratorKind", "Activation", "Binarize", "DataConfig",
+    "Estimator", "EvalConfig", "FitConfig", "Init", "KLMode", "LRSchedule", "LoggerConfig", "LoggerKind",
+    "ModelConfig", "NetConfig", "OptimConfig", "OptimizerKind", "PosteriorConfig",
+    "PriorConfig", "RunConfig", "StochasticLayerConfig", "TrainerConfig", "WandbMode",
 ]
 
 
@@ -52,7 +52,7 @@ class FitConfig:
     run: RunConfig = field(default_factory=RunConfig)
 
     def __post_init__(self) -> None:
-        if self.model.decoder is DecoderKind.logistic and self.data.binarize is not Binarize.none:
+        if self.model.likelihood.grey_levels and self.data.binarize is not Binarize.none:
             raise ConfigError(
                 f"model=logistic is a probability of the 256 grey levels but data.binarize={self.data.binarize.value}; "
                 "add data.binarize=none"

@@ -2,29 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
-from typing import Optional
+from typing import Any, Optional
 
 from vaelab.config.schema.fields import _help, _require
-
-
-class DatasetKind(str, Enum):
-    mnist = "mnist"
-    frey = "frey"
-    binarized_mnist = "binarized_mnist"
-    omniglot = "omniglot"
-    caltech_silhouettes = "caltech_silhouettes"
-    fashion_mnist = "fashion_mnist"
-    cifar10 = "cifar10"
-
-
-# Datasets whose files hold 0/1 already: nothing to binarize.
-BINARY_DATASETS = (DatasetKind.binarized_mnist, DatasetKind.caltech_silhouettes)
-
-
-# Datasets of continuous colour levels: nothing to binarize either.
-COLOUR_DATASETS = (DatasetKind.cifar10,)
 
 
 class Binarize(str, Enum):
@@ -35,13 +17,14 @@ class Binarize(str, Enum):
 
 @dataclass
 class DataConfig:
-    name: DatasetKind = _help(
+    name: str = _help(
         "dataset: mnist (60000/10000, LeCun et al.); frey (1965 faces, seeded split); binarized_mnist "
         "(Larochelle & Murray 2011's fixed binarization, 50000/10000/10000); omniglot (Burda et al. 2016's "
         "28x28, 24345/8070, validation carved from train); caltech_silhouettes (Marlin et al. 2010, split 1, "
         "4100/2264/2307); fashion_mnist (Xiao et al. 2017, 60000/10000 1x28x28 grey); cifar10 (Krizhevsky "
-        "2009, 50000/10000 3x32x32 colour, binarize=none). Splits and sources: docs/data.md",
-        DatasetKind.mnist,
+        "2009, 50000/10000 3x32x32 colour, binarize=none); custom: the class data.target names. Splits and "
+        "sources: docs/data.md",
+        "mnist", choices="vaelab.data.splits:DATASETS",
     )
     root: str = _help(
         "folder holding the datasets' folders: MNIST/raw/, FreyFaces/, BinarizedMNIST/, Omniglot/, "
@@ -59,36 +42,25 @@ class DataConfig:
         "the literature (that is data=binarized_mnist); none for binary datasets and cifar10", Binarize.dynamic,
     )
     split_seed: int = _help("seed of the validation/test split and of static binarization", 0)
+    target: Optional[str] = _help("custom: a dataset class of your own, as path/to/file.py:ClassName (docs/extending.md)", None)
+    args: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "the settings of a dataset that declares them (data.target's class)", "lightning": False},
+    )
 
     def __post_init__(self) -> None:
         _require(self.batch_size >= 1, "data.batch_size", self.batch_size, "an integer >= 1")
         _require(self.val_size >= 0, "data.val_size", self.val_size, "an integer >= 0")
-        if self.name is DatasetKind.frey:
-            _require(
-                self.binarize is Binarize.none, "data.binarize", self.binarize.value,
-                "none for frey (continuous grey levels)",
-            )
-            _require(
-                self.test_size is not None and self.test_size >= 1, "data.test_size", self.test_size,
-                "an integer >= 1 for frey",
-            )
-        else:
-            _require(
-                self.test_size is None, "data.test_size", self.test_size,
-                f"null for {self.name.value} (it has its own test set)",
-            )
-        if self.name in BINARY_DATASETS:
-            _require(
-                self.binarize is Binarize.none, "data.binarize", self.binarize.value,
-                f"none for {self.name.value} (its files are binary already)",
-            )
-        if self.name in COLOUR_DATASETS:
-            _require(
-                self.binarize is Binarize.none, "data.binarize", self.binarize.value,
-                f"none for {self.name.value} (continuous colour levels)",
-            )
+        self.source.check(self)
 
     @property
     def binary(self) -> bool:
         """Whether the model sees 0/1 pixels: a binary dataset, or one binarized."""
-        return self.name in BINARY_DATASETS or self.binarize is not Binarize.none
+        return self.source.binary or self.binarize is not Binarize.none
+
+    @property
+    def source(self):
+        """The dataset (:mod:`vaelab.data.splits`) that ``name`` (or ``target``) picks."""
+        from vaelab.data.splits import dataset_for  # the datasets are registered where they are defined
+
+        return dataset_for(self)

@@ -11,14 +11,6 @@ from typing import Any, Optional
 from vaelab.config.schema.fields import _help, _require
 
 
-class DecoderKind(str, Enum):
-    bernoulli = "bernoulli"
-    gaussian = "gaussian"
-    gaussian_learned = "gaussian_learned"
-    continuous_bernoulli = "continuous_bernoulli"
-    logistic = "logistic"
-
-
 class Activation(str, Enum):
     tanh = "tanh"
     softplus = "softplus"
@@ -53,9 +45,15 @@ class StochasticLayerConfig:
 
 @dataclass
 class ModelConfig:
-    decoder: DecoderKind = _help(
-        "likelihood p(x|z); continuous_bernoulli: a density on [0, 1]; logistic: a probability of the 256 levels j/255",
-        DecoderKind.bernoulli,
+    decoder: str = _help(
+        "likelihood p(x|z); continuous_bernoulli: a density on [0, 1]; logistic: a probability of the 256 levels j/255; "
+        "or one of your own as path/file.py:Class (docs/extending.md)",
+        "bernoulli", choices="vaelab.models.likelihoods:LIKELIHOODS",
+    )
+    decoder_args: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "the settings of a likelihood that declares them (model.decoder=path/file.py:Class)",
+                  "lightning": False, "choices": None},
     )
     latent_dim: int = _help("dimension of z (of z_1, the layer next to x, in a hierarchy)", 20)
     hidden: list[int] = _help("hidden layer sizes of the encoder MLP; the decoder mirrors them", [500, 500])
@@ -118,24 +116,25 @@ class ModelConfig:
         from vaelab.objectives import objective_for  # the objective checks its own settings
 
         objective_for(self)
+        self.likelihood  # an unknown likelihood is one line here
 
+    @property
+    def likelihood(self) -> type:
+        """The likelihood class ``decoder`` names (:mod:`vaelab.models.likelihoods`)."""
+        from vaelab.models.likelihoods import LIKELIHOODS
 
-class PriorKind(str, Enum):
-    standard = "standard"
-    vamp = "vamp"
-    mog = "mog"
-    custom = "custom"
+        return LIKELIHOODS[self.decoder]
 
 
 @dataclass
 class PriorConfig:
     """p(z_L), the prior over the top stochastic layer (``prior=`` picks a preset)."""
 
-    name: PriorKind = _help(
+    name: str = _help(
         "standard: N(0, I); vamp: VampPrior, the mixture of the posteriors of learned pseudo-inputs "
         "(Tomczak & Welling 2018); mog: a mixture of diagonal Gaussians with learned weights, means and "
         "variances; custom: the class prior.target names",
-        PriorKind.standard,
+        "standard", choices="vaelab.models.priors:PRIORS",
     )
     components: int = _help("vamp: pseudo-inputs K (Tomczak & Welling use 500); mog: mixture components", 500)
     pseudo_init_mean: float = _help("vamp: pseudo-inputs start as N(mean, std^2) draws (clipped to [0, 1])", 0.05)
@@ -145,70 +144,73 @@ class PriorConfig:
         "(docs/extending.md)", None,
     )
     args: dict[str, Any] = field(
-        default_factory=dict, metadata={"help": "custom: keyword arguments of prior.target's class", "lightning": False}
+        default_factory=dict,
+        metadata={"help": "the settings of a prior that declares them (prior.target's class, or a new one)", "lightning": False},
     )
 
     def __post_init__(self) -> None:
         _require(self.components >= 1, "prior.components", self.components, "an integer >= 1")
         _require(self.pseudo_init_std >= 0, "prior.pseudo_init_std", self.pseudo_init_std, "a standard deviation >= 0")
-        if self.name is PriorKind.custom:
-            _require(bool(self.target), "prior.target", self.target, "path/to/file.py:ClassName with prior.name=custom")
-        else:
-            _require(self.target is None, "prior.target", self.target, f"null unless prior.name=custom (it is {self.name.value})")
+        from vaelab.models.priors import PRIORS  # the priors are registered where they are defined
 
-
-class PosteriorKind(str, Enum):
-    gaussian = "gaussian"
-    planar = "planar"
-    iaf = "iaf"
+        PRIORS.check(self.name, self.target, "prior.target")
 
 
 @dataclass
 class PosteriorConfig:
     """q(z_1|x), the posterior of the layer next to x (``posterior=`` picks a preset); layers above stay Gaussian."""
 
-    name: PosteriorKind = _help(
+    name: str = _help(
         "q(z_1|x) (the layers of model.upper_layers stay Gaussian): gaussian: a diagonal Gaussian (Kingma & Welling "
         "eq. 9); planar: planar flow (Rezende & Mohamed 2015), u, w, b of every step from the encoder's features; "
         "iaf: inverse autoregressive flow (Kingma et al. 2016). "
         "A flow's KL is sampled; reconstructions use the flow applied to the base mean; a VampPrior's "
-        "components are the flow's base Gaussians q_0(z|u_k)",
-        PosteriorKind.gaussian,
+        "components are the flow's base Gaussians q_0(z|u_k); custom: the flow class posterior.target names",
+        "gaussian", choices="vaelab.models.posteriors:POSTERIORS",
     )
     flow_length: int = _help("planar, iaf: number of flow steps (posterior=planar sets 10, posterior=iaf 2)", 10)
     iaf_hidden: list[int] = _help("iaf: hidden layer sizes of each step's autoregressive network (MADE)", [320, 320])
     context: int = _help("iaf: size of the context h that the encoder gives every step's network", 100)
+    target: Optional[str] = _help(
+        "custom: a flow class of your own (a vaelab.models.posteriors.Flow), as path/to/file.py:ClassName (docs/extending.md)", None
+    )
+    args: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "the settings of a posterior that declares them (posterior.target's class, or a new one)", "lightning": False},
+    )
 
     def __post_init__(self) -> None:
+        from vaelab.models.posteriors import POSTERIORS  # the posteriors are registered where they are defined
+
+        POSTERIORS.check(self.name, self.target, "posterior.target")
         _require(self.flow_length >= 1, "posterior.flow_length", self.flow_length, "an integer >= 1")
         _require(len(self.iaf_hidden) >= 1 and all(h >= 1 for h in self.iaf_hidden), "posterior.iaf_hidden", self.iaf_hidden, "one or more layer sizes >= 1")
         _require(self.context >= 1, "posterior.context", self.context, "an integer >= 1")
-
-    @property
-    def is_flow(self) -> bool:
-        return self.name is not PosteriorKind.gaussian
-
-
-class NetKind(str, Enum):
-    mlp = "mlp"
-    conv = "conv"
 
 
 @dataclass
 class NetConfig:
     """The networks of the encoder q(z_1|x) and decoder p(x|z_1) (``net=`` picks a preset)."""
 
-    name: NetKind = _help(
+    name: str = _help(
         "mlp: hidden layers model.hidden, the decoder mirrored; conv: 4x4 stride-2 convolutions with net.channels "
-        "and a dense layer, mirrored by transposed convolutions (after Higgins et al. 2017)",
-        NetKind.mlp,
+        "and a dense layer, mirrored by transposed convolutions (after Higgins et al. 2017); custom: the class "
+        "net.target names", "mlp", choices="vaelab.models.networks:NETWORKS",
     )
     channels: list[int] = _help("conv: channels of the stride-2 stages (each halves height and width)", [32, 64])
     dense: int = _help("conv: units of the dense layer between the convolutions and z", 256)
     activation: Activation = _help(
         "conv: the trunks' activation, ReLU as in Higgins et al. 2017 (net=mlp uses model.activation)", Activation.relu
     )
+    target: Optional[str] = _help("custom: a network class of your own, as path/to/file.py:ClassName (docs/extending.md)", None)
+    args: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "the settings of a network that declares them (net.target's class, or a new one)", "lightning": False},
+    )
 
     def __post_init__(self) -> None:
+        from vaelab.models.networks import NETWORKS  # the networks are registered where they are defined
+
+        NETWORKS.check(self.name, self.target, "net.target")
         _require(len(self.channels) >= 1 and all(c >= 1 for c in self.channels), "net.channels", self.channels, "one or more channel counts >= 1")
         _require(self.dense >= 1, "net.dense", self.dense, "an integer >= 1")

@@ -13,11 +13,18 @@ from __future__ import annotations
 
 import math
 
+from typing import TYPE_CHECKING
+
 from torch import Tensor, nn
 
-from vaelab.models.networks.mlp import ACTIVATIONS
 from vaelab.config.schema import Activation
 from vaelab.errors import ConfigError
+from vaelab.models.networks.mlp import ACTIVATIONS
+from vaelab.models.networks.network import NETWORKS, Network
+from vaelab.registry import no_args
+
+if TYPE_CHECKING:
+    from vaelab.config.schema import ModelConfig, NetConfig
 
 KERNEL, STRIDE, PADDING = 4, 2, 1  # each stage halves the height and width (rounded down)
 
@@ -96,3 +103,24 @@ class ConvDecoderTrunk(nn.Module):
 
     def head(self) -> nn.Module:
         return ConvHead(self.out_channels, self.image_shape)
+
+
+@NETWORKS.register
+class ConvNetwork(Network):
+    """Stride-2 stages of ``net.channels``, a dense layer of ``net.dense`` units, ``net.activation``."""
+
+    name = "conv"
+
+    def __init__(self, channels: list[int], dense: int, activation: Activation):
+        self.channels, self.dense, self.activation = list(channels), dense, activation
+
+    @classmethod
+    def from_config(cls, net: NetConfig, model: ModelConfig) -> Network:
+        no_args(net.args, "net.args", "net=conv")
+        return cls(net.channels, net.dense, net.activation)
+
+    def encoder(self, image_shape: tuple[int, int, int]) -> nn.Module:
+        return ConvEncoderTrunk(image_shape, self.channels, self.dense, self.activation)
+
+    def decoder(self, latent_dim: int, image_shape: tuple[int, int, int]) -> nn.Module:
+        return ConvDecoderTrunk(latent_dim, image_shape, self.channels, self.dense, self.activation)

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from torch import nn
 
 from vaelab.config.schema import Activation, Init
+from vaelab.models.networks.network import NETWORKS, Network
+from vaelab.registry import no_args
+
+if TYPE_CHECKING:
+    from vaelab.config.schema import ModelConfig, NetConfig
 
 ACTIVATIONS: dict[Activation, type[nn.Module]] = {
     Activation.tanh: nn.Tanh,
@@ -41,6 +48,28 @@ class MLPDecoderTrunk(nn.Sequential):
     def head(self) -> nn.Module:
         """A new output layer: features -> [..., D] (one per parameter of the likelihood)."""
         return nn.Linear(self.width, self.data_dim)
+
+
+@NETWORKS.register
+class MLPNetwork(Network):
+    """Hidden layers ``model.hidden`` with ``model.activation``; the decoder mirrors them."""
+
+    name = "mlp"
+
+    def __init__(self, hidden: list[int], activation: Activation):
+        self.hidden, self.activation = list(hidden), activation
+
+    @classmethod
+    def from_config(cls, net: NetConfig, model: ModelConfig) -> Network:
+        no_args(net.args, "net.args", "net=mlp")
+        return cls(model.hidden, model.activation)
+
+    def encoder(self, image_shape: tuple[int, int, int]) -> nn.Module:
+        return MLPEncoderTrunk(image_shape[0] * image_shape[1] * image_shape[2], self.hidden, self.activation)
+
+    def decoder(self, latent_dim: int, image_shape: tuple[int, int, int]) -> nn.Module:
+        data_dim = image_shape[0] * image_shape[1] * image_shape[2]
+        return MLPDecoderTrunk(latent_dim, list(reversed(self.hidden)), data_dim, self.activation)
 
 
 def init_weights_(module: nn.Module, init: Init, std: float) -> None:

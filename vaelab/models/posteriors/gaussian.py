@@ -7,17 +7,24 @@ tuple of tensors (what compiled code passes around), ``distribution(params)`` th
 reparameterized samples and their log-density, and ``frozen(h)`` the distribution computed
 with the layer's parameters stopped (gradients still reach h), for ``stl`` and ``dreg``.
 The posterior mean that reconstructions, interpolations and active units use is its ``mean``.
-A flow posterior of z_1 (:mod:`vaelab.models.flows`) subclasses :class:`GaussianLayer`.
+A flow posterior of z_1 (:mod:`vaelab.models.posteriors.flow`) subclasses :class:`GaussianLayer`;
+``posterior=gaussian`` is this layer on the encoder's trunk.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
+from vaelab.models.posteriors.posterior import POSTERIORS
 from vaelab.probability.distributions import DiagonalGaussian
+from vaelab.registry import no_args
+
+if TYPE_CHECKING:
+    from vaelab.config.schema import ModelConfig, PosteriorConfig
 
 GaussianParams = tuple[Tensor, Tensor]
 
@@ -28,8 +35,18 @@ def frozen(module: nn.Module) -> Callable[..., object]:
     return lambda *inputs: torch.func.functional_call(module, parameters, inputs)
 
 
+@POSTERIORS.register
 class GaussianLayer(nn.Module):
     """N(mean(h), diag(exp(log_var(h)))): two linear heads on a trunk's features."""
+
+    name = "gaussian"
+    gaussian = True  # see :mod:`vaelab.models.posteriors.posterior`
+
+    @classmethod
+    def posterior(cls, cfg: PosteriorConfig, model: ModelConfig, trunk: nn.Module) -> GaussianLayer:
+        """q(z_1|x) = N(mu(x), diag(sigma^2(x))) on the encoder trunk (Kingma & Welling eq. 9)."""
+        no_args(cfg.args, "posterior.args", "posterior=gaussian")
+        return cls(trunk, trunk.width, model.latent_dim)
 
     def __init__(self, trunk: nn.Module, width: int, out_features: int):
         super().__init__()
