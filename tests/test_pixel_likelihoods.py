@@ -150,7 +150,7 @@ def test_logistic_decoder_of_a_three_channel_image(float64):
 
 
 def test_logistic_refuses_binarized_data():
-    with pytest.raises(ConfigError, match=r"^model=logistic .* data.binarize=dynamic; add data.binarize=none$"):
+    with pytest.raises(ConfigError, match=r"^model.decoder=logistic .* data.binarize=dynamic; add data.binarize=none$"):
         load_config(["model=logistic"])
     with pytest.raises(ConfigError, match=r"model.mixtures=0 is invalid"):
         load_config(["model=logistic", "data.binarize=none", "model.mixtures=0"])

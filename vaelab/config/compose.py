@@ -32,6 +32,13 @@ def config_dir() -> Path:
     return Path(os.environ.get("VAELAB_CONFIG_DIR", DEFAULT_CONFIG_DIR))
 
 
+def search_path(root: Path | None = None) -> list[Path]:
+    """Where group files are looked for, first match wins: the folders of ``$VAELAB_CONFIG_PATH``
+    (separated by ``os.pathsep``, e.g. a folder of your own parts' YAML files), then ``root``."""
+    extra = [Path(folder).expanduser() for folder in os.environ.get("VAELAB_CONFIG_PATH", "").split(os.pathsep) if folder]
+    return [*extra, root or config_dir()]
+
+
 @dataclass
 class CommandLine:
     """The words after ``python -m vaelab.fit``, sorted by kind."""
@@ -62,9 +69,8 @@ def parse_command_line(words: list[str], flags: tuple[str, ...] = ("--help", "-h
 
 
 def group_options(group: str, root: Path | None = None) -> list[str]:
-    """The options of a config group: the YAML files in ``configs/<group>/``."""
-    folder = (root or config_dir()) / group
-    return sorted(p.stem for p in folder.glob("*.yaml"))
+    """The options of a config group: the YAML files in ``<folder>/<group>/`` of the :func:`search_path`."""
+    return sorted({p.stem for folder in search_path(root) for p in (folder / group).glob("*.yaml")})
 
 
 def load_yaml(path: Path) -> DictConfig:
@@ -79,10 +85,14 @@ def load_yaml(path: Path) -> DictConfig:
 
 
 def _group_file(group: str, option: str, root: Path) -> DictConfig:
+    for folder in search_path(root):
+        if (folder / group / f"{option}.yaml").is_file():
+            return load_yaml(folder / group / f"{option}.yaml")
     options = group_options(group, root)
-    if option not in options:
-        raise ConfigError(f"unknown {group} '{option}': choose one of {', '.join(options)} (files in {root / group})")
-    return load_yaml(root / group / f"{option}.yaml")
+    close = difflib.get_close_matches(option, options, n=1)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    folders = ", ".join(str(folder / group) for folder in search_path(root))
+    raise ConfigError(f"unknown {group} '{option}': choose one of {', '.join(options)} (files in {folders}){hint}")
 
 
 def _pop_defaults(node: DictConfig, source: str) -> dict[str, str | None]:

@@ -51,8 +51,8 @@ class VAE(nn.Module):
         self.image_shape = image_shape_of(data_shape)
         self.data_dim = math.prod(self.image_shape)
         # q(z_1|x), q(z_2|z_1), ...; p(z_1|z_2), ... mirror the upper ones, and the decoder p(x|z_1).
-        network = build_network(self.net_cfg, cfg)
-        trunk = network.encoder(self.image_shape)
+        self.network = build_network(self.net_cfg, cfg)  # not a module: it makes the trunks and names them
+        trunk = self.network.encoder(self.image_shape)
         encoders = [build_posterior(self.posterior_cfg, cfg, trunk)]
         generative = []
         sizes = [cfg.latent_dim] + [layer.latent_dim for layer in cfg.upper_layers]
@@ -63,7 +63,7 @@ class VAE(nn.Module):
             hidden = list(reversed(layer.hidden))
             generative.append(GaussianLayer(mlp(sizes[below + 1], hidden, cfg.activation), _width(hidden, sizes[below + 1]), sizes[below]))
         self.generative_layers = nn.ModuleList(generative)
-        trunk = network.decoder(cfg.latent_dim, self.image_shape)
+        trunk = self.network.decoder(cfg.latent_dim, self.image_shape)
         self.decoder = Decoder(trunk, cfg.likelihood.from_config(cfg, trunk.head))
         self.apply(lambda module: init_weights_(module, cfg.init, cfg.init_std))
         # the prior last, so its own initial draws leave the networks' initialisation as it is

@@ -22,6 +22,7 @@ from pytorch_lightning.utilities.warnings import PossibleUserWarning
 from tqdm import tqdm
 
 from vaelab.models.vae import VAE
+from vaelab.registry import part_name
 from vaelab.training.clock import TrainingClock
 
 # Lightning's and torch's log records that say nothing about this run a user could act on
@@ -278,7 +279,7 @@ def device_line(trainer: pl.Trainer, pl_module: pl.LightningModule) -> str:
 def model_parts(vae: VAE) -> list[tuple[str, int]]:
     """(part, parameters) for each part of the VAE; each parameter is counted once, in the
     first part that holds it, so the counts sum to the model's."""
-    net, layers = vae.net_cfg.name, len(vae.encoders)
+    net, layers = part_name(vae.network), len(vae.encoders)
     parts: list[tuple[str, torch.nn.Module | torch.nn.Parameter | None]] = [
         (f"encoder network ({net}): x -> features of q(z1|x)", vae.encoders[0].trunk),
         (f"stochastic layer z1 ({vae.encoders[0].out_features}): mean and log-variance of q(z1|x)", torch.nn.ModuleList([vae.encoders[0].mean, vae.encoders[0].log_var])),
@@ -291,7 +292,7 @@ def model_parts(vae: VAE) -> list[tuple[str, int]]:
         parts.append((f"stochastic layer z{upper + 1} ({size}): q(z{upper + 1}|z{upper})", vae.encoders[upper]))
         parts.append((f"stochastic layer z{upper + 1} ({size}): p(z{upper}|z{upper + 1})", vae.generative_layers[upper - 1]))
     parts.append((f"decoder network ({net}): z1 -> features of p(x|z1)", vae.decoder.trunk))
-    parts.append((f"likelihood ({vae.cfg.decoder}): output layers of p(x|z1)", vae.decoder.likelihood))
+    parts.append((f"likelihood ({part_name(vae.decoder.likelihood)}): output layers of p(x|z1)", vae.decoder.likelihood))
     parts.append((f"prior: {vae.prior.describe()}", vae.prior))
     counted: set[int] = set()
     rows = []

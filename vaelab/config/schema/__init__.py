@@ -54,6 +54,6 @@ class FitConfig:
     def __post_init__(self) -> None:
         if self.model.likelihood.grey_levels and self.data.binarize is not Binarize.none:
             raise ConfigError(
-                f"model=logistic is a probability of the 256 grey levels but data.binarize={self.data.binarize.value}; "
+                f"model.decoder={self.model.decoder} is a probability of the 256 grey levels but data.binarize={self.data.binarize.value}; "
                 "add data.binarize=none"
             )
