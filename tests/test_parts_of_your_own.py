@@ -100,3 +100,11 @@ def test_a_mistake_in_a_part_of_your_own_is_one_line_exit_status_2(own_parts, ca
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1, err
     assert not (own_parts / "bad" / "checkpoints").exists()
+
+
+def test_a_run_without_run_dir_is_named_by_its_parts_names(own_parts, monkeypatch):
+    from vaelab.training.run_dir import choose_run_dir
+
+    monkeypatch.delenv("VAELAB_RUN_DIR", raising=False)
+    assert choose_run_dir(load_config(PARTS)[1]).parent.name == "bars-clamped_bernoulli"
+    assert choose_run_dir(load_config(["model=bernoulli"])[1]).parent.name == "mnist-bernoulli"

@@ -18,6 +18,7 @@ from vaelab.errors import CheckpointError, ResultsWriteError, warn
 from vaelab.files.atomic import probe_write, write_atomically
 from vaelab.training.checkpoints import checkpoint_problem
 from vaelab.files.write_faults import write_error
+from vaelab.registry import part_name
 
 CONFIG_FILE = "config.yaml"
 # The launching process exports its run directory here, so that the DDP worker processes
