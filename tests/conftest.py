@@ -75,3 +75,29 @@ def pytest_runtest_makereport(item, call):
                 f"{FAST_TEST_LIMIT_S:g} s (or {WAIT_FACTOR}x that waiting): mark it @pytest.mark.slow or make it faster "
                 "(VAELAB_FAST_TEST_LIMIT_S changes the limit)"
             )
+
+
+# The slow tier's files, longest first (their seconds in CI on the 2-core machine, Dec 2026:
+# test_slurm.py's one fixture of 120 s, mostly waiting for SLURM, then 180, 156, 112, ...).
+# Under xdist (.ci/run: -n 2 --dist loadfile) the files go to the workers in this order, each
+# worker taking the next as it finishes one, so that no long file starts last and leaves the
+# other worker idle at the end; xdist's own reordering (by number of tests per file) is off.
+LONGEST_FIRST = [
+    "test_slurm.py", "test_fit.py", "test_sweep.py", "test_interrupts.py", "test_evaluate.py",
+    "test_part_fits.py", "test_exact_resume.py", "test_run_integrity.py", "test_os_faults.py",
+    "test_extending.py", "test_ddp.py", "test_gpu_check.py", "test_harness.py", "test_console.py",
+    "test_training_steps.py", "test_api.py", "test_same_numbers.py", "test_old_checkpoints.py",
+]  # fmt: skip
+
+
+def pytest_configure(config):
+    if hasattr(config.option, "loadscopereorder"):  # pytest-xdist
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under xdist, the files of LONGEST_FIRST first, in its order; the others after them, as
+    collected; the tests of a file in their own order."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
+        items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

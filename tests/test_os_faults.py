@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import PROJECT, write_mnist
+from tests.helpers import _FORKING_DRIVER, PROJECT, write_mnist
 from vaelab.evaluate import main as evaluate_main
 from vaelab.fit import main as fit_main
 from vaelab.files.atomic import PARTIAL_PREFIX
@@ -284,6 +284,27 @@ def command(name: str, module: str, words: list[str]) -> str:
     return shlex.join(["run", name, "-m", module, *words])
 
 
+def forked(out: Path, commands: dict[str, tuple[str, list[str]]]) -> str:
+    """The script's line for ``python -m module words`` of each command at once, forked from one
+    Python that has made the imports (tests/helpers: run_forked), each with its own stdout,
+    stderr and exit status in $OUT/NAME.{out,err}, as ``command``'s; ``write_statuses`` then
+    writes $OUT/NAME.rc."""
+    plan = [[
+        {"argv": words, "cwd": str(out), "module": module, "env": {}, "before": "",
+         "stdout": str(out / f"{name}.out"), "stderr": str(out / f"{name}.err")}
+        for name, (module, words) in commands.items()
+    ]]  # fmt: skip
+    driver = shlex.join(["-c", _FORKING_DRIVER, json.dumps(plan)])
+    return f'"$PYTHON" {driver} > {shlex.quote(str(out / "forked.json"))}'
+
+
+def write_statuses(out: Path, names: list[str]) -> None:
+    """$OUT/NAME.rc of each command of ``forked``, from the driver's statuses."""
+    statuses = json.loads((out / "forked.json").read_text().splitlines()[-1])
+    for name, status in zip(names, statuses, strict=True):
+        (out / f"{name}.rc").write_text(f"{status}\n")
+
+
 @pytest.mark.slow
 def test_a_full_disk_mid_run_keeps_the_last_whole_checkpoint_and_resume_continues(mounts, mnist_root, reference, tmp_path):
     """A tmpfs with room for epoch 0 (epoch0.ckpt, then last.ckpt beside it) but not for epoch1.ckpt
@@ -350,17 +371,16 @@ def test_a_read_only_file_system_is_one_line_before_any_work(mounts, mnist_root,
     before = {p: p.stat().st_mtime_ns for p in read_only.rglob("*")}
     sweep = sweep_file(tmp_path, mnist_root)
     sweeps = importlib.util.find_spec("sweeps") is not None  # W&B's sweep engine, for vaelab.sweep
-    in_namespace(
-        f"mount --bind {read_only} {read_only}\nmount -o remount,bind,ro {read_only}\n"
-        + "\n".join([
-            command("new", "vaelab.fit", fit_words(mnist_root, read_only / "new")),
-            command("resumed", "vaelab.fit", [f"run.resume={run_dir}", "trainer.max_epochs=3"]),
-            command("evaluate", "vaelab.evaluate", [f"ckpt={run_dir}", "eval.device=cpu"]),
-            command("sweep", "vaelab.sweep", [str(sweep), "--out", str(read_only / "sweep")]) if sweeps else "",
-        ])
-        + "\n",
-        out,
-    )  # fmt: skip
+    commands = {
+        "new": ("vaelab.fit", fit_words(mnist_root, read_only / "new")),
+        "resumed": ("vaelab.fit", [f"run.resume={run_dir}", "trainer.max_epochs=3"]),
+        "evaluate": ("vaelab.evaluate", [f"ckpt={run_dir}", "eval.device=cpu"]),
+        **({"sweep": ("vaelab.sweep", [str(sweep), "--out", str(read_only / "sweep")])} if sweeps else {}),
+    }
+    out.mkdir(parents=True)
+    # the four at once, forked from one Python (one start-up instead of four)
+    in_namespace(f"mount --bind {read_only} {read_only}\nmount -o remount,bind,ro {read_only}\n" + forked(out, commands) + "\n", out)
+    write_statuses(out, list(commands))
     last = run_dir / "checkpoints" / "last.ckpt"
     expected = {
         "new": f"vaelab.fit: error: cannot write {read_only / 'new'}: read-only file system; make it writable, {ELSEWHERE}",
