@@ -80,10 +80,7 @@ class Registry(Generic[Part]):
     def check(self, name: str, target: str | None, target_key: str) -> None:
         """One line for a name that is not registered or a target without ``name=custom``; the
         user's class itself is imported when the part is built."""
-        if name == CUSTOM:
-            if not target:
-                self.chosen(name, target, target_key)
-        else:
+        if name != CUSTOM or not target:
             self.chosen(name, target, target_key)
 
     def _users(self, spec: str, key: str | None = None, needs_name: bool = True) -> Part:
