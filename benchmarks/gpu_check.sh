@@ -8,8 +8,8 @@
 #   bash benchmarks/gpu_check.sh                 # on the GPU machine, from the repository root
 #   GPU_CHECK_DRY=1 bash benchmarks/gpu_check.sh # the same steps on the CPU, tiny: the plumbing
 #
-# GPU_CHECK_PLANT_FAIL=<step> / GPU_CHECK_PLANT_HANG=<step> replace that step by a failure / a
-# hang past a 3 s limit (tests/test_gpu_check.py checks the report and the exit status with them).
+# GPU_CHECK_PLANT_FAIL=<step>[,<step>...] / GPU_CHECK_PLANT_HANG=<step> replace those steps by a
+# failure / a hang past a 3 s limit (tests/test_gpu_check.py checks the report and the exit status).
 set -u -o pipefail  # no -e: a failed step must not stop the ones after it
 cd "$(dirname "$0")/.."
 
@@ -147,7 +147,7 @@ run_step() {  # run_step NAME LIMIT_S: runs step_NAME (- as _) under timeout, ap
   local command="step_${name//-/_}" log="$LOGS/$name.log"
   left=$((BUDGET_S - SECONDS))
   ((limit > left)) && limit=$left
-  [[ "${GPU_CHECK_PLANT_FAIL:-}" == "$name" ]] && command="echo 'planted failure (GPU_CHECK_PLANT_FAIL)'; exit 1"
+  [[ ",${GPU_CHECK_PLANT_FAIL:-}," == *",$name,"* ]] && command="echo 'planted failure (GPU_CHECK_PLANT_FAIL)'; exit 1"
   [[ "${GPU_CHECK_PLANT_HANG:-}" == "$name" ]] && command="echo 'planted hang (GPU_CHECK_PLANT_HANG)'; sleep 60" limit=3
   start=$SECONDS
   if ((limit < 1)); then

@@ -2,19 +2,17 @@
 else ``../shared/data``), a missing one skips a test except under ``CI=true``, where it fails,
 and a test outside ``slow`` that runs past the fast tier's limit fails (tests/conftest.py).
 
-Each case runs pytest in a new process on a small test file, with tests/conftest.py as a plugin."""
+Each case runs pytest on a small test file, with tests/conftest.py as a plugin, in a child process."""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import MNIST_FILES, MNIST_RAW, PROJECT
+from tests.helpers import MNIST_FILES, MNIST_RAW, PROJECT, Command, run_forked
 
 pytestmark = pytest.mark.slow
 
@@ -44,17 +42,24 @@ def test_marked_and_slow():
 '''
 
 
-def outcomes(tmp_path: Path, **env: str) -> dict[str, tuple[str, str]]:
-    """test name -> (passed | skipped | failed, message) of one pytest process on CASES."""
-    cases, report = tmp_path / "test_cases.py", tmp_path / f"report-{len(list(tmp_path.glob('report-*')))}.xml"
+def outcomes(tmp_path: Path, *envs: dict[str, str]) -> list[dict[str, dict[str, tuple[str, str]]]]:
+    """For each environment, test name -> (passed | skipped | failure | error, message) of a
+    pytest run on CASES; the runs are forked from one Python (tests/helpers: run_forked), each
+    importing tests/conftest.py and tests/helpers afresh, after its environment is set."""
+    cases = tmp_path / "test_cases.py"
     cases.write_text(CASES)
+    reports = [tmp_path / f"report-{index}.xml" for index in range(len(envs))]
+    runs = [
+        Command(["-p", "tests.conftest", "-c", os.devnull, "-p", "no:cacheprovider", "-p", "no:xdist",
+                 f"--junitxml={report}", str(cases)], PROJECT, module="pytest", env=env)
+        for report, env in zip(reports, envs)
+    ]  # fmt: skip
     environ = {k: v for k, v in os.environ.items() if k not in ("CI", "VAELAB_DATA_DIR", "PYTEST_ADDOPTS")}
-    environ |= {"PYTHONPATH": str(PROJECT), "VAELAB_FAST_TEST_LIMIT_S": "0.3", **env}
-    subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "tests.conftest", "-c", os.devnull, "-p", "no:cacheprovider",
-         "-p", "no:xdist", f"--junitxml={report}", str(cases)],
-        cwd=PROJECT, env=environ, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    run_forked([runs], env={**environ, "PYTHONPATH": str(PROJECT), "VAELAB_FAST_TEST_LIMIT_S": "0.3"}, timeout=120)
+    return [_results(report) for report in reports]
+
+
+def _results(report: Path) -> dict[str, tuple[str, str]]:
     results = {}
     for case in ET.parse(report).getroot().iter("testcase"):
         found = [(child.tag, child.get("message", "")) for child in case if child.tag in ("skipped", "failure", "error")]
@@ -65,7 +70,12 @@ def outcomes(tmp_path: Path, **env: str) -> dict[str, tuple[str, str]]:
 def test_data_dir_skip_ci_failure_and_the_fast_tier_limit(tmp_path):
     empty = tmp_path / "no data"
     empty.mkdir()
-    outside_ci = outcomes(tmp_path, VAELAB_DATA_DIR=str(empty))
+    envs = [{"VAELAB_DATA_DIR": str(empty)}, {"VAELAB_DATA_DIR": str(empty), "CI": "true"}]
+    found_mnist = all((MNIST_RAW / name).is_file() for name in MNIST_FILES)
+    if found_mnist:  # where this run found MNIST, so do they
+        envs.append({"VAELAB_DATA_DIR": str(MNIST_RAW.parents[1]), "CI": "true"})
+    outside_ci, in_ci, *with_data = outcomes(tmp_path, *envs)
+
     status, message = outside_ci["test_reads_real_mnist"]
     assert status == "skipped" and str(empty / "MNIST" / "raw") in message, outside_ci
     status, message = outside_ci["test_unmarked_and_slow"]
@@ -75,9 +85,7 @@ def test_data_dir_skip_ci_failure_and_the_fast_tier_limit(tmp_path):
     assert outside_ci["test_unmarked_and_briefly_waiting"][0] == "passed", outside_ci
     assert outside_ci["test_marked_and_slow"][0] == "passed", outside_ci
 
-    in_ci = outcomes(tmp_path, VAELAB_DATA_DIR=str(empty), CI="true")
     status, message = in_ci["test_reads_real_mnist"]
     assert status == "error" and "real MNIST not found" in message and "CI=true" in message, in_ci  # fails in setup
-
-    if all((MNIST_RAW / name).is_file() for name in MNIST_FILES):  # where this run found MNIST, so do they
-        assert outcomes(tmp_path, VAELAB_DATA_DIR=str(MNIST_RAW.parents[1]), CI="true")["test_reads_real_mnist"][0] == "passed"
+    if found_mnist:
+        assert with_data[0]["test_reads_real_mnist"][0] == "passed", with_data
