@@ -10,8 +10,9 @@ The training jobs are submitted all at once, by one module fixture (``fit_jobs``
 SLURM runs them side by side while others wait for a requeue; each test then checks its own
 jobs. They fit a tiny model on tiny MNIST files of the real format, a few seconds of training:
 what is checked does not depend on size. Per layout (one task; two tasks on one node; one task
-on each of two nodes) there is a job run through uninterrupted and the same job sent SIGUSR1
-mid-epoch, held at a random optimizer step inside an epoch until the signal has arrived.
+on each of two nodes) there is a job sent SIGUSR1 mid-epoch, held at a random optimizer step
+inside an epoch until the signal has arrived, and the same run uninterrupted (for two nodes,
+the two-task job: the same two gloo ranks).
 
 What is checked: a fit job writes ``summary.json`` into ``runs/slurm-<job id>`` (with the Python
 that ``uv run`` finds); a job sent SIGUSR1 mid-training (what ``--signal=USR1@90`` sends before
@@ -276,6 +277,9 @@ LAYOUTS = {
     "2 tasks": ("fit.sbatch", [*CPU_JOB, "--ntasks-per-node=2"], 1),
     "1 task": ("fit.sbatch", [*CPU_JOB, "--ntasks-per-node=1"], 1),
 }
+# The two-node run is two gloo ranks, as two tasks on one node are, and steps per call change
+# no number: its signalled job must end where the two-task uninterrupted job ends.
+UNINTERRUPTED = {"2 nodes": "2 tasks whole"}
 
 
 def hold_steps(steps_per_call: int) -> list[int]:
@@ -288,8 +292,9 @@ def hold_steps(steps_per_call: int) -> list[int]:
 def fit_jobs(cluster, tmp_path_factory) -> dict[str, FitJob]:
     """Submits every training job at once, signals or requeues each held one, waits for all.
 
-    Jobs, by name: "<layout> whole" and "<layout> signalled" for each layout (the "2 tasks"
-    whole job with the Python that `uv run` finds, the others with this one); "requeued": two
+    Jobs, by name: "<layout> signalled" for each layout and "<layout> whole" for those not in
+    UNINTERRUPTED (the "2 tasks" whole job with the Python that `uv run` finds, the others with
+    this one); "requeued": two
     tasks on one node through multinode.sbatch, requeued by `scontrol requeue` (no SIGUSR1)
     while held inside epoch 1. Two-node jobs only where a partition has two nodes.
     """
@@ -315,8 +320,10 @@ def fit_jobs(cluster, tmp_path_factory) -> dict[str, FitJob]:
         signalled = FitJob(f"{layout} signalled", folder / "signalled", script, sbatch_args, words, {})
         # the whole two-task job finds Python with `uv run`, as a user's job does
         python = {} if layout == "2 tasks" else {"VAELAB_PYTHON": sys.executable}
-        whole = FitJob(f"{layout} whole", folder / "whole", script, sbatch_args, words, cpu_env(**python))
-        planned += [signalled.hold(held_fit, random.choice(hold_steps(steps_per_call)), "signal"), whole]
+        planned.append(signalled.hold(held_fit, random.choice(hold_steps(steps_per_call)), "signal"))
+        if layout in UNINTERRUPTED:
+            continue  # its uninterrupted twin is another layout's whole job
+        planned.append(FitJob(f"{layout} whole", folder / "whole", script, sbatch_args, words, cpu_env(**python)))
     one_node_two_tasks = [*CPU_JOB, "--nodes=1", "--ntasks-per-node=2", *one_node]
     requeued = FitJob("requeued", root / "requeued", "multinode.sbatch", one_node_two_tasks,
                       [*fit_words, "trainer.steps_per_call=5"], {})  # fmt: skip
@@ -421,31 +428,17 @@ def test_job_requeued_by_slurm_continues_from_last_checkpoint(fit_jobs):
 
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_multinode_job_trains_one_ddp_run_across_two_nodes(fit_jobs):
+def test_multinode_job_trains_one_ddp_run_across_two_nodes_and_continues_after_sigusr1(fit_jobs):
     """Rank 0 on the first node, rank 1 on the second; they meet at Lightning's MASTER_ADDR, the
-    first node's hostname (SLURMEnvironment), over gloo."""
-    job = fit_job(fit_jobs, "2 nodes whole")
-    log = job.completed(restarts=0)
-    assert job.record["NumNodes"] == "2", job.record
-    assert f"2 node(s) x 1 task(s); run directory runs/slurm-{job.id}" in log, tail(log)
-    for rank in (0, 1):
-        assert f"Initializing distributed: GLOBAL_RANK: {rank}, MEMBER: {rank + 1}/2" in log, tail(log)
-    assert "distributed_backend=gloo" in log and "Starting with 2 processes" in log, tail(log)
-    summary = job.summary()
-    # Each rank trains BATCHES minibatches of its own shard of the data per epoch, the two in lockstep.
-    assert summary["world_size"] == 2 and summary["epochs"] == EPOCHS and summary["steps"] == EPOCHS * BATCHES, summary
-    assert "Traceback" not in log, tail(log)
-
-
-@pytest.mark.slurm
-@pytest.mark.slow
-def test_two_node_job_sent_sigusr1_requeues_and_continues_on_both_nodes(fit_jobs):
+    first node's hostname (SLURMEnvironment), over gloo, at both starts of the requeued job."""
     job = fit_job(fit_jobs, "2 nodes signalled")
     log, _ = check_continued_from_hpc_checkpoint(job)
     assert job.record["NumNodes"] == "2", job.record
-    assert log.count("2 node(s) x 1 task(s)") == 2, tail(log)
-    # Both starts had both ranks.
-    assert log.count("Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2") == 2, tail(log)
+    assert log.count(f"2 node(s) x 1 task(s); run directory runs/slurm-{job.id}") == 2, tail(log)
+    for rank in (0, 1):
+        assert log.count(f"Initializing distributed: GLOBAL_RANK: {rank}, MEMBER: {rank + 1}/2") == 2, tail(log)
+    assert log.count("distributed_backend=gloo") == 2 and "Starting with 2 processes" in log, tail(log)
+    # Each rank trains BATCHES minibatches of its own shard of the data per epoch, the two in lockstep.
     assert job.summary()["world_size"] == 2
 
 
@@ -455,8 +448,10 @@ def test_two_node_job_sent_sigusr1_requeues_and_continues_on_both_nodes(fit_jobs
 def test_sigusr1_requeued_job_is_the_uninterrupted_job(fit_jobs, layout):
     """A job sent SIGUSR1 at a random step inside an epoch and requeued ends bit for bit
     where the same job never interrupted ends (CPU, deterministic algorithms): one process,
-    two DDP processes on one node, and one process on each of two nodes."""
-    signalled, whole = fit_job(fit_jobs, f"{layout} signalled"), fit_job(fit_jobs, f"{layout} whole")
+    two DDP processes on one node, and one process on each of two nodes (against the two
+    processes on one node, run with five steps per call where that job runs one)."""
+    signalled = fit_job(fit_jobs, f"{layout} signalled")
+    whole = fit_job(fit_jobs, UNINTERRUPTED.get(layout, f"{layout} whole"))
     log = signalled.completed(restarts=1)
     whole.completed(restarts=0)
     at = signalled.hold_at
