@@ -86,6 +86,10 @@ PARTS = {
         "model.objective=iwae", "model.k=3", "model.estimator=dreg",
     ],
     "mlp, mixture prior, STL": ["prior=mog", "prior.components=5", "model.kl=mc", "model.k=2", "model.estimator=stl"],
+    "top-down, 2 layers, per-layer KL": [
+        "hierarchy=topdown", "hierarchy.merge=concat", "model.upper_layers=[{hidden: [16], latent_dim: 4}]",
+        "eval.collapse_diagnostics=true",
+    ],
 }
 
 

@@ -303,6 +303,12 @@ BAD_INPUT = {
         ["data.root={tmp}/truncated", "data.download=false"],
         ["MNIST file {tmp}/truncated/MNIST/raw/train-images-idx3-ubyte.gz is truncated"],
     ),
+    "top-down flow": (["hierarchy=topdown", "posterior=planar"], ["posterior=planar is a flow", "use posterior=gaussian"]),
+    "top-down dreg": (
+        ["hierarchy=topdown", "model.objective=iwae", "model.k=2", "model.estimator=dreg"],
+        ["model.estimator=dreg needs log q with q's parameters stopped", "model.estimator=reparam"],
+    ),
+    "top-down merge": (["hierarchy=topdown", "hierarchy.merge=sum"], ["hierarchy.merge", "expected one of [precision, residual, concat]"]),
 }
 
 

@@ -176,7 +176,7 @@ class Model:
         """The posterior means E_q[z_1|x], [n, latent_dim] (a flow posterior: the flow applied to its
         base mean; the layers above: ``model.vae.posterior_means``)."""
         x = self._flat(images)
-        return self.vae.encoders[0].distribution(self.vae.encode(x)).mean.float().cpu()
+        return self.vae.posterior_mean_of_first_layer(x).float().cpu()
 
     def log_likelihood(self, images, samples: int | None = None, seed: int | None = None) -> Tensor:
         """log p(x) per image in nats, [n]: the importance-sampled bound L_S = log (1/S) sum_s w_s

@@ -139,6 +139,7 @@ def build_run(cfg_node: DictConfig) -> Run:
         prior=to_plain(cfg_node.prior),
         net=to_plain(cfg_node.net),
         posterior=to_plain(cfg_node.posterior),
+        hierarchy=to_plain(cfg_node.hierarchy),
     )
     _warn_about_a_sampled_kl(cfg, module)
     callbacks, checkpoint, clock = _callbacks(cfg, cfg_node, run_dir)

@@ -23,7 +23,7 @@ from vaelab.config.plain import net_of_older_run
 from vaelab.config.schema import FitConfig
 from vaelab.errors import ConfigError, first_line
 
-GROUPS = ("model", "posterior", "prior", "net", "data", "trainer", "logger", "experiment")
+GROUPS = ("model", "posterior", "prior", "net", "hierarchy", "data", "trainer", "logger", "experiment")
 DEFAULT_CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 
@@ -134,6 +134,16 @@ def _merge(base: DictConfig, update: DictConfig, source: str) -> DictConfig:
         raise _explain(error, source) from error
 
 
+def _merge_all(base: DictConfig, updates: list[tuple[DictConfig, str]]) -> DictConfig:
+    """``base`` merged with each update in turn; a failure names the file (``source``) it came from."""
+    try:
+        return OmegaConf.merge(base, *(update for update, _ in updates))  # one copy of the config, not one per file
+    except OmegaConfBaseException:
+        for update, source in updates:  # again one at a time, to find the file at fault
+            base = _merge(base, update, source)
+        raise AssertionError("a merge that failed at once succeeded file by file")  # noqa: B904
+
+
 def compose(line: CommandLine, root: Path | None = None) -> DictConfig:
     """Compose and type-check the configuration; values are resolved (no interpolations left)."""
     root = root or config_dir()
@@ -145,14 +155,14 @@ def compose(line: CommandLine, root: Path | None = None) -> DictConfig:
         experiment = _group_file("experiment", experiment_name, root)
         choices.update(_pop_defaults(experiment, f"experiment/{experiment_name}.yaml"))
     choices.update(line.choices)
-    cfg = _merge(OmegaConf.structured(FitConfig), main, "config.yaml")
+    updates = [(main, "config.yaml")]
     for group in GROUPS[:-1]:
         if choices.get(group):
             node = _group_file(group, choices[group], root)
-            cfg = _merge(cfg, OmegaConf.create({group: node}), f"{group}/{choices[group]}.yaml")
+            updates.append((OmegaConf.create({group: node}), f"{group}/{choices[group]}.yaml"))
     if experiment is not None:
-        cfg = _merge(cfg, experiment, f"experiment/{experiment_name}.yaml")
-    return _overridden(cfg, line.overrides)
+        updates.append((experiment, f"experiment/{experiment_name}.yaml"))
+    return _overridden(_merge_all(OmegaConf.structured(FitConfig), updates), line.overrides)
 
 
 def compose_saved(saved: DictConfig, line: CommandLine, keeps: str) -> DictConfig:

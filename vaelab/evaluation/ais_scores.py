@@ -57,7 +57,7 @@ class BDMCScores(NamedTuple):
 
 def latent_sizes(vae: VAE) -> list[int]:
     """Dimensions of z_1..z_L, in the order they sit side by side in the flat AIS state."""
-    return [encoder.out_features for encoder in vae.encoders]
+    return list(vae.latent_dims)
 
 
 def log_densities(vae: VAE, x: Tensor):

@@ -42,20 +42,7 @@ def batch_diagnostics(vae: VAE, x: Tensor, generator: torch.Generator, mean_samp
     ``mutual_information`` is None where q(z_1|x) is a flow (its density at another x's sample
     would need the flow's inverse)."""
     params = vae.encode(x)
-    first = vae.encoders[0].distribution(params)
-    z, noise = first.rsample(1, generator)
-    z = z[0]  # [batch, latent_1]
-    posteriors, zs, log_qs = [first], [z], [first.log_prob_of_noise(noise)[0]]
-    for encoder in vae.encoders[1:]:
-        q = encoder.distribution(encoder(z))
-        z, eps = q.rsample(generator=generator)
-        posteriors.append(q)
-        zs.append(z)
-        log_qs.append(q.log_prob_of_noise(eps))
-    kl = []
-    for index, layer in enumerate(vae.generative_layers):
-        kl.append(log_qs[index] - layer.distribution(layer(zs[index + 1])).log_prob(zs[index]))
-    kl.append(vae.prior.kl(posteriors[-1]) if vae.has_closed_form_kl else log_qs[-1] - vae.prior.log_prob(zs[-1]))
+    zs, kl, first = vae.layer_kls(x, generator, params)
     gaussian = isinstance(first, DiagonalGaussian)
     return BatchDiagnostics(
         reconstruction=vae.decoder.log_prob(x, zs[0]),

@@ -11,7 +11,9 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 
 from vaelab.config.plain import from_plain, net_of_older_run
-from vaelab.config.schema import EvalConfig, KLMode, ModelConfig, NetConfig, OptimConfig, PosteriorConfig, PriorConfig
+from vaelab.config.schema import (
+    EvalConfig, HierarchyConfig, KLMode, ModelConfig, NetConfig, OptimConfig, PosteriorConfig, PriorConfig,
+)
 from vaelab.errors import ConfigError, TrainingDivergedError
 from vaelab.models.collapse import DIAGNOSTIC_SEED, CollapseDiagnostics, batch_diagnostics
 from vaelab.models.compiled import (
@@ -22,6 +24,7 @@ from vaelab.models.compiled import (
     training_step_flops,
 )
 from vaelab.models.optim import build_optimizer, build_schedule, cyclical_kl_weight, kl_weight
+from vaelab.models.hierarchies import HIERARCHIES
 from vaelab.models.vae import VAE
 from vaelab.objectives import objective_for
 from vaelab.objectives.objective import elbo_terms_of
@@ -78,6 +81,7 @@ class VAEModule(pl.LightningModule):
         prior: dict | None = None,
         net: dict | None = None,
         posterior: dict | None = None,
+        hierarchy: dict | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -88,9 +92,12 @@ class VAEModule(pl.LightningModule):
         # checkpoints from before the prior, net and posterior groups have none: N(0, I), MLPs, a Gaussian q
         prior_cfg, net_cfg = from_plain(PriorConfig, prior or {}), from_plain(NetConfig, net_of_older_run(net or {}, model))
         posterior_cfg = from_plain(PosteriorConfig, posterior or {})
-        self.vae = VAE(self.model_cfg, tuple(image_shape), prior_cfg, net_cfg, posterior_cfg)
+        hierarchy_cfg = from_plain(HierarchyConfig, hierarchy or {})  # older checkpoints: bottom-up
+        hierarchy_class = HIERARCHIES[hierarchy_cfg.name]
+        self.vae = hierarchy_class(self.model_cfg, tuple(image_shape), prior_cfg, net_cfg, posterior_cfg, hierarchy_cfg)
         self.objective = objective_for(self.model_cfg)
         self.objective.check_model(self.vae, f"prior={prior_cfg.name} with posterior={posterior_cfg.name}")
+        self.vae.check_training(self.model_cfg)
         # Means over every evaluated example, reduced exactly across DDP ranks (sums and counts).
         self.val_elbo, self.val_bound, self.curve_test_elbo = MeanMetric(), MeanMetric(), MeanMetric()
         self.val_reconstruction, self.val_kl = MeanMetric(), MeanMetric()  # the validation ELBO's two terms
@@ -98,8 +105,7 @@ class VAEModule(pl.LightningModule):
         # eval.collapse_diagnostics: none of their metrics (and no draw of theirs) otherwise
         self.collapse: CollapseDiagnostics | None = None
         if self.eval_cfg.collapse_diagnostics:
-            latent_dims = [encoder.out_features for encoder in self.vae.encoders]
-            self.collapse = CollapseDiagnostics(latent_dims, mutual_information=self.vae.encoders[0].gaussian)
+            self.collapse = CollapseDiagnostics(self.vae.latent_dims, mutual_information=self.vae.first_posterior_gaussian)
         self._diagnostic_generator: torch.Generator | None = None
         self._step_loss = self._loss_and_bound_sum
         self._bound_sum: Tensor | None = None  # the epoch's training bound, summed on the device

@@ -16,13 +16,14 @@ import math
 import torch
 from torch import Tensor, nn
 
-from vaelab.config.schema import ModelConfig, NetConfig, PosteriorConfig, PriorConfig
+from vaelab.config.schema import HierarchyConfig, ModelConfig, NetConfig, PosteriorConfig, PriorConfig
 from vaelab.models.likelihoods import Decoder
 from vaelab.models.networks import build_network, init_weights_, mlp
 from vaelab.models.posteriors import POSTERIORS, GaussianLayer, GaussianParams
 from vaelab.models.priors import PRIORS, Prior
 from vaelab.probability.distributions import DiagonalGaussian
 from vaelab.probability.objectives import LatentSample
+from vaelab.registry import part_name
 
 
 def image_shape_of(data_shape: int | tuple[int, ...]) -> tuple[int, int, int]:
@@ -34,31 +35,33 @@ def image_shape_of(data_shape: int | tuple[int, ...]) -> tuple[int, int, int]:
 
 
 class VAE(nn.Module):
-    """Auto-Encoding Variational Bayes model with a stack of Gaussian stochastic layers.
+    """Auto-Encoding Variational Bayes model with a stack of Gaussian stochastic layers, inferred
+    bottom-up (``hierarchy=bottomup``); :mod:`vaelab.models.hierarchies` has the other orders.
 
     ``data_shape``: D, (H, W) or (C, H, W); data reach the model flat, [..., C*H*W].
     """
 
+    name = "bottomup"
+
     def __init__(
         self, cfg: ModelConfig, data_shape: int | tuple[int, ...], prior: PriorConfig | None = None,
-        net: NetConfig | None = None, posterior: PosteriorConfig | None = None,
+        net: NetConfig | None = None, posterior: PosteriorConfig | None = None, hierarchy: HierarchyConfig | None = None,
     ):
         super().__init__()
         self.cfg = cfg
         self.prior_cfg = prior or PriorConfig()
         self.net_cfg = net or NetConfig()
         self.posterior_cfg = posterior or PosteriorConfig()
+        self.hierarchy_cfg = hierarchy or HierarchyConfig()
         self.image_shape = image_shape_of(data_shape)
         self.data_dim = math.prod(self.image_shape)
-        # q(z_1|x), q(z_2|z_1), ...; p(z_1|z_2), ... mirror the upper ones, and the decoder p(x|z_1).
         self.network = build_network(self.net_cfg, cfg)  # not a module: it makes the trunks and names them
         trunk = self.network.encoder(self.image_shape)
-        encoders = [build_posterior(self.posterior_cfg, cfg, trunk)]
+        self.latent_dims = [cfg.latent_dim] + [layer.latent_dim for layer in cfg.upper_layers]  # z_1 .. z_L
+        sizes = self.latent_dims
+        self.build_inference(trunk, sizes)
+        # p(z_1|z_2), ... mirror the upper layers' networks, and the decoder p(x|z_1).
         generative = []
-        sizes = [cfg.latent_dim] + [layer.latent_dim for layer in cfg.upper_layers]
-        for below, (layer, above) in enumerate(zip(cfg.upper_layers, sizes[1:])):
-            encoders.append(GaussianLayer(mlp(sizes[below], layer.hidden, cfg.activation), _width(layer.hidden, sizes[below]), above))
-        self.encoders = nn.ModuleList(encoders)
         for below, layer in enumerate(cfg.upper_layers):
             hidden = list(reversed(layer.hidden))
             generative.append(GaussianLayer(mlp(sizes[below + 1], hidden, cfg.activation), _width(hidden, sizes[below + 1]), sizes[below]))
@@ -69,10 +72,26 @@ class VAE(nn.Module):
         # the prior last, so its own initial draws leave the networks' initialisation as it is
         self.prior = build_prior(self.prior_cfg, self.top_latent_dim, self.data_dim, self.top_posterior_along_means)
 
+    def build_inference(self, trunk: nn.Module, sizes: list[int]) -> None:
+        """q's layers on the encoder trunk: q(z_1|x), then q(z_{l+1}|z_l) (Burda et al. section 5)."""
+        cfg = self.cfg
+        encoders = [build_posterior(self.posterior_cfg, cfg, trunk)]
+        for below, (layer, above) in enumerate(zip(cfg.upper_layers, sizes[1:])):
+            encoders.append(GaussianLayer(mlp(sizes[below], layer.hidden, cfg.activation), _width(layer.hidden, sizes[below]), above))
+        self.encoders = nn.ModuleList(encoders)
+
+    def check_training(self, cfg: ModelConfig) -> None:
+        """Raise a one-line ConfigError for a training setting this hierarchy cannot take."""
+
     @property
     def top_latent_dim(self) -> int:
         """Dimension of z_L, the layer whose distribution is the prior."""
-        return self.encoders[-1].out_features
+        return self.latent_dims[-1]
+
+    @property
+    def first_posterior_gaussian(self) -> bool:
+        """Whether q(z_1|x) is a diagonal Gaussian (not a flow, nor a mixture over layers above)."""
+        return self.encoders[0].gaussian
 
     def encode(self, x: Tensor) -> GaussianParams:
         """The parameters of q(z_1|x), for many calls of :meth:`log_weights` on the same x."""
@@ -119,8 +138,18 @@ class VAE(nn.Module):
         ``first`` may pass q(z_1|x)'s parameters, computed once for many calls.
         """
         sample = self.sample_latents(x, k, first)
-        log_likelihood, log_prior = self.generative_log_probs(x, sample.zs)
+        log_likelihood, log_prior = self.log_joint(x, sample)
         return log_likelihood + log_prior - sample.log_q
+
+    def log_joint(self, x: Tensor, sample: LatentSample, top: bool = True) -> tuple[Tensor, Tensor | float]:
+        """:meth:`generative_log_probs` of a sample of :meth:`sample_latents` (a model whose
+        sampling pass computes p(z)'s parameters reuses them)."""
+        return self.generative_log_probs(x, sample.zs, top)
+
+    def closed_form_kl(self, sample: LatentSample) -> Tensor:
+        """The closed-form KL of the layers that ``sample_latents(top=False)`` left out: here the
+        top layer's, KL(q(z_L|.) || p(z_L)), [batch]."""
+        return self.prior.kl(sample.top)
 
     @property
     def has_closed_form_kl(self) -> bool:
@@ -168,9 +197,57 @@ class VAE(nn.Module):
             z = layer(z)[0]
         return self.decoder.mean(z)
 
+    def layer_kls(self, x: Tensor, generator: torch.Generator, first: GaussianParams) -> tuple[list[Tensor], list[Tensor], object]:
+        """One joint draw z_1..z_L of q (``generator``'s, [batch, d_l] each), each layer's KL term
+        at it ([batch]: log q - log p sampled below the top, the top's in closed form where it
+        has one) and q(z_1|x) (``first``: its parameters) for the mutual information."""
+        q = first_q = self.encoders[0].distribution(first)
+        z, noise = q.rsample(1, generator)
+        zs, log_qs = [z[0]], [q.log_prob_of_noise(noise)[0]]
+        for encoder in self.encoders[1:]:
+            q = encoder.distribution(encoder(zs[-1]))
+            z, eps = q.rsample(generator=generator)
+            zs.append(z)
+            log_qs.append(q.log_prob_of_noise(eps))
+        kl = []
+        for index, layer in enumerate(self.generative_layers):
+            kl.append(log_qs[index] - layer.distribution(layer(zs[index + 1])).log_prob(zs[index]))
+        kl.append(self.prior.kl(q) if self.has_closed_form_kl else log_qs[-1] - self.prior.log_prob(zs[-1]))
+        return zs, kl, first_q
+
+    def named_parts(self) -> list[tuple[str, nn.Module | nn.Parameter]]:
+        """(what it is, its module) for each part, in the console's order; a parameter held by two
+        parts counts in the first."""
+        net, first = part_name(self.network), self.encoders[0]
+        parts: list[tuple[str, nn.Module | nn.Parameter]] = [
+            (f"encoder network ({net}): x -> features of q(z1|x)", first.trunk),
+            (f"stochastic layer z1 ({first.out_features}): mean and log-variance of q(z1|x)", nn.ModuleList([first.mean, first.log_var])),
+        ]
+        flow = getattr(first, "flow", None)
+        if flow is not None:
+            parts.append((f"posterior flow ({flow.describe()}) on z1", flow))
+        for upper in range(1, len(self.encoders)):
+            size = self.latent_dims[upper]
+            parts.append((f"stochastic layer z{upper + 1} ({size}): q(z{upper + 1}|z{upper})", self.encoders[upper]))
+            parts.append((f"stochastic layer z{upper + 1} ({size}): p(z{upper}|z{upper + 1})", self.generative_layers[upper - 1]))
+        return parts + self.generative_parts()
+
+    def generative_parts(self) -> list[tuple[str, nn.Module]]:
+        """The decoder's parts and the prior, for :meth:`named_parts`."""
+        net = part_name(self.network)
+        return [
+            (f"decoder network ({net}): z1 -> features of p(x|z1)", self.decoder.trunk),
+            (f"likelihood ({part_name(self.decoder.likelihood)}): output layers of p(x|z1)", self.decoder.likelihood),
+            (f"prior: {self.prior.describe()}", self.prior),
+        ]
+
+    def posterior_mean_of_first_layer(self, x: Tensor) -> Tensor:
+        """E_q[z_1|x] (a flow: its base mean's image): [batch, latent_1]."""
+        return self.encoders[0].distribution(self.encoders[0](x)).mean
+
     def reconstruct(self, x: Tensor) -> Tensor:
         """Decoder mean at the posterior mean of z_1, E[x | z_1 = E_q[z_1|x]] (a flow: its base mean's image)."""
-        return self.decoder.mean(self.encoders[0].distribution(self.encoders[0](x)).mean)
+        return self.decoder.mean(self.posterior_mean_of_first_layer(x))
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """Decoder means E[x | z_L] of n draws of the prior: [n, C*H*W]."""

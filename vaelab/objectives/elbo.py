@@ -85,7 +85,7 @@ def free_bits_loss(
     KL_j), w the KL weight (None: 1). The prior must split its KL by dimension (``kl_per_dimension``).
     """
     sample = model.sample_latents(x, k, top=False)
-    log_likelihood, log_prior = model.generative_log_probs(x, sample.zs, top=False)
+    log_likelihood, log_prior = model.log_joint(x, sample, top=False)
     log_ratio_below = log_prior - sample.log_q  # 0.0 with one layer
     kl_dimensions = model.prior.kl_per_dimension(sample.top)  # [batch, d], or [k, batch, d] in a hierarchy
     bound = (log_likelihood + log_ratio_below - kl_dimensions.sum(-1)).mean(0)

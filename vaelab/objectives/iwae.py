@@ -33,7 +33,7 @@ class IWAE(TrainingObjective):
         self, model: LatentVariableModel, x: Tensor, kl_weight: Tensor | None = None
     ) -> tuple[Tensor, Tensor, Tensor]:
         sample = model.sample_latents(x, self.k, stop_q=self.estimator != "reparam")
-        log_likelihood, log_prior = model.generative_log_probs(x, sample.zs)
+        log_likelihood, log_prior = model.log_joint(x, sample)
         log_ratio = log_prior - sample.log_q  # [k, batch]
         bound = iwae_bound(log_likelihood + log_ratio)
         if self.estimator == "dreg":

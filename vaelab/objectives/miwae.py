@@ -40,14 +40,14 @@ class MIWAE(IWAE):
 
     def bound(self, model: LatentVariableModel, x: Tensor) -> Tensor:
         sample = model.sample_latents(x, self.m * self.k)
-        log_likelihood, log_prior = model.generative_log_probs(x, sample.zs)
+        log_likelihood, log_prior = model.log_joint(x, sample)
         return miwae_bound(log_likelihood + log_prior - sample.log_q, self.m)
 
     def loss_bound_and_terms(
         self, model: LatentVariableModel, x: Tensor, kl_weight: Tensor | None = None
     ) -> tuple[Tensor, Tensor, Tensor]:
         sample = model.sample_latents(x, self.m * self.k, stop_q=self.estimator != "reparam")
-        log_likelihood, log_prior = model.generative_log_probs(x, sample.zs)
+        log_likelihood, log_prior = model.log_joint(x, sample)
         log_ratio = log_prior - sample.log_q  # [m*k, batch]
         bound = miwae_bound(log_likelihood + log_ratio, self.m)
         weight = 1.0 if kl_weight is None else kl_weight

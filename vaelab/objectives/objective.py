@@ -120,14 +120,14 @@ class LogWeightBound(TrainingObjective):
 
     def bound(self, model: LatentVariableModel, x: Tensor) -> Tensor:
         sample = model.sample_latents(x, self.k)
-        log_likelihood, log_prior = model.generative_log_probs(x, sample.zs)
+        log_likelihood, log_prior = model.log_joint(x, sample)
         return self.of_log_weights(log_likelihood + log_prior - sample.log_q)
 
     def loss_bound_and_terms(
         self, model: LatentVariableModel, x: Tensor, kl_weight: Tensor | None = None
     ) -> tuple[Tensor, Tensor, Tensor]:
         sample = model.sample_latents(x, self.k)
-        log_likelihood, log_prior = model.generative_log_probs(x, sample.zs)
+        log_likelihood, log_prior = model.log_joint(x, sample)
         log_ratio = log_prior - sample.log_q  # [k, batch]
         bound = self.of_log_weights(log_likelihood + log_ratio)
         surrogate = bound if kl_weight is None else self.of_log_weights(log_likelihood + kl_weight * log_ratio)

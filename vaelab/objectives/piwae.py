@@ -31,14 +31,14 @@ class PIWAE(MIWAE):
 
     def bound(self, model: LatentVariableModel, x: Tensor) -> Tensor:
         sample = model.sample_latents(x, self.m * self.k)
-        log_likelihood, log_prior = model.generative_log_probs(x, sample.zs)
+        log_likelihood, log_prior = model.log_joint(x, sample)
         return iwae_bound(log_likelihood + log_prior - sample.log_q)
 
     def loss_bound_and_terms(
         self, model: LatentVariableModel, x: Tensor, kl_weight: Tensor | None = None
     ) -> tuple[Tensor, Tensor, Tensor]:
         sample = model.sample_latents(x, self.m * self.k)
-        log_likelihood, log_prior = model.generative_log_probs(x, sample.zs)
+        log_likelihood, log_prior = model.log_joint(x, sample)
         log_ratio = log_prior - sample.log_q  # [m*k, batch]
         weight = 1.0 if kl_weight is None else kl_weight
         log_w = weighted_log_weights(log_likelihood, log_ratio, weight)

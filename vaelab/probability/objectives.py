@@ -36,11 +36,15 @@ class LatentSample:
 
 class LatentVariableModel(Protocol):
     prior: object  # a vaelab.models.priors.Prior: log_prob, kl and kl_per_dimension (None without a closed form)
-    has_closed_form_kl: bool  # the prior has a closed-form KL to q(z_L|.), and q(z_L|.) is Gaussian
+    has_closed_form_kl: bool  # the layers it leaves out with top=False have a closed-form KL
 
     def sample_latents(self, x: Tensor, k: int, stop_q: bool = False, top: bool = True) -> LatentSample: ...
 
     def generative_log_probs(self, x: Tensor, zs: list[Tensor], top: bool = True) -> tuple[Tensor, Tensor | float]: ...
+
+    def log_joint(self, x: Tensor, sample: LatentSample, top: bool = True) -> tuple[Tensor, Tensor | float]: ...
+
+    def closed_form_kl(self, sample: LatentSample) -> Tensor: ...
 
 
 def analytic_kl(model: LatentVariableModel, kl: KLMode) -> bool:
@@ -59,10 +63,10 @@ def elbo_terms(model: LatentVariableModel, x: Tensor, k: int, kl: KLMode, stop_q
     """
     analytic = analytic_kl(model, kl)
     sample = model.sample_latents(x, k, stop_q=stop_q, top=not analytic)
-    log_likelihood, log_prior = model.generative_log_probs(x, sample.zs, top=not analytic)
+    log_likelihood, log_prior = model.log_joint(x, sample, top=not analytic)
     if not analytic:
         return log_likelihood, log_prior - sample.log_q
-    return log_likelihood, log_prior - sample.log_q - model.prior.kl(sample.top)
+    return log_likelihood, log_prior - sample.log_q - model.closed_form_kl(sample)
 
 
 def elbo(model: LatentVariableModel, x: Tensor, k: int, kl: KLMode) -> Tensor:
@@ -74,5 +78,5 @@ def elbo(model: LatentVariableModel, x: Tensor, k: int, kl: KLMode) -> Tensor:
 def iwae(model: LatentVariableModel, x: Tensor, k: int) -> Tensor:
     """The importance-weighted bound with k samples (Burda et al. eq. 8): [batch]."""
     sample = model.sample_latents(x, k)
-    log_likelihood, log_prior = model.generative_log_probs(x, sample.zs)
+    log_likelihood, log_prior = model.log_joint(x, sample)
     return iwae_bound(log_likelihood + log_prior - sample.log_q)

@@ -279,21 +279,7 @@ def device_line(trainer: pl.Trainer, pl_module: pl.LightningModule) -> str:
 def model_parts(vae: VAE) -> list[tuple[str, int]]:
     """(part, parameters) for each part of the VAE; each parameter is counted once, in the
     first part that holds it, so the counts sum to the model's."""
-    net, layers = part_name(vae.network), len(vae.encoders)
-    parts: list[tuple[str, torch.nn.Module | torch.nn.Parameter | None]] = [
-        (f"encoder network ({net}): x -> features of q(z1|x)", vae.encoders[0].trunk),
-        (f"stochastic layer z1 ({vae.encoders[0].out_features}): mean and log-variance of q(z1|x)", torch.nn.ModuleList([vae.encoders[0].mean, vae.encoders[0].log_var])),
-    ]
-    flow = getattr(vae.encoders[0], "flow", None)
-    if flow is not None:
-        parts.append((f"posterior flow ({flow.describe()}) on z1", flow))
-    for upper in range(1, layers):
-        size = vae.encoders[upper].out_features
-        parts.append((f"stochastic layer z{upper + 1} ({size}): q(z{upper + 1}|z{upper})", vae.encoders[upper]))
-        parts.append((f"stochastic layer z{upper + 1} ({size}): p(z{upper}|z{upper + 1})", vae.generative_layers[upper - 1]))
-    parts.append((f"decoder network ({net}): z1 -> features of p(x|z1)", vae.decoder.trunk))
-    parts.append((f"likelihood ({part_name(vae.decoder.likelihood)}): output layers of p(x|z1)", vae.decoder.likelihood))
-    parts.append((f"prior: {vae.prior.describe()}", vae.prior))
+    parts = vae.named_parts()
     counted: set[int] = set()
     rows = []
     for name, part in parts:

@@ -15,7 +15,7 @@ from vaelab.config.schema.data import Binarize, DataConfig
 from vaelab.config.schema.evaluation import EvalConfig
 from vaelab.config.schema.fields import _help
 from vaelab.config.schema.model import (
-    Activation, Estimator, Init, KLMode, ModelConfig, NetConfig, PosteriorConfig,
+    Activation, Estimator, HierarchyConfig, Init, KLMode, LayerMerge, ModelConfig, NetConfig, PosteriorConfig,
     PriorConfig, StochasticLayerConfig,
 )
 from vaelab.config.schema.training import (
@@ -25,7 +25,7 @@ from vaelab.errors import ConfigError
 
 __all__ = [
     "AcceleratorKind", "Activation", "Binarize", "DataConfig",
-    "Estimator", "EvalConfig", "FitConfig", "Init", "KLMode", "LRSchedule", "LoggerConfig", "LoggerKind",
+    "Estimator", "EvalConfig", "FitConfig", "HierarchyConfig", "Init", "KLMode", "LayerMerge", "LRSchedule", "LoggerConfig", "LoggerKind",
     "ModelConfig", "NetConfig", "OptimConfig", "OptimizerKind", "PosteriorConfig",
     "PriorConfig", "RunConfig", "StochasticLayerConfig", "TrainerConfig", "WandbMode",
 ]
@@ -44,6 +44,7 @@ class FitConfig:
     posterior: PosteriorConfig = field(default_factory=PosteriorConfig)
     prior: PriorConfig = field(default_factory=PriorConfig)
     net: NetConfig = field(default_factory=NetConfig)
+    hierarchy: HierarchyConfig = field(default_factory=HierarchyConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)

@@ -27,6 +27,12 @@ class KLMode(str, Enum):
     mc = "mc"
 
 
+class LayerMerge(str, Enum):
+    precision = "precision"
+    residual = "residual"
+    concat = "concat"
+
+
 class Estimator(str, Enum):
     reparam = "reparam"
     stl = "stl"
@@ -214,3 +220,25 @@ class NetConfig:
         NETWORKS.check(self.name, self.target, "net.target")
         _require(len(self.channels) >= 1 and all(c >= 1 for c in self.channels), "net.channels", self.channels, "one or more channel counts >= 1")
         _require(self.dense >= 1, "net.dense", self.dense, "an integer >= 1")
+
+
+@dataclass
+class HierarchyConfig:
+    """The order in which q visits the stochastic layers (``hierarchy=`` picks a preset); the
+    layers are ``model.latent_dim`` (z_1) and ``model.upper_layers`` either way."""
+
+    name: str = _help(
+        "bottomup: q(z_1|x), then q(z_{l+1}|z_l) (Burda et al. 2016); topdown: q(z_L|x), then q(z_l|z_{l+1}, x) "
+        "through the generative model's top-down path (Ladder VAE, NVAE, VDVAE; docs/models.md)",
+        "bottomup", choices="vaelab.models.hierarchies:HIERARCHIES",
+    )
+    merge: LayerMerge = _help(
+        "topdown: how q(z_l|z_{l+1}, x) combines p(z_l|z_{l+1}) with x's bottom-up features d_l: precision (the "
+        "Ladder VAE's precision-weighted Gaussians), residual (NVAE's q = N(mu_p + d_mu, sigma_p d_sigma)), concat "
+        "(VDVAE: q's parameters from [d_l, top-down state])", LayerMerge.precision,
+    )
+
+    def __post_init__(self) -> None:
+        from vaelab.models.hierarchies import HIERARCHIES  # the hierarchies are registered where they are defined
+
+        HIERARCHIES[self.name]
