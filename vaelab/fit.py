@@ -135,6 +135,7 @@ def build_run(cfg_node: DictConfig) -> Run:
         dynamic_binarization=cfg.data.binarize is Binarize.dynamic,
         compile=t.compile,
         gradient_clip_val=t.gradient_clip_val,
+        skip_threshold=t.skip_threshold,
         log_every_n_steps=t.log_every_n_steps,
         prior=to_plain(cfg_node.prior),
         net=to_plain(cfg_node.net),

@@ -29,9 +29,11 @@ from vaelab.models.vae import VAE
 from vaelab.objectives import objective_for
 from vaelab.objectives.objective import elbo_terms_of
 from vaelab.probability import objectives
+from vaelab.training.updates import GradientUpdate
 
 # Where a checkpoint keeps the running sums of the epoch it was taken in.
 EPOCH_SUMS_KEY = "vaelab_epoch_sums"
+SKIPPED_UPDATES_KEY = "vaelab_skipped_updates"  # the run's count of skipped updates (trainer.skip_threshold)
 # Parameter names of checkpoints written before the VAE was built from parts -> today's.
 RENAMED_PARAMETERS = {
     "vae.priors.": "vae.generative_layers.",
@@ -78,6 +80,7 @@ class VAEModule(pl.LightningModule):
         compile: bool | None = False,
         gradient_clip_val: float | None = None,
         log_every_n_steps: int = 50,
+        skip_threshold: float | None = None,
         prior: dict | None = None,
         net: dict | None = None,
         posterior: dict | None = None,
@@ -96,6 +99,7 @@ class VAEModule(pl.LightningModule):
         hierarchy_class = HIERARCHIES[hierarchy_cfg.name]
         self.vae = hierarchy_class(self.model_cfg, tuple(image_shape), prior_cfg, net_cfg, posterior_cfg, hierarchy_cfg)
         self.objective = objective_for(self.model_cfg)
+        self._gradients = GradientUpdate(gradient_clip_val, skip_threshold)
         self.objective.check_model(self.vae, f"prior={prior_cfg.name} with posterior={posterior_cfg.name}")
         self.vae.check_training(self.model_cfg)
         # Means over every evaluated example, reduced exactly across DDP ranks (sums and counts).
@@ -165,6 +169,7 @@ class VAEModule(pl.LightningModule):
         if not bool(torch.isfinite(per_rank).all()):
             raise self._diverged()
         term_sums = self.all_gather(self._term_sums).reshape(-1, 2).cpu().clone()  # [world size, 2]
+        checkpoint[SKIPPED_UPDATES_KEY] = self._gradients.skipped
         checkpoint[EPOCH_SUMS_KEY] = {
             "bound_sum": per_rank, "term_sums": term_sums, "examples": self._examples, "check_due": self._check_due,
         }
@@ -172,6 +177,7 @@ class VAEModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Runs before the state dict is loaded, by ``load_from_checkpoint`` and by a resume alike."""
         self._restored_sums = checkpoint.get(EPOCH_SUMS_KEY)
+        self._gradients.skipped = checkpoint.get(SKIPPED_UPDATES_KEY, 0)
         checkpoint["state_dict"] = renamed_state_dict(checkpoint["state_dict"])
 
     def on_train_epoch_start(self) -> None:
@@ -218,6 +224,8 @@ class VAEModule(pl.LightningModule):
                 reconstruction, kl = (term_sums / len(x)).tolist()
                 metrics = {f"train/{self._bound_name()}": logged.item(), "train/kl_weight": weight,
                            "train/reconstruction": reconstruction, "train/kl": kl}
+                if self._gradients.skip_threshold is not None:
+                    metrics["train/skipped_updates"] = self._gradients.skipped
                 self._log_step(step - 1, {**metrics, "epoch": self.current_epoch})
         epoch_loop = self.trainer.fit_loop.epoch_loop
         if self._direct:  # count the steps Lightning's optimizer wrapper did not see
@@ -232,13 +240,15 @@ class VAEModule(pl.LightningModule):
         self._check_due = self._check_due or logged is not None
 
     def _update_through_lightning(self, optimizer: LightningOptimizer, loss: Tensor) -> None:
-        """zero_grad, backward, clip, step through Lightning's hooks, which DDP (gradient
-        synchronisation) and fp16 (loss scaling) need."""
+        """zero_grad, backward, clip, step (unless skipped: :mod:`vaelab.training.updates`)
+        through Lightning's hooks, which DDP (gradient synchronisation) and fp16 (loss scaling) need."""
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
+        norm = self._gradients.norm_before_clipping(self.parameters())
         if self.hparams.gradient_clip_val is not None:
             self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip_val)
-        optimizer.step()
+        if not self._gradients.skips(norm):
+            optimizer.step()
 
     def _update_directly(self, optimizer: LightningOptimizer, loss: Tensor) -> None:
         """The same update on the torch optimizer itself, for one device without loss
@@ -246,9 +256,9 @@ class VAEModule(pl.LightningModule):
         optimizer = optimizer.optimizer
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if self.hparams.gradient_clip_val is not None:
-            torch.nn.utils.clip_grad_norm_(self.parameters(), self.hparams.gradient_clip_val)
-        optimizer.step()
+        norm = self._gradients.clip_directly(list(self.parameters()))
+        if not self._gradients.skips(norm):
+            optimizer.step()
 
     def _log_step(self, step: int, metrics: dict) -> None:
         """Write one row of step metrics at optimizer step ``step`` (numbered from 0)."""

@@ -82,6 +82,10 @@ class TrainerConfig:
     )
     limit_test_batches: Optional[int] = _help("test on at most this many batches (null: all)", None, lightning=True)
     gradient_clip_val: Optional[float] = _help("clip gradient norm to this value (null: off)", None)
+    skip_threshold: Optional[float] = _help(
+        "skip an update whose gradient norm (before clipping) reaches this value or is not finite, counted in "
+        "metrics.csv as train/skipped_updates (VDVAE, Child 2021; null: off)", None,
+    )
     limit_train_batches: Optional[int] = _help("train on at most this many minibatches per epoch (null: all)", None)
     log_every_n_steps: int = _help("log the training bound every n optimizer steps", 50)
     progress_bar: bool = _help(
@@ -128,6 +132,13 @@ class TrainerConfig:
         _require(val is None or val >= 0, "trainer.limit_val_batches", val, "null or an integer >= 0")
         clip = self.gradient_clip_val
         _require(clip is None or clip > 0, "trainer.gradient_clip_val", clip, "null or a value > 0")
+        skip = self.skip_threshold
+        _require(skip is None or skip > 0, "trainer.skip_threshold", skip, "null or a gradient norm > 0")
+        if skip is not None and self.precision.startswith("16"):
+            raise ConfigError(
+                f"trainer.skip_threshold reads the gradient's norm, which trainer.precision={self.precision} scales: "
+                "use 32-true or bf16-mixed, or trainer.skip_threshold=null"
+            )
 
 
 class LoggerKind(str, Enum):
