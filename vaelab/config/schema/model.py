@@ -15,6 +15,7 @@ class Activation(str, Enum):
     tanh = "tanh"
     softplus = "softplus"
     relu = "relu"
+    leaky_relu = "leaky_relu"  # slope 0.01 below 0, as Lasagne's leaky_rectify (the Ladder VAE's code)
 
 
 class Init(str, Enum):

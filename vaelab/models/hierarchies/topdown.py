@@ -232,8 +232,8 @@ class TopDownVAE(VAE):
             parts.append((f"bottom-up d{upper} -> d{upper + 1}", self.bottom_up[upper]))
         merge = self.hierarchy_cfg.merge.value
         for index, size in enumerate(sizes):
-            given = f"z{index + 2}, x" if index + 1 < len(sizes) else "x"
-            parts.append((f"stochastic layer z{index + 1} ({size}): q(z{index + 1}|{given}), {merge} merge", self.posterior_heads[index]))
+            given = f"z{index + 2}, x), {merge} merge" if index + 1 < len(sizes) else "x)"
+            parts.append((f"stochastic layer z{index + 1} ({size}): q(z{index + 1}|{given}", self.posterior_heads[index]))
             if index + 1 < len(sizes):
                 parts.append((f"stochastic layer z{index + 1} ({size}): p(z{index + 1}|z{index + 2})", self.generative_layers[index]))
         return parts + self.generative_parts()

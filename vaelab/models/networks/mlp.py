@@ -17,6 +17,7 @@ ACTIVATIONS: dict[Activation, type[nn.Module]] = {
     Activation.tanh: nn.Tanh,
     Activation.softplus: nn.Softplus,
     Activation.relu: nn.ReLU,
+    Activation.leaky_relu: nn.LeakyReLU,
 }
 
 
