@@ -247,6 +247,7 @@ def _scores_json(cfg: FitConfig, vae, data, scores, numbers: dict, order: dict, 
         "protocol": protocol(cfg, data, checkpoint_rule, count, data.source.binary),
         "test_iwae": {str(k): mean(v) for k, v in scores.iwae.items()},
         "test_kl": mean(scores.kl),
+        "test_kl_per_layer": [mean(kl) for kl in scores.layer_kl],  # z_1 first
         "test_reconstruction": mean(scores.reconstruction),
         "bound_order": order,
         "active_units": counts,
@@ -316,6 +317,9 @@ def table_lines(results: dict) -> list[str]:
         lines.append(f"{'  Pareto k-hat of its weights':<30}{results['pareto_k_mean']:>16.2f}   (max {results['pareto_k_max']:.2f})")
     lines.append(f"{f'ELBO ({s} samples)':<30}{results['test_elbo']:>16.2f}")
     lines.append(f"{'  its KL term':<30}{results['test_kl']:>16.2f}   (reconstruction {results['test_reconstruction']:.2f})")
+    if len(results["test_kl_per_layer"]) > 1:
+        per_layer = ", ".join(f"z{layer} {kl:.2f}" for layer, kl in enumerate(results["test_kl_per_layer"], start=1))
+        lines.append(f"{'  ... per layer':<30}{per_layer:>16}")
     for k, value in results["test_iwae"].items():
         lines.append(f"{f'IWAE bound L_{k}':<30}{value:>16.2f}")
     order = results["bound_order"]

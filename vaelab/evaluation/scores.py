@@ -50,7 +50,8 @@ class ImportanceScores(NamedTuple):
 class Scores:
     """Per-image results on the CPU: those of :class:`ImportanceScores`, ``posterior_means``:
     E_q[z_l|x] per layer, [N, latent_l], and the ELBO's two terms, ``kl`` (KL(q(z|x) || p(z)) of
-    all layers) and ``reconstruction`` (E_q[log p(x|z_1)]), [N] each."""
+    all layers) and ``reconstruction`` (E_q[log p(x|z_1)]), [N] each; ``layer_kl``: each layer's
+    KL term (:meth:`~vaelab.models.vae.VAE.layer_kls`), z_1 first, [N] each."""
 
     ll: Tensor
     elbo: Tensor
@@ -60,6 +61,7 @@ class Scores:
     posterior_means: list[Tensor]
     kl: Tensor
     reconstruction: Tensor
+    layer_kl: list[Tensor]
 
 
 def score(
@@ -82,12 +84,29 @@ def score(
     with _evaluating(vae), torch.inference_mode():
         means = [vae.posterior_means(x, posterior_mean_samples) for x in batches]
         terms = [elbo_terms(vae, x, posterior_mean_samples, KLMode.analytic) for x in batches]
+        layer_kl = [layer_kl_means(vae, x, posterior_mean_samples) for x in batches]
     return Scores(
         *importance,
         posterior_means=[torch.cat([m.cpu() for m in layer]) for layer in zip(*means)],
         kl=torch.cat([(-log_ratio).expand_as(log_likelihood).mean(0).cpu() for log_likelihood, log_ratio in terms]),
         reconstruction=torch.cat([log_likelihood.mean(0).cpu() for log_likelihood, _ in terms]),
+        layer_kl=[torch.cat(layer) for layer in zip(*layer_kl)],
     )
+
+
+LAYER_KL_SEED = 19  # the per-layer KL's own generator: its draws leave every other number as it was
+
+
+def layer_kl_means(vae: VAE, x: Tensor, draws: int) -> list[Tensor]:
+    """Each layer's KL term of :meth:`~vaelab.models.vae.VAE.layer_kls`, averaged over ``draws``
+    joint draws of q per image: [batch] per layer, on the CPU."""
+    generator = torch.Generator(device=x.device).manual_seed(LAYER_KL_SEED)
+    first = vae.encode(x)
+    totals = None
+    for _ in range(draws):
+        kls = vae.layer_kls(x, generator, first)[1]
+        totals = kls if totals is None else [t + k for t, k in zip(totals, kls)]
+    return [(t / draws).double().cpu() for t in totals]
 
 
 def importance_scores(
