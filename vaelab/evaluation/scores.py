@@ -101,12 +101,7 @@ def layer_kl_means(vae: VAE, x: Tensor, draws: int) -> list[Tensor]:
     """Each layer's KL term of :meth:`~vaelab.models.vae.VAE.layer_kls`, averaged over ``draws``
     joint draws of q per image: [batch] per layer, on the CPU."""
     generator = torch.Generator(device=x.device).manual_seed(LAYER_KL_SEED)
-    first = vae.encode(x)
-    totals = None
-    for _ in range(draws):
-        kls = vae.layer_kls(x, generator, first)[1]
-        totals = kls if totals is None else [t + k for t, k in zip(totals, kls)]
-    return [(t / draws).double().cpu() for t in totals]
+    return [kl.double().mean(0).cpu() for kl in vae.layer_kls(x, generator, vae.encode(x), draws)[1]]
 
 
 def importance_scores(

@@ -43,6 +43,7 @@ def batch_diagnostics(vae: VAE, x: Tensor, generator: torch.Generator, mean_samp
     would need the flow's inverse)."""
     params = vae.encode(x)
     zs, kl, first = vae.layer_kls(x, generator, params)
+    zs, kl = [z[0] for z in zs], [term[0] for term in kl]  # the one draw
     gaussian = isinstance(first, DiagonalGaussian)
     return BatchDiagnostics(
         reconstruction=vae.decoder.log_prob(x, zs[0]),

@@ -197,13 +197,15 @@ class VAE(nn.Module):
             z = layer(z)[0]
         return self.decoder.mean(z)
 
-    def layer_kls(self, x: Tensor, generator: torch.Generator, first: GaussianParams) -> tuple[list[Tensor], list[Tensor], object]:
-        """One joint draw z_1..z_L of q (``generator``'s, [batch, d_l] each), each layer's KL term
-        at it ([batch]: log q - log p sampled below the top, the top's in closed form where it
-        has one) and q(z_1|x) (``first``: its parameters) for the mutual information."""
+    def layer_kls(
+        self, x: Tensor, generator: torch.Generator, first: GaussianParams, draws: int = 1
+    ) -> tuple[list[Tensor], list[Tensor], object]:
+        """``draws`` joint draws z_1..z_L of q (``generator``'s, [draws, batch, d_l] each), each
+        layer's KL term at them ([draws, batch]: log q - log p sampled below the top, the top's in
+        closed form where it has one) and q(z_1|x) (``first``: its parameters) for the mutual information."""
         q = first_q = self.encoders[0].distribution(first)
-        z, noise = q.rsample(1, generator)
-        zs, log_qs = [z[0]], [q.log_prob_of_noise(noise)[0]]
+        z, noise = q.rsample(draws, generator)
+        zs, log_qs = [z], [q.log_prob_of_noise(noise)]
         for encoder in self.encoders[1:]:
             q = encoder.distribution(encoder(zs[-1]))
             z, eps = q.rsample(generator=generator)
@@ -212,8 +214,8 @@ class VAE(nn.Module):
         kl = []
         for index, layer in enumerate(self.generative_layers):
             kl.append(log_qs[index] - layer.distribution(layer(zs[index + 1])).log_prob(zs[index]))
-        kl.append(self.prior.kl(q) if self.has_closed_form_kl else log_qs[-1] - self.prior.log_prob(zs[-1]))
-        return zs, kl, first_q
+        top = self.prior.kl(q) if self.has_closed_form_kl else log_qs[-1] - self.prior.log_prob(zs[-1])
+        return zs, [*kl, top.expand(draws, *x.shape[:-1])], first_q
 
     def named_parts(self) -> list[tuple[str, nn.Module | nn.Parameter]]:
         """(what it is, its module) for each part, in the console's order; a parameter held by two

@@ -210,15 +210,16 @@ class TopDownVAE(VAE):
         """z_1 at the end of q's means followed down (E_q[z_1|x] only where the layers are linear)."""
         return self._descend_means(x)[0]
 
-    def layer_kls(self, x: Tensor, generator: torch.Generator, first: tuple[Tensor, ...]) -> tuple[list[Tensor], list[Tensor], None]:
-        """One top-down draw z_L..z_1 of q (``generator``'s), each layer's KL ([batch]) in closed
-        form given the draws above (the top's sampled where the prior has none), and None for
-        q(z_1|x), which is not Gaussian."""
+    def layer_kls(
+        self, x: Tensor, generator: torch.Generator, first: tuple[Tensor, ...], draws: int = 1
+    ) -> tuple[list[Tensor], list[Tensor], None]:
+        """``draws`` top-down draws z_L..z_1 of q (``generator``'s, [draws, batch, d_l]), each
+        layer's KL ([draws, batch]) in closed form given the draws above (the top's sampled where
+        the prior has none), and None for q(z_1|x), which is not Gaussian."""
         q = self.top_posterior(first)
-        z, eps = q.rsample(1, generator)
-        z, eps = z[0], eps[0]
+        z, eps = q.rsample(draws, generator)
         top = self.prior.kl(q) if self.has_closed_form_kl else q.log_prob_of_noise(eps) - self.prior.log_prob(z)
-        zs, kls = [z], [top]
+        zs, kls = [z], [top.expand(draws, *x.shape[:-1])]
         for index in reversed(range(len(self.generative_layers))):
             prior, q = self.posterior_below(index, first, zs[0])
             kls.insert(0, q.kl(prior))
