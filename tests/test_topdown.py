@@ -224,3 +224,28 @@ def test_each_layers_closed_form_kl_equals_its_monte_carlo_estimate(float64, mer
             sampled = q.log_prob(z) - prior.log_prob(z)
             se = sampled.std(0) / math.sqrt(len(z))
             assert torch.all((sampled.mean(0) - q.kl(prior)).abs() < 4 * se), (index, sampled.mean(0), q.kl(prior), se)
+
+
+def test_temperature_zero_follows_the_means_and_temperature_one_draws(float64):
+    vae = topdown_vae(LayerMerge.precision, [3, 2, 2], hidden=[5], decoder="bernoulli")
+    cold = vae.sample_at_temperatures(4, [0.0, 0.0, 0.0], torch.Generator().manual_seed(0))
+    torch.testing.assert_close(cold, vae.decode(torch.zeros(4, 2)), rtol=0, atol=1e-12)
+    warm = vae.sample_at_temperatures(4, [1.0, 1.0, 1.0], torch.Generator().manual_seed(0))
+    assert (warm[0] - warm[1]).abs().max() > 1e-3  # the draws differ
+    top_only = vae.sample_at_temperatures(4, [0.0, 0.0, 1.0], torch.Generator().manual_seed(0))
+    z_top = torch.randn(4, 2, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(top_only, vae.decode(z_top), rtol=0, atol=1e-12)
+
+
+def test_reconstructions_from_the_top_layers_keep_q_above_and_p_means_below(float64):
+    vae = topdown_vae(LayerMerge.residual, [3, 2, 2], hidden=[5], decoder="bernoulli")
+    x = torch.bernoulli(torch.full((4, DATA_DIM), 0.5))
+    state = torch.get_rng_state()
+    kept = [vae.reconstruct_from_top_layers(x, top, seed=3) for top in (1, 2, 3)]
+    assert torch.equal(torch.get_rng_state(), state)  # the global generator is left as it was
+    torch.manual_seed(3)
+    zs = vae.sample_latents(x, 1).zs
+    torch.testing.assert_close(kept[2], vae.decoder.mean(zs[0][0]), rtol=0, atol=1e-12)  # every layer q's
+    torch.testing.assert_close(kept[0], vae.decode(zs[2][0]), rtol=0, atol=1e-12)  # only z_3: p's means below
+    below = vae.generative_layers[0](zs[1][0])[0]
+    torch.testing.assert_close(kept[1], vae.decoder.mean(below), rtol=0, atol=1e-12)

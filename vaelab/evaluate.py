@@ -63,7 +63,9 @@ from vaelab.errors import CheckpointError, ConfigError, ResultsWriteError, Vaela
 from vaelab.models.module import VAEModule
 from vaelab.models.vae import VAE
 from vaelab.training.loggers import wandb_mode, wandb_run_id
-from vaelab.evaluation.pictures import image_grids, interpolation_grids, latent_scatter, manifold_grid, manifold_problem, save_grids
+from vaelab.evaluation.pictures import (
+    hierarchy_grids, image_grids, interpolation_grids, latent_scatter, manifold_grid, manifold_problem, save_grids,
+)
 from vaelab.files.atomic import write_atomically
 from vaelab.training.checkpoints import checkpoint_problem
 from vaelab.evaluation.protocol import BY_VALIDATION, LAST_CHECKPOINT, protocol
@@ -218,6 +220,8 @@ def _pictures(vae, test: torch.Tensor, labels, scores, image_shape, cfg: FitConf
         grids.update(
             interpolation_grids(vae, test[: 2 * pairs], scores.posterior_means[-1][: 2 * pairs], image_shape, e.interpolation_steps)
         )
+        if len(vae.latent_dims) > 1:
+            grids.update(hierarchy_grids(vae, test, image_shape, cfg.seed))
         if vae.top_latent_dim == 2:
             problem = manifold_problem(vae)
             if problem is None:

@@ -7,6 +7,8 @@
   the learned data manifold of Kingma & Welling's Figure 4 (for a prior with a quantile
   function; :func:`manifold_problem` says why not otherwise).
 * ``latent_scatter``: 2-D points (the test set's posterior means), coloured by label.
+* ``hierarchy_grids``: for several stochastic layers, prior samples at temperatures, and
+  reconstructions that keep q's draw for the top 1, 2, ... L layers only.
 
 Every grid is written as a PNG by ``save_grids`` (atomically, so a reader never sees half a file).
 """
@@ -56,6 +58,27 @@ def image_grids(vae: VAE, test_images: Tensor, image_shape: tuple[int, int, int]
     return {
         "samples": make_grid(samples, nrow=per_row, padding=PAD, pad_value=1.0),
         "reconstructions": make_grid(torch.cat(pairs), nrow=per_row, padding=PAD, pad_value=1.0),
+    }
+
+
+TEMPERATURES = (1.0, 0.85, 0.7, 0.5)  # rows of hierarchy_grids' samples, every layer at the row's
+
+
+@torch.no_grad()
+def hierarchy_grids(vae: VAE, test_images: Tensor, image_shape: tuple[int, int, int], seed: int) -> dict[str, Tensor]:
+    """For several stochastic layers: ``temperatures``, a row of prior samples per temperature of
+    TEMPERATURES (the same noise in every row); ``layer_reconstructions``, 8 test inputs above rows
+    that keep q's draw for the top 1, 2, ... L layers and the means of p below (what each layer adds)."""
+    layers, per_row = len(vae.latent_dims), min(8, len(test_images))
+    rows = [
+        _as_images(vae.sample_at_temperatures(per_row, [t] * layers, torch.Generator().manual_seed(seed)), image_shape)
+        for t in TEMPERATURES
+    ]
+    inputs = test_images[:per_row].to(_device(vae), _dtype(vae))
+    kept = [_as_images(vae.reconstruct_from_top_layers(inputs, top, seed), image_shape) for top in range(1, layers + 1)]
+    return {
+        "temperatures": make_grid(torch.cat(rows), nrow=per_row, padding=PAD, pad_value=1.0),
+        "layer_reconstructions": make_grid(torch.cat([_as_images(inputs, image_shape), *kept]), nrow=per_row, padding=PAD, pad_value=1.0),
     }
 
 

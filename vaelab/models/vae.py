@@ -20,7 +20,7 @@ from vaelab.config.schema import HierarchyConfig, ModelConfig, NetConfig, Poster
 from vaelab.models.likelihoods import Decoder
 from vaelab.models.networks import build_network, init_weights_, mlp
 from vaelab.models.posteriors import POSTERIORS, GaussianLayer, GaussianParams
-from vaelab.models.priors import PRIORS, Prior
+from vaelab.models.priors import PRIORS, Prior, StandardNormalPrior
 from vaelab.probability.distributions import DiagonalGaussian
 from vaelab.probability.objectives import LatentSample
 from vaelab.registry import part_name
@@ -250,6 +250,36 @@ class VAE(nn.Module):
     def reconstruct(self, x: Tensor) -> Tensor:
         """Decoder mean at the posterior mean of z_1, E[x | z_1 = E_q[z_1|x]] (a flow: its base mean's image)."""
         return self.decoder.mean(self.posterior_mean_of_first_layer(x))
+
+    @torch.no_grad()
+    def sample_at_temperatures(self, n: int, temperatures: list[float], generator: torch.Generator | None = None) -> Tensor:
+        """Decoder means of n ancestral draws of the generative model, each layer's standard
+        deviation times its temperature (``temperatures``: z_1 first; NVAE's and VDVAE's per-layer
+        temperature): [n, C*H*W]. The top layer's temperature scales an N(0, I) prior's draws;
+        other priors are drawn as they are. ``generator`` (CPU): the draws are its own."""
+        parameter = next(self.parameters())
+        z = self.prior.sample(n, generator)
+        if isinstance(self.prior, StandardNormalPrior):
+            z = temperatures[-1] * z
+        z = z.to(parameter)
+        for index in reversed(range(len(self.generative_layers))):
+            mean, log_var = self.generative_layers[index](z)
+            eps = torch.randn(mean.shape, generator=generator).to(parameter)
+            z = mean + temperatures[index] * torch.exp(0.5 * log_var) * eps
+        return self.decoder.mean(z)
+
+    @torch.no_grad()
+    def reconstruct_from_top_layers(self, x: Tensor, kept: int, seed: int = 0) -> Tensor:
+        """Decoder means where the top ``kept`` layers are one draw of q(z|x) (seeded: the global
+        RNG is left as it was) and each layer below the mean of p(z_l | z_{l+1}): what the top
+        layers encode. [batch, C*H*W]."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            zs = self.sample_latents(x, 1).zs
+        z = zs[-kept][0]
+        for index in reversed(range(len(self.latent_dims) - kept)):
+            z = self.generative_layers[index](z)[0]
+        return self.decoder.mean(z)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """Decoder means E[x | z_L] of n draws of the prior: [n, C*H*W]."""
