@@ -12,8 +12,9 @@ each; the convolutional networks (``net=conv``, ReLU); Kingma & Welling's MNIST 
 tanh, Adagrad with weight decay) on grey levels under the continuous Bernoulli
 (``experiment=kingma_mnist_cb``) and under a discretized logistic mixture of 5 components
 (``experiment=kingma_mnist_logistic model.mixtures=5 optim.lr=0.002``: at the preset's 0.02 the
-mixture diverges within 30 steps, eager too); and Burda et al.'s two-layer model
-(``experiment=iwae_2layer``, k=5). Each runs at every ``--threads`` count. Three loops train the
+mixture diverges within 30 steps, eager too); Burda et al.'s two-layer model
+(``experiment=iwae_2layer``, k=5); and the default model with a second layer (10 units, 256
+hidden) inferred top-down with the Ladder VAE's merge (``hierarchy=topdown``). Each runs at every ``--threads`` count. Three loops train the
 same model on the same MNIST images with the run's binarization and optimizer (fused):
   - plain eager: a hand-written loop, the model and the bound written out inline (no vaelab
     code: ``PlainVAE`` and its subclasses, one per part), from vaelab's initial parameters;
@@ -67,6 +68,10 @@ SCENARIOS = {
     "cb": ("continuous Bernoulli, Kingma MNIST", ["experiment=kingma_mnist_cb"], 1000 * 550, 30),
     "logistic": ("logistic mixture (K=5), Kingma MNIST", ["experiment=kingma_mnist_logistic", "model.mixtures=5", "optim.lr=0.002"], 1000 * 550, 5),
     "2layer": ("Burda 2-layer, batch 20, k=5", ["experiment=iwae_2layer", "model.k=5"], 3280 * 3000, 60),
+    "topdown": (
+        "top-down (Ladder), 2 layers, default model",
+        ["model=bernoulli", "hierarchy=topdown", "model.upper_layers=[{hidden: [256], latent_dim: 10}]"], 50 * 550, 30,
+    ),
 }
 
 
@@ -348,6 +353,63 @@ class PlainHierarchyVAE(PlainVAE):
         return z, log_p - log_qz
 
 
+class PlainLadderVAE(PlainVAE):
+    """The top-down hierarchy with the Ladder VAE's merge (``hierarchy=topdown``, Sonderby et al.
+    2016): bottom-up features d_1..d_L of x, q(z_L|x) on d_L, then from the top each p(z_l|z_{l+1})
+    and q's precision-weighted product of it with a Gaussian on d_l; every KL in closed form (the
+    ELBO) or log p - log q sampled. Modules in vaelab's order: bottom-up MLPs, q's heads, p's layers."""
+
+    def __init__(self, cfg: FitConfig) -> None:
+        nn.Module.__init__(self)
+        m, act = cfg.model, ACTIVATIONS[cfg.model.activation.value]
+        sizes = [m.latent_dim, *(layer.latent_dim for layer in m.upper_layers)]
+        self.encoder, width, decoder, heads = mlp_networks(cfg, self.heads)
+        widths, self.bottom_up = [width], nn.ModuleList()
+        for layer in m.upper_layers:
+            self.bottom_up.append(mlp([widths[-1], *layer.hidden], act))
+            widths.append(layer.hidden[-1] if layer.hidden else widths[-1])
+        self.heads_q = nn.ModuleList(nn.ModuleList([nn.Linear(w, d), nn.Linear(w, d)]) for w, d in zip(widths, sizes))
+        self.down = nn.ModuleList()
+        for below, layer in zip(sizes, m.upper_layers):
+            hidden = list(reversed(layer.hidden))
+            width_p = hidden[-1] if hidden else layer.latent_dim
+            self.down.append(nn.ModuleList([mlp([layer.latent_dim, *hidden], act), nn.Linear(width_p, below), nn.Linear(width_p, below)]))
+        self.decoder, self.output_heads = decoder, nn.ModuleList(heads)
+        self.k, self.iwae = m.k, m.objective == "iwae"
+        self.analytic_kl = m.kl.value == "analytic" and not self.iwae
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        features = [self.encoder(x)]
+        for step in self.bottom_up:
+            features.append(step(features[-1]))
+        mean, log_var = (head(features[-1]) for head in self.heads_q[-1])
+        eps = torch.randn(self.k, *mean.shape, device=x.device)
+        z = mean + torch.exp(0.5 * log_var) * eps
+        if self.analytic_kl:
+            latent = -0.5 * (mean.pow(2) + log_var.exp() - 1 - log_var).sum(-1)  # -KL, [B]
+        else:
+            latent = self.log_prior(z) + 0.5 * (LOG_2PI + log_var + eps.pow(2)).sum(-1)
+        for index in reversed(range(len(self.down))):
+            trunk, mean_head, log_var_head = self.down[index]
+            h = trunk(z)
+            mean_p, log_var_p = mean_head(h), log_var_head(h)
+            mean_d, log_var_d = (head(features[index]) for head in self.heads_q[index])
+            log_var_q = -torch.logaddexp(-log_var_p, -log_var_d)
+            weight = torch.sigmoid(log_var_p - log_var_d)
+            mean_q = weight * mean_d + (1 - weight) * mean_p
+            eps = torch.randn(mean_q.shape, device=x.device)
+            z = mean_q + torch.exp(0.5 * log_var_q) * eps
+            if self.analytic_kl:
+                ratio = torch.exp(log_var_q - log_var_p)
+                latent = latent - 0.5 * (ratio + (mean_q - mean_p).pow(2) * torch.exp(-log_var_p) - 1 - (log_var_q - log_var_p)).sum(-1)
+            else:
+                latent = latent + gaussian_log_density(z, mean_p, log_var_p) + 0.5 * (LOG_2PI + log_var_q + eps.pow(2)).sum(-1)
+        log_w = self.log_likelihood(x, z) + latent  # [k, B]
+        if not self.iwae:
+            return -log_w.mean(0).mean()
+        return -(torch.logsumexp(log_w, 0) - math.log(self.k)).mean()
+
+
 class PlainContinuousBernoulliVAE(PlainVAE):
     """With the continuous Bernoulli likelihood (Loaiza-Ganem & Cunningham 2019, eq. 2-3): the
     Bernoulli's log-density of the grey levels plus log C(l) = log(l / tanh(l / 2)) per pixel, its
@@ -404,7 +466,8 @@ def plain_model(cfg: FitConfig) -> PlainVAE:
         PlainMixturePriorVAE: cfg.prior.name == "mog",
         PlainPlanarVAE: cfg.posterior.name == "planar",
         PlainIAFVAE: cfg.posterior.name == "iaf",
-        PlainHierarchyVAE: len(cfg.model.upper_layers) > 0,
+        PlainHierarchyVAE: len(cfg.model.upper_layers) > 0 and cfg.hierarchy.name == "bottomup",
+        PlainLadderVAE: cfg.hierarchy.name == "topdown" and cfg.hierarchy.merge.value == "precision",
         PlainContinuousBernoulliVAE: cfg.model.decoder == "continuous_bernoulli",
         PlainLogisticVAE: cfg.model.decoder == "logistic",
     }
