@@ -72,6 +72,10 @@ class TrainerConfig:
     others are vaelab's training loop's own."""
 
     max_epochs: int = _help("number of training epochs", 50, lightning=True)
+    max_time: Optional[str] = _help(
+        "also stop training after this wall time, DD:HH:MM:SS (Lightning's max_time; for runs compared at equal "
+        "time: where it stops depends on the machine); null: off", None, lightning=True,
+    )
     accelerator: AcceleratorKind = _help("Lightning accelerator (auto: a GPU if there is one)", AcceleratorKind.auto, lightning=True)
     devices: int = _help("devices (GPUs or CPU processes) per node; -1: every GPU", 1, lightning=True)
     num_nodes: int = _help("number of nodes", 1, lightning=True)
