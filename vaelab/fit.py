@@ -247,6 +247,7 @@ def _fit(run: Run, resume_checkpoint: Path | None) -> dict:
     with exported_run_dir(run.run_dir):
         trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=resume_checkpoint)
     best = checkpoint.best_model_path or checkpoint.last_model_path
+    layer_kls = _validated_layer_kls(trainer, len(run.module.vae.latent_dims))  # testing clears them
     seed_test_samples(cfg.seed, trainer.global_rank, trainer.world_size)  # in one process, vaelab.evaluate's samples
     tested = trainer.test(run.module, datamodule=run.datamodule, ckpt_path=best, verbose=False)[0]
     per_image = run.module.test_per_image
@@ -270,7 +271,9 @@ def _fit(run: Run, resume_checkpoint: Path | None) -> dict:
         "prior": cfg.prior.name,
         "net": cfg.net.name,
         "posterior": cfg.posterior.name,
+        "hierarchy": cfg.hierarchy.name,
         "val_kl": "analytic" if run.module.vae.has_closed_form_kl else "mc",
+        "val_kl_per_layer": layer_kls,
         "data": cfg.data.name,
         "seed": cfg.seed,
     }
@@ -281,6 +284,13 @@ def _fit(run: Run, resume_checkpoint: Path | None) -> dict:
             trainer.strategy.barrier("vaelab-results")
             torch.distributed.destroy_process_group()  # a clean exit for every rank (gloo aborts otherwise)
     return summary
+
+
+def _validated_layer_kls(trainer: pl.Trainer, layers: int) -> list[float] | None:
+    """The last validation's KL term of each layer, z_1 first (eval.collapse_diagnostics; else None)."""
+    logged = trainer.callback_metrics
+    names = [f"val/kl_z{layer}" for layer in range(1, layers + 1)]
+    return [float(logged[name]) for name in names] if all(name in logged for name in names) else None
 
 
 def _scored_images(per_image: dict) -> int:
