@@ -507,15 +507,17 @@ def previous_formula(vae: VAE, batch: int) -> int:
 @pytest.mark.parametrize("prior", ["standard", "vamp"])
 @pytest.mark.parametrize("upper", [False, True])
 def test_training_step_flops_of_an_mlp_vae_count_every_linear_layer(upper, prior):
-    """N(0, I): exactly the previous version's count. VampPrior: that and, once per step, the
-    encoders' pass over the K pseudo-inputs (along the means to the top layer)."""
+    """N(0, I): exactly the previous version's count. VampPrior: that, once per step the
+    encoders' pass over the K pseudo-inputs (along the means to the top layer), and per sample
+    of z the mixture's product [z*z, z] [2d, K] (vaelab/probability/mixtures.py)."""
     layers = [StochasticLayerConfig(hidden=[6, 4], latent_dim=2)] if upper else []
     cfg = ModelConfig(latent_dim=3, hidden=[7, 5], k=3, upper_layers=layers, decoder="gaussian_learned")
     vae = VAE(cfg, 11, prior=PriorConfig(name=prior, components=K))
     assert len(vae.encoders) == (2 if upper else 1)
     pseudo_inputs = 6 * sum(linear_products(encoder, K) for encoder in vae.encoders) if prior == "vamp" else 0
     for batch in (4, 10):
-        assert training_step_flops(vae, batch) == previous_formula(vae, batch) + pseudo_inputs
+        mixture = 6 * batch * cfg.k * 2 * vae.top_latent_dim * K if prior == "vamp" else 0
+        assert training_step_flops(vae, batch) == previous_formula(vae, batch) + pseudo_inputs + mixture
 
 
 @pytest.mark.parametrize("prior", ["standard", "vamp"])

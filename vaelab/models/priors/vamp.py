@@ -10,8 +10,8 @@ from torch import Tensor, nn
 
 from vaelab.models.priors.mixture import sample_mixture
 from vaelab.models.priors.prior import PRIORS, PosteriorOf, Prior
-from vaelab.probability.densities import gaussian_log_prob
 from vaelab.probability.distributions import DiagonalGaussian
+from vaelab.probability.mixtures import diagonal_gaussian_mixture_log_prob
 from vaelab.registry import no_args
 
 if TYPE_CHECKING:
@@ -52,8 +52,8 @@ class VampPrior(Prior):
 
     def log_prob(self, z: Tensor) -> Tensor:
         q = self.components()
-        log_components = gaussian_log_prob(z.unsqueeze(-2), q.mean, q.log_var)  # [..., K]
-        return torch.logsumexp(log_components, dim=-1) - math.log(len(self.pseudo_inputs))
+        uniform = torch.full((len(self.pseudo_inputs),), -math.log(len(self.pseudo_inputs)), device=z.device)
+        return diagonal_gaussian_mixture_log_prob(z, q.mean, q.log_var, uniform)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         q = self.components()
