@@ -42,6 +42,8 @@ def test_equals_the_direct_formula_and_torch_in_value_and_gradient(shape):
     torch.testing.assert_close(got, mixture.log_prob(z), rtol=0, atol=1e-10)
     for grad, expected in zip(torch.autograd.grad(got.sum(), parameters), torch.autograd.grad(reference.sum(), parameters)):
         torch.testing.assert_close(grad, expected, rtol=1e-10, atol=1e-10)
+    with torch.no_grad():  # the path that overwrites its blocks in place
+        torch.testing.assert_close(diagonal_gaussian_mixture_log_prob(z, means, log_vars, torch.log_softmax(logits, 0)), got, rtol=0, atol=1e-12)
 
 
 @pytest.mark.usefixtures("float64")

@@ -52,5 +52,9 @@ def _logsumexp(x: Tensor) -> Tensor:
     floor = 0.9 * math.log(torch.finfo(x.dtype).tiny)
     top = x.detach().amax(-1, keepdim=True)
     shift = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
-    total = (x - shift).clamp(min=floor).exp_().sum(-1).log() + shift.squeeze(-1)
+    if x.requires_grad:
+        terms = (x - shift).clamp(min=floor).exp_()
+    else:  # no graph to keep: overwrite the block in place, fewer passes over memory
+        terms = x.sub_(shift).clamp_(min=floor).exp_()
+    total = terms.sum(-1).log() + shift.squeeze(-1)
     return torch.where(top.squeeze(-1) == -math.inf, top.squeeze(-1), total)  # every term 0: log 0
