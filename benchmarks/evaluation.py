@@ -16,11 +16,11 @@ x [500, 784]), the matmul peak for this work, and one 2048^3 product.
 ``--priors``: the same model (the same weights: the prior is built last) with p(z) = N(0, I)
 (``standard``, the one the FLOP and peak figures are about), the VampPrior (``vamp``, its 500
 pseudo-inputs set to 500 random images, so that the components differ) and a mixture of 10
-Gaussians (``mog``); each round times every prior on the same samples, one after the other,
-and each prior's time is reported as the median over the rounds of its ratio to N(0, I)'s in
-the same round. The VampPrior scores every chunk of samples under its 500 components, the
-encoder's pass over the pseudo-inputs included (the matrix products of
-vaelab/probability/mixtures.py, docs/speed.md).
+Gaussians (``mog``); each round times every prior on the same samples, one after the other
+(in reverse order every second round), and each prior's time is reported as the median over
+the rounds of its ratio to N(0, I)'s in the same round. The VampPrior scores every chunk of
+samples under its 500 components, the encoder's pass over the pseudo-inputs included (the
+matrix products of vaelab/probability/mixtures.py, docs/speed.md).
 
 FLOPs are those of the matrix products, 2 x in x out per linear layer: the decoder's per
 sample, the encoder's per image (1.3 MFLOP each for this model, so 65 TFLOP for 10000 test
@@ -149,13 +149,15 @@ def main() -> None:
         line = []
         for mode in modes:
             peak.append(matmul_gflops(decoder_shapes, seconds=0.5))
-            seconds[mode].append(estimate_seconds(vae, images, args.samples, args.chunk_size, args.batch_size, mode == "compiled"))
+            took = {}
+            for prior in priors if repeat % 2 == 0 else priors[::-1]:  # alternate, so that a drift in load favours none
+                took[prior] = estimate_seconds(vaes[prior], images, args.samples, args.chunk_size, args.batch_size, mode == "compiled")
+            seconds[mode].append(took[priors[0]])
             fractions[mode].append(work / seconds[mode][-1] / 1e9 / peak[-1])
             line.append(f"{mode} {seconds[mode][-1]:.2f} s ({fractions[mode][-1]:.0%} of {peak[-1]:.0f} GFLOP/s)")
             for prior in priors[1:]:
-                times = prior_seconds[mode, prior]
-                times.append(estimate_seconds(vaes[prior], images, args.samples, args.chunk_size, args.batch_size, mode == "compiled"))
-                line.append(f"{prior} {times[-1]:.2f} s ({times[-1] / seconds[mode][-1]:.2f}x)")
+                prior_seconds[mode, prior].append(took[prior])
+                line.append(f"{prior} {took[prior]:.2f} s ({took[prior] / seconds[mode][-1]:.2f}x)")
         square.append(matmul_gflops([(2048, 2048, 2048)]))
         print(f"repeat {repeat + 1}: " + ", ".join(line) + f"; 2048^3: {square[-1]:.0f} GFLOP/s")
 
