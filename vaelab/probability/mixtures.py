@@ -46,9 +46,9 @@ def diagonal_gaussian_mixture_log_prob(z: Tensor, means: Tensor, log_vars: Tenso
 
 
 def _logsumexp(x: Tensor) -> Tensor:
-    """torch.logsumexp over the last dimension, less the terms under exp(floor) of the largest:
-    they change the sum by less than its rounding, and on the CPU exp is many times slower
-    where its result underflows (a mixture's far components)."""
+    """torch.logsumexp over the last dimension, each term under exp(floor) times the largest
+    raised to that: the sum moves by far less than its rounding, and on the CPU exp is many
+    times slower where its result underflows (a mixture's far components)."""
     floor = 0.9 * math.log(torch.finfo(x.dtype).tiny)
     top = x.detach().amax(-1, keepdim=True)
     shift = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
