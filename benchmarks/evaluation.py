@@ -175,7 +175,8 @@ def main() -> None:
             times = prior_seconds[mode, prior]
             ratios = [t / reference for t, reference in zip(times, seconds[mode])]
             print(f"{mode:>9} {prior:>6}: median {statistics.median(times):.2f} s, best {min(times):.2f} s; "
-                  f"time / {priors[0]}'s, median of the rounds' ratios: {statistics.median(ratios):.2f}")
+                  f"time / {priors[0]}'s, median of the rounds' ratios: {statistics.median(ratios):.2f}, "
+                  f"best / best {min(times) / min(seconds[mode]):.2f}")
     if len(modes) == 2:
         ratios = [a / b for a, b in zip(seconds[modes[0]], seconds[modes[1]])]
         print(f"{modes[0]} / {modes[1]} time, median of the repeats' ratios: {statistics.median(ratios):.2f}")
