@@ -239,6 +239,24 @@ def test_vamp_prior_is_the_mixture_of_the_encoders_posteriors_of_the_pseudo_inpu
     assert all(g is None for g in grads(got, vae.decoder.parameters()))
 
 
+def test_vamp_prior_fixed_computes_the_components_once_and_only_without_gradient():
+    vae = vamp_vae()
+    z = 1.5 * torch.randn(4, 6, LATENT)
+    expected = vae.prior.log_prob(z)
+    passes = []
+    vae.encoders[0].register_forward_hook(lambda *args: passes.append(1))
+    with vae.prior.fixed():
+        with torch.no_grad():
+            first, second = vae.prior.log_prob(z), vae.prior.log_prob(z)
+        assert len(passes) == 1, "the pseudo-inputs went through the encoder more than once"
+        with_grad = vae.prior.log_prob(z)  # a gradient asked for: the components are recomputed
+        assert len(passes) == 2 and with_grad.requires_grad
+    assert torch.equal(first, second) and torch.equal(first, expected.detach())
+    assert vae.prior._fixed is None
+    vae.prior.log_prob(z)
+    assert len(passes) == 3
+
+
 def test_vamp_prior_of_two_layers_follows_the_encoders_means_to_the_top():
     vae = vamp_vae(upper=True)  # z_1 has 3 dimensions, z_2 (the prior's) 2
     first, second = vae.encoders

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import torch
@@ -45,10 +47,24 @@ class VampPrior(Prior):
         super().__init__(latent_dim)
         self.pseudo_inputs = nn.Parameter(init_mean + init_std * torch.randn(components, data_dim))
         self._posterior_of = posterior_of  # the model's encoder, registered there and not here
+        self._fixed: DiagonalGaussian | None = None  # the components, inside fixed()
 
     def components(self) -> DiagonalGaussian:
         """q(z | u_k) for every pseudo-input: mean and log-variance [K, d]."""
+        if self._fixed is not None and not torch.is_grad_enabled():
+            return self._fixed
         return self._posterior_of(torch.nn.functional.hardtanh(self.pseudo_inputs, 0.0, 1.0))
+
+    @contextmanager
+    def fixed(self) -> Iterator[None]:
+        """The K posteriors computed once for every log_prob inside (without gradient), not once
+        per chunk of samples: the encoder's pass over the pseudo-inputs."""
+        with torch.no_grad():
+            self._fixed = self.components()
+        try:
+            yield
+        finally:
+            self._fixed = None
 
     def log_prob(self, z: Tensor) -> Tensor:
         q = self.components()
