@@ -3,8 +3,8 @@
 Every prior is a :class:`Prior`: ``log_prob(z)`` [...] for z [..., d]; ``sample(n, generator)``,
 n draws [n, d]; ``kl(q)``, KL(q || p) in closed form for a diagonal-Gaussian posterior where one
 exists, else None (then the bounds sample log p(z) - log q(z|x)); and ``icdf(u)``, the quantile
-function per coordinate where the prior factorises (for the 2-D manifold picture), else None.
-A new prior is one module of this package (or a file of your own, docs/extending.md).
+function per coordinate where the prior factorises (for the 2-D manifold picture), else None;
+``fixed()``, a context of unchanging parameters (the test-set estimate's chunks). A new prior is one module of this package (or a file of your own, docs/extending.md).
 """
 
 from __future__ import annotations
