@@ -3,6 +3,7 @@ against this machine's matrix-multiply peak, in one process.
 
     uv run python benchmarks/evaluation.py [--images 100] [--samples 5000] [--repeats 5]
         [--chunk-size 50] [--batch-size 100] [--threads N] [--modes eager,compiled]
+        [--priors standard,vamp,mog]
 
 The default model (784-500-500-20 softplus, Bernoulli decoder; Glorot-initialised: the work
 does not depend on the weights' values) estimates log p(x) of ``--images`` random binary
@@ -11,6 +12,15 @@ in batches and chunks as ``vaelab.evaluate`` and ``vaelab.fit`` do: eagerly and 
 (``eval.compile``). Interleaved with it, on the same minutes of a shared machine: ``torch.mm``
 of the decoder's own shapes ([chunk x batch, 20] x [20, 500], then x [500, 500], then
 x [500, 784]), the matmul peak for this work, and one 2048^3 product.
+
+``--priors``: the same model (the same weights: the prior is built last) with p(z) = N(0, I)
+(``standard``, the one the FLOP and peak figures are about), the VampPrior (``vamp``, its 500
+pseudo-inputs set to 500 random images, so that the components differ) and a mixture of 10
+Gaussians (``mog``); each round times every prior on the same samples, one after the other
+(in reverse order every second round), and each prior's time is reported as the median over
+the rounds of its ratio to N(0, I)'s in the same round. The VampPrior scores every chunk of
+samples under its 500 components, the encoder's pass over the pseudo-inputs included (the
+matrix products of vaelab/probability/mixtures.py, docs/speed.md).
 
 FLOPs are those of the matrix products, 2 x in x out per linear layer: the decoder's per
 sample, the encoder's per image (1.3 MFLOP each for this model, so 65 TFLOP for 10000 test
@@ -33,7 +43,7 @@ import time
 import torch
 from torch import nn
 
-from vaelab.config.schema import ModelConfig
+from vaelab.config.schema import ModelConfig, PriorConfig
 from vaelab.models.compiled import importance_estimates
 from vaelab.models.vae import VAE
 
@@ -51,6 +61,17 @@ def flops_per_image(vae: VAE, samples: int) -> int:
 
 
 clock = time.perf_counter  # time.thread_time with --threads 1
+
+
+def model_with_prior(cfg: ModelConfig, prior: str) -> VAE:
+    """The benchmark's model with ``prior`` (its networks' weights the same for every prior)."""
+    torch.manual_seed(0)
+    components = {"vamp": 500, "mog": 10}.get(prior, 1)  # configs/prior/*.yaml's
+    vae = VAE(cfg, 784, prior=PriorConfig(name=prior, components=components)).eval()
+    if prior == "vamp":  # the posteriors of random images, not of 500 copies of one near-blank image
+        with torch.no_grad():
+            vae.prior.pseudo_inputs.copy_(torch.bernoulli(torch.full_like(vae.prior.pseudo_inputs, 0.13)))
+    return vae
 
 
 def estimate_seconds(vae: VAE, images: torch.Tensor, samples: int, chunk_size: int, batch_size: int, compiled: bool) -> float:
@@ -88,17 +109,19 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--modes", default="eager,compiled")
+    parser.add_argument("--priors", default="standard,vamp,mog", help="the first is the reference of the ratios")
     args = parser.parse_args()
     global clock
     if args.threads:
         torch.set_num_threads(args.threads)
     if torch.get_num_threads() == 1:
         clock = time.thread_time
-    modes = args.modes.split(",")
+    modes, priors = args.modes.split(","), args.priors.split(",")
 
-    torch.manual_seed(0)
     cfg = ModelConfig()
-    vae = VAE(cfg, 784).eval()
+    vaes = {prior: model_with_prior(cfg, prior) for prior in priors}
+    vae = vaes[priors[0]]
+    torch.manual_seed(0)
     images = torch.bernoulli(torch.full((args.images, 784), 0.13))  # MNIST's mean pixel
     work = flops_per_image(vae, args.samples) * args.images
     rows = args.chunk_size * args.batch_size
@@ -111,12 +134,14 @@ def main() -> None:
     )
 
     for mode in modes:  # warm-up: the compiled mode compiles here
-        started = time.perf_counter()
-        estimate_seconds(vae, images[: args.batch_size], min(args.samples, 2 * args.chunk_size), args.chunk_size,
-                         args.batch_size, mode == "compiled")
-        print(f"warm-up {mode}: {time.perf_counter() - started:.1f} s")
+        for prior in priors:
+            started = time.perf_counter()
+            estimate_seconds(vaes[prior], images[: args.batch_size], min(args.samples, 2 * args.chunk_size), args.chunk_size,
+                             args.batch_size, mode == "compiled")
+            print(f"warm-up {mode}, {prior}: {time.perf_counter() - started:.1f} s")
 
     seconds: dict[str, list[float]] = {mode: [] for mode in modes}
+    prior_seconds = {(mode, prior): [] for mode in modes for prior in priors[1:]}
     fractions: dict[str, list[float]] = {mode: [] for mode in modes}  # of the peak measured just before
     peak: list[float] = []
     square: list[float] = []
@@ -124,9 +149,15 @@ def main() -> None:
         line = []
         for mode in modes:
             peak.append(matmul_gflops(decoder_shapes, seconds=0.5))
-            seconds[mode].append(estimate_seconds(vae, images, args.samples, args.chunk_size, args.batch_size, mode == "compiled"))
+            took = {}
+            for prior in priors if repeat % 2 == 0 else priors[::-1]:  # alternate, so that a drift in load favours none
+                took[prior] = estimate_seconds(vaes[prior], images, args.samples, args.chunk_size, args.batch_size, mode == "compiled")
+            seconds[mode].append(took[priors[0]])
             fractions[mode].append(work / seconds[mode][-1] / 1e9 / peak[-1])
             line.append(f"{mode} {seconds[mode][-1]:.2f} s ({fractions[mode][-1]:.0%} of {peak[-1]:.0f} GFLOP/s)")
+            for prior in priors[1:]:
+                prior_seconds[mode, prior].append(took[prior])
+                line.append(f"{prior} {took[prior]:.2f} s ({took[prior] / seconds[mode][-1]:.2f}x)")
         square.append(matmul_gflops([(2048, 2048, 2048)]))
         print(f"repeat {repeat + 1}: " + ", ".join(line) + f"; 2048^3: {square[-1]:.0f} GFLOP/s")
 
@@ -140,6 +171,12 @@ def main() -> None:
             print(f"{mode:>9} {name:>6}: {per_k:6.2f} ms per (image x 1000 samples), {work / t / 1e9:5.0f} GFLOP/s; "
                   f"full test set ({full_images} x {full_samples}): {full / 60:.1f} min")
         print(f"{mode:>9}: median fraction of the matmul peak measured just before: {statistics.median(fractions[mode]):.0%}")
+        for prior in priors[1:]:
+            times = prior_seconds[mode, prior]
+            ratios = [t / reference for t, reference in zip(times, seconds[mode])]
+            print(f"{mode:>9} {prior:>6}: median {statistics.median(times):.2f} s, best {min(times):.2f} s; "
+                  f"time / {priors[0]}'s, median of the rounds' ratios: {statistics.median(ratios):.2f}, "
+                  f"best / best {min(times) / min(seconds[mode]):.2f}")
     if len(modes) == 2:
         ratios = [a / b for a, b in zip(seconds[modes[0]], seconds[modes[1]])]
         print(f"{modes[0]} / {modes[1]} time, median of the repeats' ratios: {statistics.median(ratios):.2f}")

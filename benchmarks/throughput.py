@@ -135,6 +135,19 @@ def gaussian_log_density(z: torch.Tensor, mean: torch.Tensor, log_var: torch.Ten
     return -0.5 * (LOG_2PI + log_var + (z - mean).pow(2) * torch.exp(-log_var)).sum(-1)
 
 
+def mixture_log_density(z: torch.Tensor, means: torch.Tensor, log_vars: torch.Tensor, log_weights: torch.Tensor) -> torch.Tensor:
+    """log sum_k pi_k N(z; m_k, diag(exp(s_k))) with the quadratic form in matrix products,
+    sum_d (z - m)^2 P = (z*z) P^T - 2 z (m*P)^T + sum_d m^2 P, P = exp(-s): no [k, B, K, d]
+    tensor. In float64 on z and m centred on the mean of the means, as vaelab's (float32's terms
+    cancel where z is near a narrow component, docs/speed.md)."""
+    centre = means.detach().double().mean(0)
+    flat, means, log_vars = z.reshape(-1, z.shape[-1]).double() - centre, means.double() - centre, log_vars.double()
+    precision = torch.exp(-log_vars)  # [K, d]
+    quadratic = (flat * flat) @ precision.T - 2 * flat @ (means * precision).T + (means.pow(2) * precision).sum(-1)
+    log_components = log_weights.double() - 0.5 * (z.shape[-1] * LOG_2PI + log_vars.sum(-1) + quadratic)  # [k * B, K]
+    return torch.logsumexp(log_components, -1).to(z.dtype).reshape(z.shape[:-1])
+
+
 class PlainVAE(nn.Module):
     """The scenario's model written directly: an encoder (MLP or convolutional) to (mean,
     log-variance), a decoder to Bernoulli logits, the prior N(0, I); the bound is the
@@ -206,8 +219,9 @@ class PlainVAE(nn.Module):
 
 class PlainVampVAE(PlainVAE):
     """With the VampPrior (Tomczak & Welling 2018, eq. 9): p(z) = (1/K) sum_k q(z | u_k), u_k =
-    hardtanh(learned pseudo-input k, 0, 1), all K through the encoder every step; no closed-form
-    KL, so the ELBO samples log p(z) - log q(z|x)."""
+    hardtanh(learned pseudo-input k, 0, 1), all K through the encoder every step, the mixture
+    in matrix products (:func:`mixture_log_density`); no closed-form KL, so the ELBO samples
+    log p(z) - log q(z|x)."""
 
     closed_form_kl = False
 
@@ -216,19 +230,16 @@ class PlainVampVAE(PlainVAE):
         self.prior.pseudo_inputs = nn.Parameter(p.pseudo_init_mean + p.pseudo_init_std * torch.randn(p.components, 784))
 
     def log_prior(self, z: torch.Tensor) -> torch.Tensor:
-        h = self.encoder(F.hardtanh(self.prior.pseudo_inputs, 0.0, 1.0))
-        log_components = gaussian_log_density(z.unsqueeze(-2), self.mean(h), self.log_var(h))  # [k, B, K]
-        return torch.logsumexp(log_components, -1) - math.log(len(self.prior.pseudo_inputs))
+        h, K = self.encoder(F.hardtanh(self.prior.pseudo_inputs, 0.0, 1.0)), len(self.prior.pseudo_inputs)
+        return mixture_log_density(z, self.mean(h), self.log_var(h), torch.full((K,), -math.log(K), device=z.device))
 
 
 class PlainMixturePriorVAE(PlainVAE):
     """With a learned mixture of K diagonal Gaussians as the prior (``prior=mog``): log p(z) =
-    logsumexp_k (log softmax(logits)_k + log N(z; m_k, diag(exp(s_k)))); the KL is sampled. The
-    quadratic form in matrix products, sum_d (z - m)^2 P = (z*z) P^T - 2 z (m*P)^T + sum_d m^2 P
-    with P = exp(-s): no [k, B, K, d] tensor (vaelab broadcasts one; issue 28)."""
+    logsumexp_k (log softmax(logits)_k + log N(z; m_k, diag(exp(s_k)))) in matrix products
+    (:func:`mixture_log_density`); the KL is sampled."""
 
     closed_form_kl = False
-    same_flops = False  # the matrix-product form adds matmul FLOP that vaelab's broadcast does not count
 
     def build_prior(self, cfg: FitConfig) -> None:
         K, d, self.prior = cfg.prior.components, cfg.model.latent_dim, nn.Module()  # its parameters last, as vaelab's
@@ -237,12 +248,8 @@ class PlainMixturePriorVAE(PlainVAE):
         self.prior.log_vars = nn.Parameter(torch.zeros(K, d))
 
     def log_prior(self, z: torch.Tensor) -> torch.Tensor:
-        p, flat = self.prior, z.reshape(-1, z.shape[-1])
-        precision = torch.exp(-p.log_vars)  # [K, d]
-        quadratic = (flat * flat) @ precision.T - 2 * flat @ (p.means * precision).T + (p.means.pow(2) * precision).sum(-1)
-        log_norm = -0.5 * (z.shape[-1] * LOG_2PI + p.log_vars.sum(-1))  # [K]
-        log_components = log_norm + torch.log_softmax(p.logits, 0) - 0.5 * quadratic  # [k * B, K]
-        return torch.logsumexp(log_components, -1).reshape(z.shape[:-1])
+        p = self.prior
+        return mixture_log_density(z, p.means, p.log_vars, torch.log_softmax(p.logits, 0))
 
 
 class PlainPlanarVAE(PlainVAE):

@@ -239,6 +239,24 @@ def test_vamp_prior_is_the_mixture_of_the_encoders_posteriors_of_the_pseudo_inpu
     assert all(g is None for g in grads(got, vae.decoder.parameters()))
 
 
+def test_vamp_prior_fixed_computes_the_components_once_and_only_without_gradient():
+    vae = vamp_vae()
+    z = 1.5 * torch.randn(4, 6, LATENT)
+    expected = vae.prior.log_prob(z)
+    passes = []
+    vae.encoders[0].register_forward_hook(lambda *args: passes.append(1))
+    with vae.prior.fixed():
+        with torch.no_grad():
+            first, second = vae.prior.log_prob(z), vae.prior.log_prob(z)
+        assert len(passes) == 1, "the pseudo-inputs went through the encoder more than once"
+        with_grad = vae.prior.log_prob(z)  # a gradient asked for: the components are recomputed
+        assert len(passes) == 2 and with_grad.requires_grad
+    assert torch.equal(first, second) and torch.equal(first, expected.detach())
+    assert vae.prior._fixed is None
+    vae.prior.log_prob(z)
+    assert len(passes) == 3
+
+
 def test_vamp_prior_of_two_layers_follows_the_encoders_means_to_the_top():
     vae = vamp_vae(upper=True)  # z_1 has 3 dimensions, z_2 (the prior's) 2
     first, second = vae.encoders
@@ -507,15 +525,17 @@ def previous_formula(vae: VAE, batch: int) -> int:
 @pytest.mark.parametrize("prior", ["standard", "vamp"])
 @pytest.mark.parametrize("upper", [False, True])
 def test_training_step_flops_of_an_mlp_vae_count_every_linear_layer(upper, prior):
-    """N(0, I): exactly the previous version's count. VampPrior: that and, once per step, the
-    encoders' pass over the K pseudo-inputs (along the means to the top layer)."""
+    """N(0, I): exactly the previous version's count. VampPrior: that, once per step the
+    encoders' pass over the K pseudo-inputs (along the means to the top layer), and per sample
+    of z the mixture's product [z*z, z] [2d, K] (vaelab/probability/mixtures.py)."""
     layers = [StochasticLayerConfig(hidden=[6, 4], latent_dim=2)] if upper else []
     cfg = ModelConfig(latent_dim=3, hidden=[7, 5], k=3, upper_layers=layers, decoder="gaussian_learned")
     vae = VAE(cfg, 11, prior=PriorConfig(name=prior, components=K))
     assert len(vae.encoders) == (2 if upper else 1)
     pseudo_inputs = 6 * sum(linear_products(encoder, K) for encoder in vae.encoders) if prior == "vamp" else 0
     for batch in (4, 10):
-        assert training_step_flops(vae, batch) == previous_formula(vae, batch) + pseudo_inputs
+        mixture = 6 * batch * cfg.k * 2 * vae.top_latent_dim * K if prior == "vamp" else 0
+        assert training_step_flops(vae, batch) == previous_formula(vae, batch) + pseudo_inputs + mixture
 
 
 @pytest.mark.parametrize("prior", ["standard", "vamp"])

@@ -158,4 +158,5 @@ def importance_estimates(
     log-weights under ``torch.compile``, the same samples."""
     first = vae.encode(x)  # q(z_1|x), computed once for every chunk
     log_weights = compiled_log_weights(vae) if compiled else vae.log_weights
-    return estimate_log_likelihood(lambda n: log_weights(x, n, first), samples, chunk_size, iwae_k)
+    with vae.prior.fixed():  # the prior's own parameters too (a VampPrior's components)
+        return estimate_log_likelihood(lambda n: log_weights(x, n, first), samples, chunk_size, iwae_k)

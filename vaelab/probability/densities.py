@@ -52,7 +52,3 @@ def gaussian_kl(mean_q: Tensor, log_var_q: Tensor, mean_p: Tensor, log_var_p: Te
     ratio = torch.exp(log_var_q - log_var_p)
     return 0.5 * (ratio + (mean_q - mean_p).pow(2) * torch.exp(-log_var_p) - 1.0 - (log_var_q - log_var_p)).sum(-1)
 
-
-def mixture_log_prob(log_component_probs: Tensor, log_weights: Tensor) -> Tensor:
-    """log sum_k pi_k p_k(z) from log p_k(z) [..., K] and log pi_k [K], stably (logsumexp)."""
-    return torch.logsumexp(log_component_probs + log_weights, dim=-1)

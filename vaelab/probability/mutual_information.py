@@ -15,7 +15,8 @@ import math
 import torch
 from torch import Tensor
 
-from vaelab.probability.densities import LOG_2PI, gaussian_log_prob
+from vaelab.probability.densities import LOG_2PI
+from vaelab.probability.mixtures import diagonal_gaussian_mixture_log_prob
 
 
 def mutual_information(mean: Tensor, log_var: Tensor, z: Tensor) -> Tensor:
@@ -23,6 +24,6 @@ def mutual_information(mean: Tensor, log_var: Tensor, z: Tensor) -> Tensor:
     ``log_var`` and one sample ``z`` of each, [N, d] each."""
     n, d = mean.shape
     negative_entropy = (-0.5 * (d * LOG_2PI + (1.0 + log_var).sum(-1))).mean()
-    log_density = gaussian_log_prob(z.unsqueeze(1), mean.unsqueeze(0), log_var.unsqueeze(0))  # [z_i, x_j]
-    log_aggregate = torch.logsumexp(log_density, dim=1) - math.log(n)
+    uniform = torch.full((n,), -math.log(n), dtype=mean.dtype, device=mean.device)
+    log_aggregate = diagonal_gaussian_mixture_log_prob(z, mean, log_var, uniform)  # the batch's N posteriors
     return negative_entropy - log_aggregate.mean()

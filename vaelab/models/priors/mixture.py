@@ -8,8 +8,8 @@ import torch
 from torch import Tensor, nn
 
 from vaelab.models.priors.prior import PRIORS, PosteriorOf, Prior
-from vaelab.probability.densities import gaussian_log_prob, mixture_log_prob
 from vaelab.probability.distributions import DiagonalGaussian
+from vaelab.probability.mixtures import diagonal_gaussian_mixture_log_prob
 from vaelab.registry import no_args
 
 if TYPE_CHECKING:
@@ -49,8 +49,7 @@ class MixturePrior(Prior):
         self.log_vars = nn.Parameter(torch.zeros(components, latent_dim))
 
     def log_prob(self, z: Tensor) -> Tensor:
-        log_components = gaussian_log_prob(z.unsqueeze(-2), self.means, self.log_vars)  # [..., K]
-        return mixture_log_prob(log_components, torch.log_softmax(self.logits, dim=0))
+        return diagonal_gaussian_mixture_log_prob(z, self.means, self.log_vars, torch.log_softmax(self.logits, dim=0))
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         components = DiagonalGaussian(self.means, self.log_vars)

@@ -3,13 +3,14 @@
 Every prior is a :class:`Prior`: ``log_prob(z)`` [...] for z [..., d]; ``sample(n, generator)``,
 n draws [n, d]; ``kl(q)``, KL(q || p) in closed form for a diagonal-Gaussian posterior where one
 exists, else None (then the bounds sample log p(z) - log q(z|x)); and ``icdf(u)``, the quantile
-function per coordinate where the prior factorises (for the 2-D manifold picture), else None.
-A new prior is one module of this package (or a file of your own, docs/extending.md).
+function per coordinate where the prior factorises (for the 2-D manifold picture), else None;
+``fixed()``, a context of unchanging parameters (the test-set estimate's chunks). A new prior is one module of this package (or a file of your own, docs/extending.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
@@ -54,6 +55,11 @@ class Prior(nn.Module):
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """n draws, [n, d]; with ``generator`` (a CPU generator) the draws are its own."""
         raise NotImplementedError
+
+    def fixed(self) -> AbstractContextManager:
+        """A context in which the parameters do not change and no gradient is taken (the
+        test-set estimate's chunks): a prior computed from the model may compute it once."""
+        return nullcontext()
 
     def kl(self, q: DiagonalGaussian) -> Tensor | None:
         """KL(q || p) in closed form, [...]; None where there is none (the bound samples it)."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import torch
@@ -10,8 +12,8 @@ from torch import Tensor, nn
 
 from vaelab.models.priors.mixture import sample_mixture
 from vaelab.models.priors.prior import PRIORS, PosteriorOf, Prior
-from vaelab.probability.densities import gaussian_log_prob
 from vaelab.probability.distributions import DiagonalGaussian
+from vaelab.probability.mixtures import diagonal_gaussian_mixture_log_prob
 from vaelab.registry import no_args
 
 if TYPE_CHECKING:
@@ -45,15 +47,29 @@ class VampPrior(Prior):
         super().__init__(latent_dim)
         self.pseudo_inputs = nn.Parameter(init_mean + init_std * torch.randn(components, data_dim))
         self._posterior_of = posterior_of  # the model's encoder, registered there and not here
+        self._fixed: DiagonalGaussian | None = None  # the components, inside fixed()
 
     def components(self) -> DiagonalGaussian:
         """q(z | u_k) for every pseudo-input: mean and log-variance [K, d]."""
+        if self._fixed is not None and not torch.is_grad_enabled():
+            return self._fixed
         return self._posterior_of(torch.nn.functional.hardtanh(self.pseudo_inputs, 0.0, 1.0))
+
+    @contextmanager
+    def fixed(self) -> Iterator[None]:
+        """The K posteriors computed once for every log_prob inside (without gradient), not once
+        per chunk of samples: the encoder's pass over the pseudo-inputs."""
+        with torch.no_grad():
+            self._fixed = self.components()
+        try:
+            yield
+        finally:
+            self._fixed = None
 
     def log_prob(self, z: Tensor) -> Tensor:
         q = self.components()
-        log_components = gaussian_log_prob(z.unsqueeze(-2), q.mean, q.log_var)  # [..., K]
-        return torch.logsumexp(log_components, dim=-1) - math.log(len(self.pseudo_inputs))
+        uniform = torch.full((len(self.pseudo_inputs),), -math.log(len(self.pseudo_inputs)), device=z.device)
+        return diagonal_gaussian_mixture_log_prob(z, q.mean, q.log_var, uniform)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         q = self.components()
