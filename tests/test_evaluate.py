@@ -315,6 +315,8 @@ def test_evaluate_a_run_directory(name, fitted, capsys, monkeypatch):
     names = {"samples", "reconstructions", "interpolation_linear", "interpolation_slerp"}
     if top_dim == 2:
         names |= {"manifold", "latent_scatter"}
+    if layers > 1:
+        names |= {"temperatures", "layer_reconstructions"}
     assert set(result["pictures"]) == names
     for picture_name, path in result["pictures"].items():
         assert Path(path) == run_dir / f"eval_{picture_name}.png"
@@ -325,6 +327,8 @@ def test_evaluate_a_run_directory(name, fitted, capsys, monkeypatch):
         "interpolation_slerp": grid_size(12, 8, shape),
         "manifold": (20 * shape[1], 20 * shape[0]),  # 20 x 20 decoder means, no gaps
         "latent_scatter": (700, 640) if labelled else (640, 640),
+        "temperatures": grid_size(8, 4, shape),  # a row per temperature
+        "layer_reconstructions": grid_size(8, 1 + layers, shape),  # the inputs, then 1 .. L layers kept
     }
     for picture_name in names:
         image = picture(run_dir / f"eval_{picture_name}.png")

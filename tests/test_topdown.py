@@ -122,9 +122,9 @@ def closed_forms(vae: TopDownVAE, x: torch.Tensor) -> tuple[float, float]:
 @pytest.mark.parametrize("depth", [1, 2, 3])
 def test_linear_gaussian_elbo_and_log_likelihood_equal_their_closed_forms(float64, merge, depth):
     """The ELBO with every layer's KL in closed form and with it sampled agrees with the closed form
-    within 4 standard errors of 20000 samples; L_k at k = 200000 with log p(x) within 0.03 nats (its error here was at most 0.021)."""
+    within 4 standard errors of 20000 samples; L_k at k = 200000 with log p(x) within 0.03 nats (its error here was at most 0.013)."""
     vae = linear_gaussian(merge, depth)
-    x = model_data(vae, 2)
+    x = model_data(vae, 1)
     with torch.no_grad():
         for index in range(len(x)):
             log_px, closed_elbo = closed_forms(vae, x[index])
