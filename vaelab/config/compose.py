@@ -138,10 +138,10 @@ def _merge_all(base: DictConfig, updates: list[tuple[DictConfig, str]]) -> DictC
     """``base`` merged with each update in turn; a failure names the file (``source``) it came from."""
     try:
         return OmegaConf.merge(base, *(update for update, _ in updates))  # one copy of the config, not one per file
-    except OmegaConfBaseException:
-        for update, source in updates:  # again one at a time, to find the file at fault
+    except OmegaConfBaseException as error:
+        for update, source in updates:  # again one at a time: the file at fault raises, named
             base = _merge(base, update, source)
-        raise AssertionError("a merge that failed at once succeeded file by file")  # noqa: B904
+        raise _explain(error, "the config files") from error
 
 
 def compose(line: CommandLine, root: Path | None = None) -> DictConfig:

@@ -256,6 +256,9 @@ class VAEModule(pl.LightningModule):
         optimizer = optimizer.optimizer
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self._gradients.idle:  # no parameter list to build in the common step
+            optimizer.step()
+            return
         norm = self._gradients.clip_directly(list(self.parameters()))
         if not self._gradients.skips(norm):
             optimizer.step()

@@ -57,8 +57,7 @@ class VAE(nn.Module):
         self.data_dim = math.prod(self.image_shape)
         self.network = build_network(self.net_cfg, cfg)  # not a module: it makes the trunks and names them
         trunk = self.network.encoder(self.image_shape)
-        self.latent_dims = [cfg.latent_dim] + [layer.latent_dim for layer in cfg.upper_layers]  # z_1 .. z_L
-        sizes = self.latent_dims
+        self.latent_dims = sizes = [cfg.latent_dim] + [layer.latent_dim for layer in cfg.upper_layers]  # z_1 .. z_L
         self.build_inference(trunk, sizes)
         # p(z_1|z_2), ... mirror the upper layers' networks, and the decoder p(x|z_1).
         generative = []

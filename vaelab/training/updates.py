@@ -18,6 +18,7 @@ class GradientUpdate:
         self.clip = clip
         self.skip_threshold = skip_threshold
         self.skipped = 0
+        self.idle = clip is None and skip_threshold is None  # the update is zero_grad, backward, step
 
     def norm_before_clipping(self, parameters: Iterable[nn.Parameter]) -> Tensor | None:
         """The gradients' total norm, computed only where skipping needs it: before clipping, as VDVAE does."""
